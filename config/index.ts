@@ -1,0 +1,279 @@
+import fs from "node:fs";
+import Validator from "fastest-validator";
+import defaults from "./default.json";
+import dev from "./dev.json";
+import prod from "./prod.json";
+import test from "./test.json";
+
+export type EnvName = "dev" | "prod" | "test";
+
+export interface RateTier {
+	rate: number;
+	burst: number;
+}
+
+export interface Config {
+	env: EnvName;
+	namespace: string;
+	node_id: string;
+	http: { port: number; host: string; body_limit: string; cors_origins: string[]; trusted_proxies: string[] };
+	db: { host: string; port: number; user: string; password: string; name: string; pool_max: number };
+	redis: { url: string };
+	amqp: { url: string; prefetch: number };
+	nats: { url: string };
+	jwt: { secret: string; expires_in: number };
+	bcrypt: { cost: number };
+	admin: { username: string; password: string };
+	log: { level: LogLevel; format: "json" | "pretty"; output: "stdout" | "file"; file: string };
+	broker: {
+		request_timeout: number;
+		retry: { enabled: boolean; retries: number; delay: number; max_delay: number };
+		circuit_breaker: { enabled: boolean; threshold: number; min_request_count: number; window_time: number; half_open_time: number };
+		bulkhead: { enabled: boolean; concurrency: number; max_queue_size: number };
+	};
+	shutdown: { drain_delay: number; timeout: number };
+	cache: { product_ttl: number };
+	order: { pay_timeout: number; sweep_interval: number };
+	seckill: { reconcile_interval: number; reconcile_age: number; max_deliveries: number };
+	rate_limit: {
+		enabled: boolean;
+		fail_open: boolean;
+		local_max_keys: number;
+		global: RateTier;
+		api: RateTier;
+		seckill: RateTier;
+		login: RateTier;
+	};
+	tracing: { enabled: boolean; otlp_endpoint: string; service_name: string };
+}
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+export const DEV_JWT_SECRET = defaults.jwt.secret;
+
+/** Keys that SIGHUP applies to a running node; any other change needs a restart. */
+export const RELOADABLE_KEYS = ["log.level", "rate_limit", "broker.request_timeout", "order.pay_timeout"] as const;
+
+const ENV_FILES: Record<EnvName, unknown> = { dev, prod, test };
+
+type EnvType = "string" | "number" | "boolean";
+/** Environment variables (SPEC "Config") and the key each one overrides. */
+export const ENV_VARS: Record<string, [string, EnvType]> = {
+	GOMALL_HTTP_PORT: ["http.port", "number"],
+	GOMALL_DB_HOST: ["db.host", "string"],
+	GOMALL_DB_PORT: ["db.port", "number"],
+	GOMALL_DB_USER: ["db.user", "string"],
+	GOMALL_DB_PASSWORD: ["db.password", "string"],
+	GOMALL_DB_NAME: ["db.name", "string"],
+	GOMALL_REDIS_URL: ["redis.url", "string"],
+	GOMALL_AMQP_URL: ["amqp.url", "string"],
+	GOMALL_NATS_URL: ["nats.url", "string"],
+	GOMALL_NAMESPACE: ["namespace", "string"],
+	GOMALL_NODE_ID: ["node_id", "string"],
+	GOMALL_JWT_SECRET: ["jwt.secret", "string"],
+	GOMALL_ADMIN_USERNAME: ["admin.username", "string"],
+	GOMALL_ADMIN_PASSWORD: ["admin.password", "string"],
+	GOMALL_LOG_LEVEL: ["log.level", "string"],
+	GOMALL_LOG_FORMAT: ["log.format", "string"],
+	GOMALL_LOG_OUTPUT: ["log.output", "string"],
+	GOMALL_LOG_FILE: ["log.file", "string"],
+	GOMALL_RATE_LIMIT_ENABLED: ["rate_limit.enabled", "boolean"],
+	GOMALL_ORDER_PAY_TIMEOUT: ["order.pay_timeout", "number"],
+	GOMALL_AMQP_PREFETCH: ["amqp.prefetch", "number"],
+	GOMALL_OTLP_ENDPOINT: ["tracing.otlp_endpoint", "string"]
+};
+
+export class ConfigError extends Error {
+	override name = "ConfigError";
+}
+
+const num = (min: number, max = Number.MAX_SAFE_INTEGER, integer = true) => ({ type: "number", min, max, integer });
+const tier = { type: "object", strict: true, props: { rate: num(0.001, 1e7, false), burst: num(1, 1e7) } };
+const str = { type: "string" };
+const bool = { type: "boolean" };
+const obj = (props: Record<string, unknown>) => ({ type: "object", strict: true, props });
+
+const schema = {
+	$$root: true,
+	...obj({
+		env: { type: "enum", values: ["dev", "prod", "test"] },
+		namespace: { type: "string", pattern: /^[a-z0-9-]*$/, max: 32 },
+		node_id: str,
+		http: obj({
+			port: num(0, 65535),
+			host: { type: "string", min: 1 },
+			body_limit: { type: "string", pattern: /^\d+(b|kb|mb)$/ },
+			cors_origins: { type: "array", items: "string" },
+			trusted_proxies: { type: "array", items: "string" }
+		}),
+		db: obj({ host: { type: "string", min: 1 }, port: num(1, 65535), user: str, password: str, name: { type: "string", pattern: /^[A-Za-z0-9_]+$/ }, pool_max: num(1, 1000) }),
+		redis: obj({ url: { type: "string", pattern: /^rediss?:\/\// } }),
+		amqp: obj({ url: { type: "string", pattern: /^amqps?:\/\// }, prefetch: num(1, 65535) }),
+		nats: obj({ url: { type: "string", pattern: /^(nats:\/\/.*)?$/ } }),
+		jwt: obj({ secret: str, expires_in: num(60, 365 * 86400) }),
+		bcrypt: obj({ cost: num(4, 15) }),
+		admin: obj({ username: str, password: str }),
+		log: obj({
+			level: { type: "enum", values: ["debug", "info", "warn", "error"] },
+			format: { type: "enum", values: ["json", "pretty"] },
+			output: { type: "enum", values: ["stdout", "file"] },
+			file: str
+		}),
+		broker: obj({
+			request_timeout: num(0, 600000),
+			retry: obj({ enabled: bool, retries: num(0, 10), delay: num(0, 60000), max_delay: num(0, 600000) }),
+			circuit_breaker: obj({ enabled: bool, threshold: num(0, 1, false), min_request_count: num(1), window_time: num(1), half_open_time: num(1) }),
+			bulkhead: obj({ enabled: bool, concurrency: num(1), max_queue_size: num(0) })
+		}),
+		shutdown: obj({ drain_delay: num(0, 600000), timeout: num(0, 600000) }),
+		cache: obj({ product_ttl: num(0, 86400) }),
+		order: obj({ pay_timeout: num(0.1, 86400 * 7, false), sweep_interval: num(0, 86400, false) }),
+		seckill: obj({ reconcile_interval: num(0, 86400, false), reconcile_age: num(0, 86400, false), max_deliveries: num(1, 100) }),
+		rate_limit: obj({
+			enabled: bool,
+			fail_open: bool,
+			local_max_keys: num(1, 1e8),
+			global: tier,
+			api: tier,
+			seckill: tier,
+			login: tier
+		}),
+		tracing: obj({ enabled: bool, otlp_endpoint: str, service_name: { type: "string", min: 1 } })
+	})
+};
+
+const check = new Validator({ haltOnFirstError: false }).compile(schema);
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+	return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function deepMerge(target: Record<string, unknown>, source: unknown): Record<string, unknown> {
+	if (!isPlainObject(source)) return target;
+	for (const [k, v] of Object.entries(source)) {
+		target[k] = isPlainObject(v) && isPlainObject(target[k]) ? deepMerge({ ...(target[k] as object) } as Record<string, unknown>, v) : v;
+	}
+	return target;
+}
+
+export function getPath(obj: unknown, path: string): unknown {
+	return path.split(".").reduce<unknown>((o, k) => (isPlainObject(o) ? o[k] : undefined), obj);
+}
+
+function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
+	const keys = path.split(".");
+	let o = obj;
+	for (const k of keys.slice(0, -1)) {
+		if (!isPlainObject(o[k])) o[k] = {};
+		o = o[k] as Record<string, unknown>;
+	}
+	o[keys[keys.length - 1]] = value;
+}
+
+function parseEnvValue(name: string, key: string, raw: string, type: EnvType): unknown {
+	if (type === "string") return raw;
+	if (type === "number") {
+		const n = Number(raw);
+		if (raw.trim() === "" || !Number.isFinite(n)) throw new ConfigError(`config: ${key} (from ${name}) must be a number, got "${raw}"`);
+		return n;
+	}
+	if (raw === "true" || raw === "1") return true;
+	if (raw === "false" || raw === "0") return false;
+	throw new ConfigError(`config: ${key} (from ${name}) must be true or false, got "${raw}"`);
+}
+
+export interface LoadOptions {
+	/** dev, prod or test; defaults to GOMALL_ENV, then dev. */
+	env?: string;
+	/** An extra JSON file merged over the environment's file. */
+	file?: string;
+	/** Environment variables; defaults to process.env. */
+	environ?: NodeJS.ProcessEnv;
+	/** Programmatic overrides (tests), merged last. */
+	overrides?: unknown;
+}
+
+/**
+ * Builds the configuration: defaults, then the environment's file, then `--config`, then the
+ * GOMALL_* variables. Throws ConfigError naming the first bad key.
+ */
+export function loadConfig(opts: LoadOptions = {}): Config {
+	const environ = opts.environ ?? process.env;
+	const envName = opts.env ?? environ.GOMALL_ENV ?? "dev";
+	if (!(envName in ENV_FILES)) throw new ConfigError(`config: env must be one of dev, prod, test; got "${envName}"`);
+
+	let merged = deepMerge(structuredClone(defaults) as Record<string, unknown>, ENV_FILES[envName as EnvName]);
+	if (opts.file) {
+		let parsed: unknown;
+		try {
+			parsed = JSON.parse(fs.readFileSync(opts.file, "utf8"));
+		} catch (err) {
+			throw new ConfigError(`config: cannot read --config ${opts.file}: ${(err as Error).message}`);
+		}
+		merged = deepMerge(merged, parsed);
+	}
+	for (const [name, [key, type]] of Object.entries(ENV_VARS)) {
+		const raw = environ[name];
+		if (raw !== undefined) setPath(merged, key, parseEnvValue(name, key, raw, type));
+	}
+	merged = deepMerge(merged, opts.overrides);
+	merged.env = envName;
+
+	const result = check(merged);
+	if (result !== true) {
+		const first = (result as { field: string; message: string; actual?: unknown }[])[0];
+		const key = first.field.replace(/^\$\$root\.?/, "");
+		throw new ConfigError(`config: invalid value for ${key || "root"}: ${first.message}`);
+	}
+	const cfg = merged as unknown as Config;
+
+	if (cfg.env === "prod" && (cfg.jwt.secret === DEV_JWT_SECRET || cfg.jwt.secret.length < 32)) {
+		throw new ConfigError("config: jwt.secret (GOMALL_JWT_SECRET) must be set to a secret of at least 32 characters in prod, not the development secret");
+	}
+	if (cfg.log.output === "file" && !cfg.log.file) throw new ConfigError("config: log.file must be set when log.output is file");
+	return deepFreeze(cfg);
+}
+
+function deepFreeze<T>(o: T): T {
+	if (isPlainObject(o) || Array.isArray(o)) {
+		Object.values(o as object).forEach(deepFreeze);
+		Object.freeze(o);
+	}
+	return o;
+}
+
+/** The reloadable keys whose values differ between two configurations. */
+export function reloadableChanges(before: Config, after: Config): string[] {
+	return RELOADABLE_KEYS.filter(k => JSON.stringify(getPath(before, k)) !== JSON.stringify(getPath(after, k)));
+}
+
+/** Non-reloadable top-level sections that differ (they need a restart). */
+export function restartOnlyChanges(before: Config, after: Config): string[] {
+	const flat = (c: Config) => {
+		const out: Record<string, string> = {};
+		const walk = (o: unknown, prefix: string) => {
+			if (isPlainObject(o)) for (const [k, v] of Object.entries(o)) walk(v, prefix ? `${prefix}.${k}` : k);
+			else out[prefix] = JSON.stringify(o);
+		};
+		walk(c, "");
+		return out;
+	};
+	const a = flat(before);
+	const b = flat(after);
+	return Object.keys({ ...a, ...b }).filter(k => a[k] !== b[k] && !RELOADABLE_KEYS.some(r => k === r || k.startsWith(r + ".")));
+}
+
+/**
+ * The node's live configuration. Services read it through getConfig(); SIGHUP replaces it
+ * with a fresh frozen object and emits `$config.changed` locally, so no one mutates it.
+ */
+let current: Config | undefined;
+
+export function setConfig(cfg: Config): void {
+	current = cfg;
+}
+
+export function getConfig(): Config {
+	if (!current) current = loadConfig();
+	return current;
+}

@@ -1,0 +1,9 @@
+/** Tests talk to the real MariaDB, Redis, RabbitMQ and NATS on 127.0.0.1 (see README). */
+module.exports = {
+	testEnvironment: "node",
+	transform: { "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.json" }] },
+	testMatch: ["<rootDir>/test/**/*.test.ts"],
+	moduleFileExtensions: ["ts", "js", "json"],
+	testTimeout: 60000,
+	modulePathIgnorePatterns: ["<rootDir>/dist/"]
+};

@@ -1,0 +1,70 @@
+/**
+ * Every business code of the REST contract (SPEC "Business codes"), defined once.
+ *
+ * Actions refer to a code by its key (`"SECKILL_SOLD_OUT"`); the key travels between nodes as
+ * the Moleculer error `type` (or a rejection's `reason`) and the gateway maps it back here to
+ * the HTTP status and numeric code of the envelope.
+ */
+export interface CodeDef {
+	readonly biz: number;
+	readonly http: number;
+	readonly message: string;
+}
+
+function def(biz: number, http: number, message: string): CodeDef {
+	return Object.freeze({ biz, http, message });
+}
+
+export const Codes = Object.freeze({
+	// general
+	BAD_REQUEST: def(400, 400, "bad request"),
+	UNAUTHORIZED: def(401, 401, "not logged in"),
+	FORBIDDEN: def(403, 403, "forbidden"),
+	NOT_FOUND: def(404, 404, "not found"),
+	CONFLICT: def(409, 409, "conflict"),
+	PAYLOAD_TOO_LARGE: def(400, 413, "request body too large"),
+	TOO_MANY_REQUESTS: def(429, 429, "too many requests"),
+	INTERNAL: def(500, 500, "internal server error"),
+	UNAVAILABLE: def(503, 503, "service unavailable, please retry"),
+
+	// user
+	USER_NOT_FOUND: def(10001, 404, "user not found"),
+	USER_ALREADY_EXISTS: def(10002, 409, "username or email already registered"),
+	USER_DISABLED: def(10003, 403, "user is disabled"),
+	USER_WRONG_PASSWORD: def(10004, 401, "wrong username or password"),
+	TOKEN_EXPIRED: def(10005, 401, "token expired"),
+	TOKEN_INVALID: def(10006, 401, "token invalid"),
+	NOT_ADMIN: def(10010, 403, "admin role required"),
+
+	// product
+	PRODUCT_NOT_FOUND: def(20001, 404, "product not found"),
+	PRODUCT_OFF_SHELF: def(20002, 400, "product is off shelf"),
+	PRODUCT_OUT_OF_STOCK: def(20003, 409, "product out of stock"),
+	PRODUCT_NOT_ENOUGH_STOCK: def(20004, 409, "not enough stock"),
+
+	// order
+	ORDER_NOT_FOUND: def(30001, 404, "order not found"),
+	ORDER_WRONG_STATUS: def(30003, 409, "order status does not allow this action"),
+	ORDER_CLOSED: def(30006, 409, "order expired or closed"),
+	ORDER_ALREADY_PAID: def(30007, 409, "order already paid"),
+
+	// cart
+	CART_EMPTY: def(50001, 400, "cart is empty"),
+	CART_ITEM_NOT_FOUND: def(50002, 404, "item not in cart"),
+	CART_NOT_ENOUGH_STOCK: def(50007, 409, "not enough stock"),
+	CART_PRODUCT_OFF_SHELF: def(50009, 400, "product is off shelf"),
+
+	// seckill
+	SECKILL_NOT_STARTED: def(60001, 400, "flash sale has not started"),
+	SECKILL_ENDED: def(60002, 400, "flash sale has ended"),
+	SECKILL_SOLD_OUT: def(60003, 409, "sold out"),
+	SECKILL_LIMIT_REACHED: def(60004, 409, "purchase limit reached"),
+	SECKILL_ORDER_FAILED: def(60005, 503, "order could not be queued, please retry"),
+	SECKILL_NO_ACTIVITY: def(60008, 404, "no such flash-sale activity")
+});
+
+export type CodeKey = keyof typeof Codes;
+
+export function isCodeKey(key: unknown): key is CodeKey {
+	return typeof key === "string" && Object.prototype.hasOwnProperty.call(Codes, key);
+}

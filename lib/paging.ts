@@ -1,0 +1,17 @@
+/** SPEC paging: `page` from 1, `page_size` default 10 and at most 100. */
+export const pageParams = {
+	page: { type: "number", integer: true, positive: true, convert: true, default: 1 },
+	page_size: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 10 }
+};
+
+export interface Paged<T> {
+	list: T[];
+	total: number;
+	page: number;
+	page_size: number;
+	total_page: number;
+}
+
+export function paged<T>(list: T[], total: number, page: number, pageSize: number): Paged<T> {
+	return { list, total, page, page_size: pageSize, total_page: Math.ceil(total / pageSize) };
+}

@@ -1,0 +1,50 @@
+import type { ServiceSchema } from "moleculer";
+import DbService from "moleculer-db";
+import SequelizeAdapter from "moleculer-db-adapter-sequelize";
+import type { ModelAttributes, ModelOptions, Model, ModelStatic, Sequelize } from "sequelize";
+import { getConfig } from "../config";
+
+export interface ModelDefinition {
+	name: string;
+	define: ModelAttributes;
+	options: ModelOptions;
+}
+
+/** What the mixin adds to a service's `this`. */
+export interface DbThis {
+	adapter: { db: Sequelize; model: ModelStatic<Model> };
+	model: ModelStatic<Model>;
+	clearCache(): Promise<void>;
+}
+
+/** moleculer-db's generic CRUD actions: each actor publishes its own, validated ones instead. */
+const GENERIC_ACTIONS = ["find", "count", "list", "create", "insert", "get", "update", "remove"];
+
+/**
+ * moleculer-db over Sequelize/mysql2 for one table. The schema comes from migrations/, so the
+ * adapter never calls sync(). moleculer-db supplies connect-with-retry on start, disconnect on
+ * stop and clearCache(); transactions use `this.adapter.db` (the Sequelize instance) directly.
+ */
+export function DbMixin(model: ModelDefinition): Partial<ServiceSchema> {
+	const db = getConfig().db;
+	const adapter = new (SequelizeAdapter as any)(db.name, db.user, db.password, {
+		host: db.host,
+		port: db.port,
+		dialect: "mysql",
+		logging: false,
+		noSync: true,
+		pool: { max: db.pool_max, min: 0, idle: 10000, acquire: 20000 },
+		dialectOptions: { decimalNumbers: false, dateStrings: false },
+		timezone: "+00:00",
+		define: { freezeTableName: true }
+	});
+	const actions: Record<string, false> = {};
+	for (const a of GENERIC_ACTIONS) actions[a] = false;
+	return {
+		mixins: [DbService],
+		adapter,
+		model,
+		actions,
+		settings: { idField: "id" }
+	} as Partial<ServiceSchema>;
+}

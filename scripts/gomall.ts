@@ -1,0 +1,71 @@
+/**
+ * Starts a GoMall node.
+ *   npm start                                  every actor on one node
+ *   npm run node -- --services user,product    a subset; it joins the running cluster over NATS
+ *   npm run node -- --repl                     with the Moleculer REPL
+ *   --env dev|prod|test, --config extra.json   which configuration
+ */
+import { ConfigError, getConfig, loadConfig, reloadableChanges, restartOnlyChanges, setConfig, getPath } from "../config";
+import { parseCliArgs } from "../lib/cli";
+import { ALL_SERVICES, startNode } from "../lib/node";
+
+async function main(): Promise<void> {
+	const args = parseCliArgs(process.argv.slice(2));
+	let cfg;
+	try {
+		cfg = loadConfig({ env: args.env, file: args.config });
+	} catch (err) {
+		if (err instanceof ConfigError) {
+			console.error(`gomall: ${err.message}`);
+			process.exit(2);
+		}
+		throw err;
+	}
+
+	const node = await startNode(cfg, args.services ?? ALL_SERVICES);
+	const { broker, logging } = node;
+	const log = broker.getLogger("gomall");
+
+	process.on("SIGHUP", () => {
+		const before = getConfig();
+		let after;
+		try {
+			after = loadConfig({ env: args.env, file: args.config });
+		} catch (err) {
+			log.error(`config reload refused, keeping the running configuration: ${(err as Error).message}`);
+			return;
+		}
+		const changed = reloadableChanges(before, after);
+		const ignored = restartOnlyChanges(before, after);
+		setConfig(after);
+		if (changed.includes("log.level")) logging.setLevel(after.log.level);
+		broker.options.requestTimeout = after.broker.request_timeout;
+		broker.broadcastLocal("$config.changed", { keys: changed });
+		const detail = changed.map(k => `${k}: ${JSON.stringify(getPath(before, k))} -> ${JSON.stringify(getPath(after, k))}`);
+		log.warn(`config reloaded (SIGHUP): ${detail.length ? detail.join("; ") : "no reloadable change"}`);
+		if (ignored.length) log.warn(`config keys changed that need a restart: ${ignored.join(", ")}`);
+	});
+
+	let signals = 0;
+	const onSignal = (sig: string) => {
+		if (++signals > 1) process.exit(1);
+		log.info(`${sig} received: draining`);
+		node
+			.shutdown()
+			.then(() => logging.root.flush())
+			.then(() => process.exit(0))
+			.catch(err => {
+				console.error(`shutdown failed: ${err.message}`);
+				process.exit(1);
+			});
+	};
+	process.on("SIGTERM", () => onSignal("SIGTERM"));
+	process.on("SIGINT", () => onSignal("SIGINT"));
+
+	if (args.repl) await broker.repl();
+}
+
+main().catch(err => {
+	console.error(`gomall: start-up failed: ${err.message}`);
+	process.exit(1);
+});

@@ -1,0 +1,211 @@
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { DataTypes, Op, WhereOptions } from "sequelize";
+import { getConfig } from "../config";
+import { bizError } from "../lib/errors";
+import { pageParams, paged, Paged } from "../lib/paging";
+import { DbMixin, DbThis } from "../mixins/db.mixin";
+
+export const PRODUCT_ON_SHELF = 1;
+export const PRODUCT_OFF_SHELF = 0;
+
+export interface Product {
+	id: number;
+	name: string;
+	description: string;
+	price: number;
+	stock: number;
+	category: string;
+	image_url: string;
+	status: number;
+	created_at: Date;
+	updated_at: Date;
+}
+
+/** Two decimal places at most, stored exactly as DECIMAL(12,2). */
+export function isMoney(value: number): boolean {
+	return Math.abs(value * 100 - Math.round(value * 100)) < 1e-6;
+}
+
+const MAX_PRICE = 9999999999.99;
+
+const productFields = {
+	name: { type: "string", min: 1, max: 128, trim: true },
+	price: {
+		type: "number",
+		min: 0,
+		max: MAX_PRICE,
+		convert: true,
+		custom: (v: number, errors: { type: string; actual: unknown }[]) => {
+			if (!isMoney(v)) errors.push({ type: "numberMoney", actual: v });
+			return v;
+		},
+		messages: { numberMoney: "The '{field}' field must have at most two decimal places." }
+	},
+	stock: { type: "number", integer: true, min: 0, max: 2147483647, convert: true },
+	description: { type: "string", max: 10000, optional: true },
+	category: { type: "string", max: 64, optional: true, trim: true },
+	image_url: { type: "string", max: 512, optional: true },
+	status: { type: "enum", values: [PRODUCT_OFF_SHELF, PRODUCT_ON_SHELF], optional: true }
+};
+
+const optional = (schema: Record<string, any>) =>
+	Object.fromEntries(Object.entries(schema).map(([k, v]) => [k, { ...v, optional: true }]));
+
+const idParam = { id: { type: "number", integer: true, positive: true, convert: true } };
+
+interface ProductThis extends Service, DbThis {
+	toProduct(row: Record<string, any>): Product;
+	findProduct(id: number): Promise<Product>;
+	listProducts(q: { page: number; page_size: number; category?: string; keyword?: string; include_off_shelf?: boolean }): Promise<Paged<Product>>;
+}
+
+function escapeLike(s: string): string {
+	return s.replace(/[\\%_]/g, c => "\\" + c);
+}
+
+/** The product actor: the catalogue. Detail reads go through Moleculer's Redis cacher. */
+const ProductService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, ProductThis> = {
+	name: "product",
+	mixins: [
+		DbMixin({
+			name: "product",
+			define: {
+				id: { type: DataTypes.BIGINT.UNSIGNED, primaryKey: true, autoIncrement: true },
+				name: DataTypes.STRING(128),
+				description: DataTypes.TEXT,
+				price: DataTypes.DECIMAL(12, 2),
+				stock: DataTypes.INTEGER,
+				category: DataTypes.STRING(64),
+				image_url: DataTypes.STRING(512),
+				status: DataTypes.TINYINT,
+				created_at: DataTypes.DATE(3),
+				updated_at: DataTypes.DATE(3)
+			},
+			options: { tableName: "products", timestamps: false }
+		})
+	],
+
+	actions: {
+		list: {
+			params: {
+				$$strict: "remove",
+				...pageParams,
+				category: { type: "string", max: 64, optional: true },
+				keyword: { type: "string", max: 64, optional: true }
+			},
+			handler(this: ProductThis, ctx: Context<any>) {
+				return this.listProducts(ctx.params);
+			}
+		},
+
+		get: {
+			params: idParam,
+			cache: { keys: ["id"], ttl: getConfig().cache.product_ttl },
+			handler(this: ProductThis, ctx: Context<{ id: number }>) {
+				return this.findProduct(ctx.params.id);
+			}
+		},
+
+		/** Internal: several products at once (cart, checkout). Missing ids are simply absent. */
+		getMany: {
+			visibility: "public",
+			params: { ids: { type: "array", items: { type: "number", integer: true, positive: true }, max: 1000 } },
+			async handler(this: ProductThis, ctx: Context<{ ids: number[] }>) {
+				if (!ctx.params.ids.length) return [];
+				const rows = await this.model.findAll({ where: { id: ctx.params.ids }, raw: true });
+				return rows.map(r => this.toProduct(r));
+			}
+		},
+
+		create: {
+			auth: "admin",
+			retryPolicy: { enabled: false },
+			params: { $$strict: "remove", ...productFields },
+			async handler(this: ProductThis, ctx: Context<Record<string, any>>) {
+				const p = ctx.params;
+				const created = await this.model.create({
+					name: p.name,
+					price: Number(p.price).toFixed(2),
+					stock: p.stock,
+					description: p.description ?? "",
+					category: p.category ?? "",
+					image_url: p.image_url ?? "",
+					status: p.status ?? PRODUCT_ON_SHELF
+				});
+				const product = await this.findProduct(Number(created.get("id")));
+				await this.clearCache();
+				return product;
+			}
+		},
+
+		update: {
+			auth: "admin",
+			params: { $$strict: "remove", ...idParam, ...optional(productFields) },
+			async handler(this: ProductThis, ctx: Context<Record<string, any>>) {
+				const { id, ...fields } = ctx.params;
+				if (fields.price !== undefined) fields.price = Number(fields.price).toFixed(2);
+				await this.findProduct(id);
+				if (Object.keys(fields).length) await this.model.update(fields, { where: { id } });
+				await this.clearCache();
+				return this.findProduct(id);
+			}
+		},
+
+		remove: {
+			auth: "admin",
+			params: idParam,
+			async handler(this: ProductThis, ctx: Context<{ id: number }>) {
+				const n = await this.model.destroy({ where: { id: ctx.params.id } });
+				if (!n) throw bizError("PRODUCT_NOT_FOUND");
+				await this.clearCache();
+				return { id: ctx.params.id };
+			}
+		}
+	},
+
+	events: {
+		// Stock moved elsewhere (orders, flash sales): the cached detail is stale.
+		"product.stock.changed"(this: ProductThis) {
+			return this.clearCache();
+		}
+	},
+
+	methods: {
+		toProduct(row: Record<string, any>): Product {
+			return {
+				id: Number(row.id),
+				name: row.name,
+				description: row.description ?? "",
+				price: Number(row.price),
+				stock: Number(row.stock),
+				category: row.category,
+				image_url: row.image_url,
+				status: Number(row.status),
+				created_at: row.created_at,
+				updated_at: row.updated_at
+			};
+		},
+
+		async findProduct(this: ProductThis, id: number) {
+			const row = await this.model.findByPk(id, { raw: true });
+			if (!row) throw bizError("PRODUCT_NOT_FOUND");
+			return this.toProduct(row);
+		},
+
+		async listProducts(this: ProductThis, q) {
+			const where: WhereOptions = { status: PRODUCT_ON_SHELF };
+			if (q.category) Object.assign(where, { category: q.category });
+			if (q.keyword) Object.assign(where, { name: { [Op.like]: `%${escapeLike(q.keyword)}%` } });
+			const { rows, count } = await this.model.findAndCountAll({
+				where,
+				order: [["created_at", "DESC"], ["id", "DESC"]],
+				limit: q.page_size,
+				offset: (q.page - 1) * q.page_size,
+				raw: true
+			});
+			return paged(rows.map(r => this.toProduct(r)), count, q.page, q.page_size);
+		}
+	}
+};
+
+export default ProductService;

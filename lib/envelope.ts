@@ -83,7 +83,7 @@ export function renderError(err: unknown, traceId: string | null): RenderedError
 	}
 
 	// body-parser errors carry an HTTP status and a type such as entity.parse.failed.
-	const status = Number(e.status ?? e.statusCode);
+	const status = Number(e.status ?? e.statusCode ?? e.code);
 	if (typeof e.type === "string" && e.type.startsWith("entity.") || e.type === "encoding.unsupported" || e.type === "charset.unsupported") {
 		if (status === 413) return { status: 413, body: fromDef(Codes.PAYLOAD_TOO_LARGE, traceId), unexpected: false };
 		return { status: 400, body: fromDef(Codes.BAD_REQUEST, traceId, null, e.type === "entity.parse.failed" ? "malformed JSON body" : "bad request body"), unexpected: false };

@@ -61,8 +61,10 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		port: cfg().http.port,
 		ip: cfg().http.host,
 		use: [
-			function securityHeaders(_req: Req, res: Res, next: () => void) {
+			function securityHeaders(this: ApiThis, _req: Req, res: Res, next: () => void) {
 				for (const [k, v] of SECURITY_HEADERS) res.setHeader(k, v);
+				// While draining, keep-alive clients are told to reconnect (to another node).
+				if (this.draining) res.setHeader("Connection", "close");
 				next();
 			}
 		],
@@ -238,6 +240,13 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 	},
 
 	async stopped(this: ApiThis) {
+		// Stop accepting first; accepted requests finish before the clients they use close.
+		this.draining = true;
+		if (this.server.listening) {
+			const closed = new Promise<void>(resolve => this.server.close(() => resolve()));
+			this.server.closeIdleConnections();
+			await closed;
+		}
 		await Promise.allSettled([this.amqp.stop(), this.redis.quit(), this.dbPool.end()]);
 	}
 };

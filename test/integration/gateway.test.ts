@@ -1,0 +1,72 @@
+import { startMall, TestMall } from "../helpers/node";
+
+let mall: TestMall;
+
+beforeAll(async () => {
+	mall = await startMall({ http: { body_limit: "1kb", cors_origins: ["https://shop.example"] } });
+});
+afterAll(() => mall?.stop());
+
+describe("error envelope", () => {
+	it("answers an unknown route with 404 in the envelope", async () => {
+		for (const path of ["/api/nope", "/api/user/nope", "/nothing-here"]) {
+			const r = await mall.http.get(path);
+			expect(r.status).toBe(404);
+			expect(r.body).toMatchObject({ code: 404, data: null });
+			expect(r.body.trace_id === null || typeof r.body.trace_id === "string").toBe(true);
+		}
+	});
+
+	it("answers malformed JSON with 400", async () => {
+		const r = await mall.http.request("POST", "/api/user/login", { raw: "{\"username\": " });
+		expect([r.status, r.body.code]).toEqual([400, 400]);
+		expect(r.body.message).toMatch(/malformed/i);
+	});
+
+	it("answers an oversized body with 413 in the envelope", async () => {
+		const r = await mall.http.post("/api/user/register", { username: "big_body", password: "x".repeat(4000) });
+		expect(r.status).toBe(413);
+		expect(r.body.code).toBe(400);
+	});
+
+	it("never leaks a stack trace", async () => {
+		const r = await mall.http.request("POST", "/api/user/login", { raw: "[1,2" });
+		expect(JSON.stringify(r.body)).not.toMatch(/at .*\.js|stack|node_modules/);
+	});
+});
+
+describe("headers", () => {
+	it("sets security headers and the trace id", async () => {
+		const r = await mall.http.get("/api/product");
+		expect(r.headers.get("x-content-type-options")).toBe("nosniff");
+		expect(r.headers.get("x-frame-options")).toBe("DENY");
+		expect(r.headers.get("x-trace-id")).toBe(r.body.trace_id);
+	});
+
+	it("answers CORS preflight for an allowed origin only", async () => {
+		const ok = await fetch(`${mall.baseUrl}/api/product`, { method: "OPTIONS", headers: { origin: "https://shop.example", "access-control-request-method": "POST" } });
+		expect(ok.headers.get("access-control-allow-origin")).toBe("https://shop.example");
+		const bad = await fetch(`${mall.baseUrl}/api/product`, { method: "OPTIONS", headers: { origin: "https://evil.example", "access-control-request-method": "POST" } });
+		expect(bad.headers.get("access-control-allow-origin")).toBeNull();
+	});
+});
+
+describe("operations", () => {
+	it("/health probes every component for real", async () => {
+		const r = await mall.http.get("/health");
+		expect(r.status).toBe(200);
+		expect(r.body).toEqual({ status: "healthy", components: { database: "up", redis: "up", rabbitmq: "up", nats: "up" } });
+	});
+
+	it("/ready is 200 once started", async () => {
+		const r = await mall.http.get("/ready");
+		expect([r.status, r.body.status]).toEqual([200, "ready"]);
+	});
+
+	it("/metrics serves Prometheus text", async () => {
+		const res = await fetch(`${mall.baseUrl}/metrics`);
+		expect(res.headers.get("content-type")).toMatch(/^text\/plain/);
+		const text = await res.text();
+		expect(text).toMatch(/# TYPE moleculer_request_total counter/);
+	});
+});

@@ -1,0 +1,117 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { loadConfig } from "../../config";
+import { HttpClient, dropDatabase } from "../helpers/node";
+import { clusterEnv, eventually, freePort, NodeProcess, spawnNode } from "../helpers/proc";
+
+const started: NodeProcess[] = [];
+const databases: string[] = [];
+
+function run(args: string[], env: Record<string, string>): NodeProcess {
+	const p = spawnNode(args, env);
+	started.push(p);
+	if (env.GOMALL_DB_NAME) databases.push(env.GOMALL_DB_NAME);
+	return p;
+}
+
+afterAll(async () => {
+	for (const p of started) p.kill("SIGKILL");
+	await Promise.all(started.map(p => p.exited));
+	const base = loadConfig({ env: "test" });
+	for (const name of new Set(databases)) await dropDatabase({ ...base, db: { ...base.db, name } });
+});
+
+describe("a cluster over NATS", () => {
+	it("serves product routes on the gateway from a product actor on a node that joined later", async () => {
+		const env = clusterEnv();
+		const port = await freePort();
+		const http = new HttpClient(`http://127.0.0.1:${port}`);
+		const gateway = run(["--services", "api"], { ...env, GOMALL_HTTP_PORT: String(port), GOMALL_NODE_ID: "gateway" });
+		await eventually(async () => (await http.get("/ready")).status === 200);
+
+		const before = await http.get("/api/product");
+		expect([before.status, before.body.code]).toEqual([503, 503]);
+
+		run(["--services", "user,product"], { ...env, GOMALL_NODE_ID: "catalogue", GOMALL_HTTP_PORT: "0" });
+		await eventually(async () => (await http.get("/api/product")).status === 200, 30000);
+		const r = await http.get("/api/product");
+		expect(r.body).toMatchObject({ code: 0, data: { list: [], total: 0, page: 1 } });
+		expect(gateway.output()).not.toMatch(/"level":50/);
+	});
+});
+
+describe("process signals and start-up checks", () => {
+	it("stops start-up on a bad config value and names the key", async () => {
+		const p = run([], { ...clusterEnv(), GOMALL_HTTP_PORT: "eighty" });
+		expect(await p.exited).toBe(2);
+		expect(p.output()).toMatch(/http\.port/);
+	});
+
+	it("changes the log level of a running node on SIGHUP", async () => {
+		const env = clusterEnv();
+		const port = await freePort();
+		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-"));
+		const file = path.join(dir, "node.json");
+		fs.writeFileSync(file, JSON.stringify({ log: { level: "info" } }));
+		const http = new HttpClient(`http://127.0.0.1:${port}`);
+		const p = run(["--config", file], { ...env, GOMALL_HTTP_PORT: String(port) });
+		await eventually(async () => (await http.get("/ready")).status === 200, 30000);
+		await http.get("/api/product");
+		await new Promise(r => setTimeout(r, 200));
+		expect(p.output()).not.toMatch(/"level":20/);
+
+		fs.writeFileSync(file, JSON.stringify({ log: { level: "debug" } }));
+		p.kill("SIGHUP");
+		await p.waitFor(/config reloaded \(SIGHUP\): log\.level: \\"info\\" -> \\"debug\\"/);
+		await http.get("/api/product");
+		await p.waitFor(/"level":20/, 5000);
+	});
+
+	it("drains on SIGTERM under load: readiness goes 503, no accepted request is lost, exit 0", async () => {
+		const env = clusterEnv();
+		const port = await freePort();
+		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-"));
+		const file = path.join(dir, "node.json");
+		fs.writeFileSync(file, JSON.stringify({ shutdown: { drain_delay: 800 } }));
+		const http = new HttpClient(`http://127.0.0.1:${port}`);
+		const p = run(["--config", file], { ...env, GOMALL_HTTP_PORT: String(port) });
+		await eventually(async () => (await http.get("/ready")).status === 200, 30000);
+
+		const statuses: number[] = [];
+		const refused: string[] = [];
+		let stop = false;
+		let sentSignalAt = 0;
+		let answeredAfterSignal = 0;
+		// 8 clients, each looping until the server is gone; bounded to 10 s and 5,000 requests.
+		const deadline = Date.now() + 10000;
+		const client = async (i: number) => {
+			for (let n = 0; !stop && Date.now() < deadline && statuses.length < 5000; n++) {
+				try {
+					const r = await http.post("/api/user/register", { username: `load_${i}_${n}`, password: "password-123" });
+					statuses.push(r.status);
+					if (sentSignalAt) answeredAfterSignal++;
+				} catch (err) {
+					refused.push(String((err as any).cause?.code ?? (err as Error).message));
+					if (sentSignalAt) stop = true;
+				}
+			}
+		};
+		const clients = Array.from({ length: 8 }, (_, i) => client(i));
+		await new Promise(r => setTimeout(r, 700));
+		sentSignalAt = Date.now();
+		p.kill("SIGTERM");
+		await eventually(async () => (await http.get("/ready").catch(() => ({ status: 0 }))).status === 503, 700, 50);
+		const code = await p.exited;
+		stop = true;
+		await Promise.all(clients);
+
+		expect(code).toBe(0);
+		expect(statuses.length).toBeGreaterThan(20);
+		expect(answeredAfterSignal).toBeGreaterThan(0);
+		// Every request the server accepted was answered, and answered successfully.
+		expect(statuses.filter(s => s !== 200)).toEqual([]);
+		// The rest never got in: connection refused or closed before the request was read.
+		for (const code of refused) expect(code).toMatch(/ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|other side closed|fetch failed/);
+	});
+});

@@ -1,0 +1,68 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ConfigError, loadConfig, reloadableChanges, restartOnlyChanges } from "../../config";
+
+describe("loadConfig", () => {
+	it("layers defaults, the environment's file and GOMALL_* variables", () => {
+		const cfg = loadConfig({ env: "dev", environ: { GOMALL_HTTP_PORT: "9090", GOMALL_DB_NAME: "shop", GOMALL_RATE_LIMIT_ENABLED: "false", GOMALL_NATS_URL: "" } });
+		expect(cfg.http.port).toBe(9090);
+		expect(cfg.db.name).toBe("shop");
+		expect(cfg.rate_limit.enabled).toBe(false);
+		expect(cfg.nats.url).toBe("");
+		expect(cfg.log.format).toBe("pretty"); // from dev.json
+		expect(cfg.db.host).toBe("127.0.0.1"); // from default.json
+	});
+
+	it("picks the environment from GOMALL_ENV and merges --config over it", () => {
+		const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "gomall-")), "extra.json");
+		fs.writeFileSync(file, JSON.stringify({ order: { pay_timeout: 5 }, log: { level: "debug" } }));
+		const cfg = loadConfig({ file, environ: { GOMALL_ENV: "test", GOMALL_LOG_LEVEL: "error" } });
+		expect(cfg.env).toBe("test");
+		expect(cfg.bcrypt.cost).toBe(4); // test.json
+		expect(cfg.order.pay_timeout).toBe(5); // --config
+		expect(cfg.log.level).toBe("error"); // variables beat files
+	});
+
+	it.each([
+		[{ GOMALL_HTTP_PORT: "eighty" }, "http.port"],
+		[{ GOMALL_HTTP_PORT: "70000" }, "http.port"],
+		[{ GOMALL_LOG_LEVEL: "loud" }, "log.level"],
+		[{ GOMALL_REDIS_URL: "localhost:6379" }, "redis.url"],
+		[{ GOMALL_RATE_LIMIT_ENABLED: "maybe" }, "rate_limit.enabled"],
+		[{ GOMALL_NAMESPACE: "Bad Space" }, "namespace"]
+	])("refuses %p naming the key", (environ, key) => {
+		expect(() => loadConfig({ env: "dev", environ })).toThrow(ConfigError);
+		expect(() => loadConfig({ env: "dev", environ })).toThrow(new RegExp(key.replace(".", "\\.")));
+	});
+
+	it("refuses unknown keys in a config file (a typo is not silently ignored)", () => {
+		const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "gomall-")), "typo.json");
+		fs.writeFileSync(file, JSON.stringify({ http: { prot: 1 } }));
+		expect(() => loadConfig({ env: "dev", file, environ: {} })).toThrow(/http/);
+	});
+
+	it("refuses to run prod with the development JWT secret or none", () => {
+		expect(() => loadConfig({ env: "prod", environ: {} })).toThrow(/jwt\.secret/);
+		expect(() => loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: loadConfig({ env: "dev", environ: {} }).jwt.secret } })).toThrow(/jwt\.secret/);
+		expect(loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: "x".repeat(40) } }).env).toBe("prod");
+	});
+
+	it("refuses an unknown environment", () => {
+		expect(() => loadConfig({ env: "staging", environ: {} })).toThrow(/env/);
+	});
+
+	it("returns a frozen object", () => {
+		const cfg = loadConfig({ env: "dev", environ: {} });
+		expect(Object.isFrozen(cfg.http)).toBe(true);
+	});
+});
+
+describe("reload diff", () => {
+	it("separates reloadable keys from those that need a restart", () => {
+		const a = loadConfig({ env: "dev", environ: {} });
+		const b = loadConfig({ env: "dev", environ: { GOMALL_LOG_LEVEL: "debug", GOMALL_HTTP_PORT: "9999" } });
+		expect(reloadableChanges(a, b)).toEqual(["log.level"]);
+		expect(restartOnlyChanges(a, b)).toEqual(["http.port"]);
+	});
+});

@@ -1,0 +1,47 @@
+import { Errors } from "moleculer";
+import { bizError, rejection } from "../../lib/errors";
+import { renderError } from "../../lib/envelope";
+import { Codes } from "../../lib/codes";
+
+describe("renderError", () => {
+	it("renders a business error with its code and status", () => {
+		const out = renderError(bizError("SECKILL_SOLD_OUT"), "t1");
+		expect(out).toMatchObject({ status: 409, body: { code: 60003, data: null, trace_id: "t1" }, unexpected: false });
+	});
+
+	it("renders a business error that crossed nodes as a plain object", () => {
+		const remote = { name: "MoleculerClientError", message: "user not found", code: 404, type: "USER_NOT_FOUND", data: null };
+		expect(renderError(remote, null)).toMatchObject({ status: 404, body: { code: 10001 } });
+	});
+
+	it("lists the bad fields of a validation error", () => {
+		const err = new Errors.ValidationError("Parameters validation error!", "VALIDATION_ERROR", [{ type: "required", field: "username", message: "The 'username' field is required." }]);
+		expect(renderError(err, null)).toMatchObject({ status: 400, body: { code: 400, data: [{ field: "username", message: "The 'username' field is required." }] } });
+	});
+
+	it("maps overload and missing services to a retryable 503", () => {
+		for (const err of [new Errors.RequestTimeoutError({ action: "a", nodeID: "n" }), new Errors.ServiceNotAvailableError({ action: "a" }), new Errors.QueueIsFullError({ action: "a" })]) {
+			expect(renderError(err, null)).toMatchObject({ status: 503, body: { code: 503 } });
+		}
+	});
+
+	it("hides anything unknown behind a 500 that says nothing", () => {
+		const err = Object.assign(new Error("ER_PARSE_ERROR near 'SELECT * FROM users'"), { name: "SequelizeDatabaseError" });
+		const out = renderError(err, null);
+		expect(out).toMatchObject({ status: 500, body: { code: 500, message: Codes.INTERNAL.message }, unexpected: true });
+		expect(JSON.stringify(out.body)).not.toMatch(/SELECT/);
+	});
+
+	it("maps body-parser failures", () => {
+		expect(renderError(new Errors.MoleculerError("too large", 413, "entity.too.large"), null).status).toBe(413);
+		expect(renderError(new Errors.MoleculerError("bad", 400, "entity.parse.failed"), null)).toMatchObject({ status: 400, body: { code: 400 } });
+	});
+});
+
+describe("rejection", () => {
+	it("is a shared frozen object per code, not an Error", () => {
+		expect(rejection("SECKILL_SOLD_OUT")).toBe(rejection("SECKILL_SOLD_OUT"));
+		expect(rejection("SECKILL_SOLD_OUT")).not.toBeInstanceOf(Error);
+		expect(Object.isFrozen(rejection("SECKILL_ENDED"))).toBe(true);
+	});
+});

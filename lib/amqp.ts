@@ -70,6 +70,11 @@ export class AmqpConnection {
 			await conn.close().catch(() => undefined);
 			throw err;
 		}
+		if (this.stopped) {
+			// stop() ran while we were connecting: do not leave this connection behind.
+			await conn.close().catch(() => undefined);
+			return;
+		}
 		this.conn = conn;
 		this.logger.info(`amqp ${this.name}: connected`);
 	}

@@ -234,9 +234,11 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.dbPool = mysql.createPool({ host: c.db.host, port: c.db.port, user: c.db.user, password: c.db.password, database: c.db.name, connectionLimit: 2, connectTimeout: 1500 });
 	},
 
-	started(this: ApiThis) {
-		// Health reports RabbitMQ as down until this connects; it must not block start-up.
-		this.amqp.start().catch(() => undefined);
+	async started(this: ApiThis) {
+		// Health reports RabbitMQ down until this connects; a broker that is down must not
+		// hold the gateway's start-up for more than a moment.
+		const connecting = this.amqp.start().catch(() => undefined);
+		await Promise.race([connecting, new Promise(r => setTimeout(r, 2000).unref())]);
 	},
 
 	async stopped(this: ApiThis) {

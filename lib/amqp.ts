@@ -1,4 +1,4 @@
-import amqp, { ChannelModel } from "amqplib";
+import amqp, { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import type { Logger as LoggerInstance } from "moleculer";
 
 export type SetupFn = (conn: ChannelModel) => Promise<void>;
@@ -103,4 +103,120 @@ export class AmqpConnection {
 /** RabbitMQ names are prefixed with the namespace, so two deployments can share one broker. */
 export function amqpName(namespace: string, name: string): string {
 	return namespace ? `gomall.${namespace}.${name}` : `gomall.${name}`;
+}
+
+export class PublishError extends Error {
+	override name = "PublishError";
+}
+
+/**
+ * Publishes on a confirm channel, persistent and mandatory, and resolves only when the broker
+ * has confirmed the message AND routed it to a queue. Anything else (no connection, a nack,
+ * a basic.return because no queue took it, a closed channel) rejects: the caller decides
+ * what to undo. The Go version's fire-and-forget publish is failure mode 3 of the SPEC.
+ */
+export class ConfirmPublisher {
+	private channel: ConfirmChannel | null = null;
+	private readonly returned = new Set<string>();
+
+	constructor(amqpConn: AmqpConnection, private readonly setupTopology: (ch: ConfirmChannel) => Promise<void> = async () => undefined) {
+		amqpConn.onConnect(async conn => {
+			const ch = await conn.createConfirmChannel();
+			ch.on("return", (msg: ConsumeMessage) => {
+				if (msg.properties.messageId) this.returned.add(String(msg.properties.messageId));
+			});
+			ch.on("close", () => {
+				if (this.channel === ch) this.channel = null;
+			});
+			ch.on("error", () => undefined);
+			await this.setupTopology(ch);
+			this.channel = ch;
+		});
+	}
+
+	get ready(): boolean {
+		return this.channel !== null;
+	}
+
+	/** The channel, for topology changes at run time (e.g. a new delay queue after SIGHUP). */
+	get current(): ConfirmChannel | null {
+		return this.channel;
+	}
+
+	publish(exchange: string, routingKey: string, body: unknown, messageId: string, headers?: Record<string, unknown>): Promise<void> {
+		const ch = this.channel;
+		if (!ch) return Promise.reject(new PublishError("no RabbitMQ channel"));
+		return new Promise<void>((resolve, reject) => {
+			let settled = false;
+			const done = (err?: Error) => {
+				if (settled) return;
+				settled = true;
+				ch.removeListener("close", onClose);
+				if (err) reject(err);
+				else resolve();
+			};
+			const onClose = () => done(new PublishError("channel closed before the broker confirmed"));
+			ch.once("close", onClose);
+			try {
+				ch.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), { persistent: true, mandatory: true, messageId, contentType: "application/json", headers }, err => {
+					// basic.return arrives before the confirm of the same message.
+					const wasReturned = this.returned.delete(messageId);
+					if (err) done(new PublishError("broker refused the message"));
+					else if (wasReturned) done(new PublishError("no queue is bound for the message"));
+					else done();
+				});
+			} catch (err) {
+				done(new PublishError((err as Error).message));
+			}
+		});
+	}
+}
+
+export interface ConsumerOptions {
+	prefetch: number;
+	/** Wait before handing a failed message back, so a passing outage is not burnt through. */
+	retryDelayMs?: number;
+}
+
+/**
+ * A manual-ack consumer: ack after the handler succeeded; on failure nack with requeue after
+ * a short pause. Queues are quorum queues with x-delivery-limit, so RabbitMQ itself counts
+ * the deliveries and dead-letters a message that keeps failing: no poison message loops
+ * forever (failure mode 4), and no message is dropped.
+ */
+export function consume(amqpConn: AmqpConnection, queue: string, opts: ConsumerOptions, handler: (body: any, msg: ConsumeMessage) => Promise<void>, logger: LoggerInstance): void {
+	amqpConn.onConnect(async conn => {
+		const ch = await conn.createChannel();
+		ch.on("error", () => undefined);
+		await ch.prefetch(opts.prefetch);
+		await ch.consume(queue, msg => {
+			if (!msg) return; // consumer cancelled by the broker; the reconnect sets it up again
+			let body: unknown;
+			try {
+				body = JSON.parse(msg.content.toString());
+			} catch {
+				body = undefined;
+			}
+			handler(body, msg).then(
+				() => safely(() => ch.ack(msg)),
+				(err: Error) => {
+					logger.warn(`amqp ${queue}: message ${msg.properties.messageId ?? "?"} failed (delivery ${deliveryCount(msg) + 1}): ${err.name}: ${err.message}`);
+					setTimeout(() => safely(() => ch.nack(msg, false, true)), opts.retryDelayMs ?? 200);
+				}
+			);
+		});
+	});
+}
+
+/** How many times the message was delivered before this delivery (quorum queues count). */
+export function deliveryCount(msg: ConsumeMessage): number {
+	return Number(msg.properties.headers?.["x-delivery-count"] ?? 0);
+}
+
+function safely(fn: () => void): void {
+	try {
+		fn();
+	} catch {
+		// The channel is gone; the broker redelivers the message to the next consumer.
+	}
 }

@@ -99,7 +99,20 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 					"GET /product/:id": "product.get",
 					"POST /product": "product.create",
 					"PUT /product/:id": "product.update",
-					"DELETE /product/:id": "product.remove"
+					"DELETE /product/:id": "product.remove",
+
+					"POST /cart": "cart.add",
+					"GET /cart": "cart.list",
+					"PUT /cart": "cart.update",
+					"DELETE /cart/clear": "cart.clear",
+					"DELETE /cart": "cart.remove",
+
+					"POST /order/checkout": "order.checkout",
+					"POST /order": "order.create",
+					"GET /order": "order.list",
+					"GET /order/:order_no": "order.get",
+					"POST /order/:order_no/pay": "order.pay",
+					"POST /order/:order_no/cancel": "order.cancel"
 				},
 				onAfterCall(this: ApiThis, ctx: Context<any, any>, _route: unknown, _req: Req, res: Res, data: unknown) {
 					const traceId = ctx.requestID ?? null;

@@ -1,6 +1,9 @@
 import crypto from "node:crypto";
 import type { AddressInfo } from "node:net";
+import amqp from "amqplib";
+import Redis from "ioredis";
 import { Config, loadConfig } from "../../config";
+import { names } from "../../lib/topology";
 import { connectAdmin } from "../../lib/migrate";
 import { ALL_SERVICES, GomallNode, startNode } from "../../lib/node";
 
@@ -43,6 +46,7 @@ export async function startMall(overrides: Record<string, any> = {}, services: r
 		async stop() {
 			await node.shutdown();
 			await dropDatabase(cfg);
+			await cleanupNamespace(cfg);
 		}
 	};
 }
@@ -108,5 +112,33 @@ export class HttpClient {
 		const r = await this.post("/api/user/login", ADMIN);
 		if (r.status !== 200) throw new Error(`admin login failed: ${JSON.stringify(r.body)}`);
 		return r.body.data.token;
+	}
+}
+
+/** Deletes what a test namespace left in RabbitMQ and Redis (queues are durable, keys live on). */
+export async function cleanupNamespace(cfg: Config): Promise<void> {
+	const conn = await amqp.connect(cfg.amqp.url);
+	try {
+		const ch = await conn.createChannel();
+		ch.on("error", () => undefined);
+		const n = names(cfg.namespace);
+		for (const q of [n.closeQueue, n.closeDlq, n.seckillQueue, n.seckillDlq, n.payTimeoutQueue(Math.round(cfg.order.pay_timeout * 1000))]) await ch.deleteQueue(q);
+		for (const x of [n.orderExchange, n.deadLetterExchange]) await ch.deleteExchange(x);
+		await ch.close();
+	} finally {
+		await conn.close();
+	}
+	const redis = new Redis(cfg.redis.url);
+	try {
+		for (const pattern of [`gomall:${cfg.namespace}:*`, `MOL-${cfg.namespace}-*`]) {
+			let cursor = "0";
+			do {
+				const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+				if (keys.length) await redis.del(...keys);
+				cursor = next;
+			} while (cursor !== "0");
+		}
+	} finally {
+		redis.disconnect();
 	}
 }

@@ -1,0 +1,385 @@
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { DataTypes, QueryTypes, Sequelize, Transaction } from "sequelize";
+import { getConfig } from "../config";
+import { ConfirmPublisher, consume } from "../lib/amqp";
+import { CodeKey } from "../lib/codes";
+import { bizError } from "../lib/errors";
+import { AuthUser, ROLE_ADMIN } from "../lib/jwt";
+import { centsToDecimal, toCents } from "../lib/money";
+import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
+import { pageParams, paged } from "../lib/paging";
+import { assertCloseTopology, assertDelayQueue, names } from "../lib/topology";
+import { inTransaction } from "../lib/tx";
+import { AmqpMixin, AmqpThis } from "../mixins/amqp.mixin";
+import { DbMixin, DbThis } from "../mixins/db.mixin";
+import { RedisMixin, RedisThis } from "../mixins/redis.mixin";
+import { PRODUCT_ON_SHELF } from "./product.service";
+
+export const OrderStatus = { PROCESSING: 0, PENDING_PAYMENT: 1, PAID: 2, SHIPPED: 3, COMPLETED: 4, CLOSED: 5 } as const;
+export const PAY_TYPES = [1, 2]; // 1 alipay, 2 wechat
+
+export interface Order {
+	id: number;
+	order_no: string;
+	user_id: number;
+	product_id: number;
+	product_name: string;
+	product_image: string;
+	quantity: number;
+	total_price: number;
+	status: number;
+	pay_type: number;
+	created_at: Date;
+	updated_at: Date;
+}
+
+export interface OrderRow extends Omit<Order, "total_price"> {
+	total_price: string;
+	expires_at: Date;
+}
+
+interface Line {
+	product_id: number;
+	quantity: number;
+}
+
+/** Which business codes a failed line maps to: a single order and a checkout speak differently. */
+const FAILURES = {
+	create: { offShelf: "PRODUCT_OFF_SHELF", soldOut: "PRODUCT_OUT_OF_STOCK", short: "PRODUCT_NOT_ENOUGH_STOCK" },
+	checkout: { offShelf: "CART_PRODUCT_OFF_SHELF", soldOut: "CART_NOT_ENOUGH_STOCK", short: "CART_NOT_ENOUGH_STOCK" }
+} as const satisfies Record<string, Record<string, CodeKey>>;
+
+type UserCtx<P = unknown> = Context<P, { user: AuthUser }>;
+
+export interface CloseResult {
+	closed: boolean;
+	order?: OrderRow;
+}
+
+interface OrderThis extends Service, DbThis, AmqpThis, RedisThis {
+	orderNos: OrderNoGenerator;
+	publisher: ConfirmPublisher;
+	delayQueue: string;
+	sweepTimer: NodeJS.Timeout | null;
+	db(): Sequelize;
+	toOrder(row: OrderRow): Order;
+	payTimeoutMs(): number;
+	placeOrders(ctx: Context, userId: number, lines: Line[], kind: keyof typeof FAILURES, cartLineIds?: number[]): Promise<Order[]>;
+	lockOrder(orderNo: string, t: Transaction): Promise<(OrderRow & { expired: number }) | undefined>;
+	payOrder(userId: number, orderNo: string, payType: number): Promise<Order>;
+	closeOrder(orderNo: string, opts: { userId?: number; reason: "cancel" | "timeout" }): Promise<CloseResult>;
+	scheduleClose(orderNos: string[]): Promise<void>;
+	sweepExpired(limit?: number): Promise<number>;
+}
+
+const orderNo = { type: "string", pattern: /^[0-9]{1,32}$/, messages: { stringPattern: "order_no must be digits" } };
+const quantity = { type: "number", integer: true, min: 1, max: 999, convert: true };
+
+/**
+ * The order actor: orders, checkout, pay, cancel, and closing unpaid orders through a
+ * RabbitMQ delay (fixed-TTL queue dead-lettering into the close queue) plus a periodic sweep.
+ * Every state change is a row-locked transition inside one transaction, with its stock move.
+ */
+const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, OrderThis> = {
+	name: "order",
+	mixins: [
+		DbMixin({
+			name: "order",
+			define: {
+				id: { type: DataTypes.BIGINT.UNSIGNED, primaryKey: true, autoIncrement: true },
+				order_no: DataTypes.STRING(32),
+				user_id: DataTypes.BIGINT.UNSIGNED,
+				product_id: DataTypes.BIGINT.UNSIGNED,
+				status: DataTypes.TINYINT,
+				created_at: DataTypes.DATE(3)
+			},
+			options: { tableName: "orders", timestamps: false }
+		}),
+		AmqpMixin("gomall-order"),
+		RedisMixin("gomall-order")
+	],
+
+	actions: {
+		create: {
+			auth: "user",
+			retryPolicy: { enabled: false },
+			params: { $$strict: "remove", product_id: { type: "number", integer: true, positive: true, convert: true }, quantity },
+			async handler(this: OrderThis, ctx: UserCtx<Line>) {
+				const [order] = await this.placeOrders(ctx, ctx.meta.user.id, [{ product_id: ctx.params.product_id, quantity: ctx.params.quantity }], "create");
+				return order;
+			}
+		},
+
+		checkout: {
+			auth: "user",
+			retryPolicy: { enabled: false },
+			async handler(this: OrderThis, ctx: UserCtx) {
+				const lines = (await ctx.call("cart.lines", { user_id: ctx.meta.user.id })) as (Line & { id: number })[];
+				if (!lines.length) throw bizError("CART_EMPTY");
+				const orders = await this.placeOrders(ctx, ctx.meta.user.id, lines, "checkout", lines.map(l => l.id));
+				return { orders, total_price: orders.reduce((sum, o) => sum + toCents(o.total_price), 0) / 100 };
+			}
+		},
+
+		list: {
+			auth: "user",
+			params: { $$strict: "remove", ...pageParams, status: { type: "number", integer: true, min: 0, max: 5, convert: true, optional: true } },
+			async handler(this: OrderThis, ctx: UserCtx<{ page: number; page_size: number; status?: number }>) {
+				const { page, page_size, status } = ctx.params;
+				const filter = status === undefined ? "" : " AND status = :status";
+				const repl = { user: ctx.meta.user.id, status, limit: page_size, offset: (page - 1) * page_size };
+				const rows = (await this.db().query(`SELECT * FROM orders WHERE user_id = :user${filter} ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset`, { replacements: repl, type: QueryTypes.SELECT })) as OrderRow[];
+				const [{ total }] = (await this.db().query(`SELECT COUNT(*) AS total FROM orders WHERE user_id = :user${filter}`, { replacements: repl, type: QueryTypes.SELECT })) as { total: number }[];
+				return paged(rows.map(r => this.toOrder(r)), Number(total), page, page_size);
+			}
+		},
+
+		get: {
+			auth: "user",
+			params: { order_no: orderNo },
+			async handler(this: OrderThis, ctx: UserCtx<{ order_no: string }>) {
+				const [row] = (await this.db().query("SELECT * FROM orders WHERE order_no = ?", { replacements: [ctx.params.order_no], type: QueryTypes.SELECT })) as OrderRow[];
+				// Someone else's order does not exist for you: 404, not 403.
+				if (!row || (Number(row.user_id) !== ctx.meta.user.id && ctx.meta.user.role !== ROLE_ADMIN)) throw bizError("ORDER_NOT_FOUND");
+				return this.toOrder(row);
+			}
+		},
+
+		pay: {
+			auth: "user",
+			params: { $$strict: "remove", order_no: orderNo, pay_type: { type: "enum", values: PAY_TYPES } },
+			handler(this: OrderThis, ctx: UserCtx<{ order_no: string; pay_type: number }>) {
+				return this.payOrder(ctx.meta.user.id, ctx.params.order_no, ctx.params.pay_type);
+			}
+		},
+
+		cancel: {
+			auth: "user",
+			params: { order_no: orderNo },
+			async handler(this: OrderThis, ctx: UserCtx<{ order_no: string }>) {
+				const { order } = await this.closeOrder(ctx.params.order_no, { userId: ctx.meta.user.id, reason: "cancel" });
+				return this.toOrder(order!);
+			}
+		},
+
+		/** Operators: close every expired unpaid order now (the periodic sweep, on demand). */
+		sweep: {
+			visibility: "public",
+			async handler(this: OrderThis) {
+				return { closed: await this.sweepExpired(1000) };
+			}
+		}
+	},
+
+	events: {
+		"$config.changed": {
+			async handler(this: OrderThis) {
+				// A new pay timeout gets its own fixed-TTL delay queue; the old one drains by itself.
+				const ch = this.publisher.current;
+				if (ch) this.delayQueue = await assertDelayQueue(ch, getConfig().namespace, this.payTimeoutMs());
+			}
+		}
+	},
+
+	methods: {
+		db() {
+			return this.adapter.db;
+		},
+
+		payTimeoutMs() {
+			return Math.round(getConfig().order.pay_timeout * 1000);
+		},
+
+		toOrder(row: OrderRow): Order {
+			return {
+				id: Number(row.id),
+				order_no: row.order_no,
+				user_id: Number(row.user_id),
+				product_id: Number(row.product_id),
+				product_name: row.product_name,
+				product_image: row.product_image,
+				quantity: row.quantity,
+				total_price: Number(row.total_price),
+				status: row.status,
+				pay_type: row.pay_type,
+				created_at: row.created_at,
+				updated_at: row.updated_at
+			};
+		},
+
+		/**
+		 * All lines become orders in one transaction, or none does. Stock moves by a guarded
+		 * `UPDATE … WHERE stock >= n` whose affected-row count is the verdict: no read-modify-
+		 * write, no interleaving can oversell (failure mode 2). Products are locked in id order
+		 * so two checkouts cannot deadlock on each other's lines.
+		 */
+		async placeOrders(this: OrderThis, ctx: Context, userId: number, lines: Line[], kind: keyof typeof FAILURES, cartLineIds?: number[]) {
+			const codes = FAILURES[kind];
+			const sorted = [...lines].sort((a, b) => a.product_id - b.product_id);
+			const timeoutUs = this.payTimeoutMs() * 1000;
+			const db = this.db();
+			const orderNos = await inTransaction(db, async transaction => {
+				const products = (await db.query("SELECT id, name, price, image_url, status FROM products WHERE id IN (:ids)", {
+					replacements: { ids: sorted.map(l => l.product_id) },
+					type: QueryTypes.SELECT,
+					transaction
+				})) as { id: number; name: string; price: string; image_url: string; status: number }[];
+				const byId = new Map(products.map(p => [Number(p.id), p]));
+				const made: string[] = [];
+				for (const line of sorted) {
+					const p = byId.get(line.product_id);
+					if (!p) throw bizError("PRODUCT_NOT_FOUND", { product_id: line.product_id });
+					if (p.status !== PRODUCT_ON_SHELF) throw bizError(codes.offShelf, { product_id: line.product_id });
+					const [, affected] = (await db.query("UPDATE products SET stock = stock - :n WHERE id = :id AND stock >= :n", {
+						replacements: { n: line.quantity, id: line.product_id },
+						type: QueryTypes.UPDATE,
+						transaction
+					})) as unknown as [unknown, number];
+					if (affected !== 1) {
+						const [{ stock }] = (await db.query("SELECT stock FROM products WHERE id = ?", { replacements: [line.product_id], type: QueryTypes.SELECT, transaction })) as { stock: number }[];
+						throw bizError(stock === 0 ? codes.soldOut : codes.short, { product_id: line.product_id, stock });
+					}
+					const no = this.orderNos.next();
+					await db.query(
+						`INSERT INTO orders (order_no, user_id, product_id, product_name, product_image, quantity, unit_price, total_price, status, expires_at)
+						 VALUES (:no, :user, :product, :name, :image, :qty, :unit, :total, :status, NOW(3) + INTERVAL :us MICROSECOND)`,
+						{
+							replacements: {
+								no,
+								user: userId,
+								product: p.id,
+								name: p.name,
+								image: p.image_url,
+								qty: line.quantity,
+								unit: p.price,
+								total: centsToDecimal(toCents(p.price) * line.quantity),
+								status: OrderStatus.PENDING_PAYMENT,
+								us: timeoutUs
+							},
+							transaction
+						}
+					);
+					made.push(no);
+				}
+				if (cartLineIds?.length) {
+					await db.query("DELETE FROM cart_items WHERE user_id = :user AND id IN (:ids)", { replacements: { user: userId, ids: cartLineIds }, transaction });
+				}
+				return made;
+			});
+
+			const rows = (await db.query("SELECT * FROM orders WHERE order_no IN (:nos) ORDER BY id", { replacements: { nos: orderNos }, type: QueryTypes.SELECT })) as OrderRow[];
+			const orders = rows.map(r => this.toOrder(r));
+			await this.scheduleClose(orderNos);
+			for (const o of orders) {
+				ctx.emit("order.created", { order_no: o.order_no, user_id: o.user_id, product_id: o.product_id, quantity: o.quantity, total_price: o.total_price });
+				ctx.emit("product.stock.changed", { product_id: o.product_id });
+			}
+			return orders;
+		},
+
+		/** The row, locked until the transaction ends, with whether its payment window has passed. */
+		async lockOrder(this: OrderThis, no: string, transaction: Transaction) {
+			const [row] = (await this.db().query("SELECT *, expires_at <= NOW(3) AS expired FROM orders WHERE order_no = ? FOR UPDATE", {
+				replacements: [no],
+				type: QueryTypes.SELECT,
+				transaction
+			})) as (OrderRow & { expired: number })[];
+			return row;
+		},
+
+		/** Pending → paid, under the row lock: a racing close sees `paid`, or pay sees `closed`. */
+		async payOrder(this: OrderThis, userId: number, no: string, payType: number) {
+			const row = await inTransaction(this.db(), async t => {
+				const order = await this.lockOrder(no, t);
+				if (!order || Number(order.user_id) !== userId) throw bizError("ORDER_NOT_FOUND");
+				if (order.status === OrderStatus.CLOSED) throw bizError("ORDER_CLOSED");
+				if (order.status === OrderStatus.PAID || order.status === OrderStatus.SHIPPED || order.status === OrderStatus.COMPLETED) throw bizError("ORDER_ALREADY_PAID");
+				if (order.status !== OrderStatus.PENDING_PAYMENT) throw bizError("ORDER_WRONG_STATUS");
+				// Past the deadline the order is as good as closed, even if the closer has not run yet.
+				if (order.expired) throw bizError("ORDER_CLOSED");
+				await this.db().query("UPDATE orders SET status = ?, pay_type = ?, paid_at = NOW(3) WHERE id = ?", { replacements: [OrderStatus.PAID, payType, order.id], transaction: t });
+				return { ...order, status: OrderStatus.PAID, pay_type: payType };
+			});
+			this.broker.emit("order.paid", { order_no: no, user_id: userId, product_id: Number(row.product_id) });
+			return this.toOrder(row);
+		},
+
+		/**
+		 * Pending → closed, returning the stock in the same transaction: the status transition
+		 * happens once, so the stock comes back exactly once, whoever closes (buyer, delay
+		 * queue, sweep) and however often a close message is delivered.
+		 */
+		async closeOrder(this: OrderThis, no: string, opts: { userId?: number; reason: "cancel" | "timeout" }): Promise<CloseResult> {
+			const result = await inTransaction(this.db(), async t => {
+				const order = await this.lockOrder(no, t);
+				if (opts.reason === "cancel") {
+					if (!order || Number(order.user_id) !== opts.userId) throw bizError("ORDER_NOT_FOUND");
+					if (order.status === OrderStatus.CLOSED) throw bizError("ORDER_CLOSED");
+					if (order.status !== OrderStatus.PENDING_PAYMENT) throw bizError("ORDER_WRONG_STATUS");
+				} else if (!order || order.status !== OrderStatus.PENDING_PAYMENT || !order.expired) {
+					return { closed: false, order };
+				}
+				await this.db().query("UPDATE orders SET status = ?, closed_at = NOW(3) WHERE id = ?", { replacements: [OrderStatus.CLOSED, order.id], transaction: t });
+				await this.db().query("UPDATE products SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.product_id], transaction: t });
+				return { closed: true, order: { ...order, status: OrderStatus.CLOSED } };
+			});
+			if (result.closed && result.order) {
+				const o = result.order;
+				this.broker.emit("order.closed", { order_no: o.order_no, user_id: Number(o.user_id), product_id: Number(o.product_id), quantity: o.quantity, reason: opts.reason });
+				this.broker.emit("product.stock.changed", { product_id: Number(o.product_id) });
+			}
+			return result;
+		},
+
+		/** One delayed close message per order; a lost one is caught by the sweep. */
+		async scheduleClose(this: OrderThis, nos: string[]) {
+			await Promise.all(
+				nos.map(no =>
+					this.publisher.publish("", this.delayQueue, { order_no: no }, `close-${no}`).catch(err => {
+						this.logger.warn(`order ${no}: close not scheduled (${err.message}); the sweep will close it`);
+					})
+				)
+			);
+		},
+
+		async sweepExpired(this: OrderThis, limit = 500) {
+			const rows = (await this.db().query("SELECT order_no FROM orders WHERE status = ? AND expires_at <= NOW(3) ORDER BY expires_at LIMIT ?", {
+				replacements: [OrderStatus.PENDING_PAYMENT, limit],
+				type: QueryTypes.SELECT
+			})) as { order_no: string }[];
+			let closed = 0;
+			for (const { order_no } of rows) if ((await this.closeOrder(order_no, { reason: "timeout" })).closed) closed++;
+			if (closed) this.logger.info(`sweep closed ${closed} expired unpaid order(s)`);
+			return closed;
+		}
+	},
+
+	created(this: OrderThis) {
+		const c = getConfig();
+		this.sweepTimer = null;
+		this.delayQueue = names(c.namespace).payTimeoutQueue(this.payTimeoutMs());
+		this.publisher = new ConfirmPublisher(this.amqp, async ch => {
+			this.delayQueue = await assertCloseTopology(ch, c.namespace, this.payTimeoutMs(), c.seckill.max_deliveries);
+		});
+		consume(this.amqp, names(c.namespace).closeQueue, { prefetch: c.amqp.prefetch }, async body => {
+			if (typeof body?.order_no !== "string") throw new Error("close message without order_no");
+			await this.closeOrder(body.order_no, { reason: "timeout" });
+		}, this.logger);
+	},
+
+	async started(this: OrderThis) {
+		this.orderNos = new OrderNoGenerator(await acquireWorkerId(this.redis));
+		const interval = getConfig().order.sweep_interval;
+		if (interval > 0) {
+			this.sweepTimer = setInterval(() => {
+				this.sweepExpired().catch(err => this.logger.warn(`sweep failed: ${err.message}`));
+			}, interval * 1000);
+		}
+	},
+
+	stopped(this: OrderThis) {
+		if (this.sweepTimer) clearInterval(this.sweepTimer);
+	}
+};
+
+export default OrderService;

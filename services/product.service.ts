@@ -36,7 +36,7 @@ const productFields = {
 		max: MAX_PRICE,
 		convert: true,
 		custom: (v: number, errors: { type: string; actual: unknown }[]) => {
-			if (!isMoney(v)) errors.push({ type: "numberMoney", actual: v });
+			if (typeof v === "number" && !isMoney(v)) errors.push({ type: "numberMoney", actual: v });
 			return v;
 		},
 		messages: { numberMoney: "The '{field}' field must have at most two decimal places." }

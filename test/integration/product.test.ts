@@ -66,6 +66,8 @@ describe("admin writes", () => {
 		expect(r.status).toBe(200);
 		expect(r.body.data).toMatchObject({ price: 1499.5, stock: 3, name: "Phone X" });
 		expect((await mall.http.get(`/api/product/${p.id}`)).body.data).toMatchObject({ price: 1499.5, stock: 3 });
+		const off = await mall.http.put(`/api/product/${p.id}`, { status: 0 }, admin);
+		expect([off.status, off.body.data?.status, off.body.data?.price]).toEqual([200, 0, 1499.5]);
 	});
 
 	it("deletes, then the product is 404/20001 everywhere", async () => {

@@ -5,5 +5,7 @@ module.exports = {
 	testMatch: ["<rootDir>/test/**/*.test.ts"],
 	moduleFileExtensions: ["ts", "js", "json"],
 	testTimeout: 60000,
-	modulePathIgnorePatterns: ["<rootDir>/dist/"]
+	modulePathIgnorePatterns: ["<rootDir>/dist/"],
+	// A failed test can leave a connection open; CI must end with the verdict, not hang.
+	forceExit: true
 };

@@ -112,7 +112,12 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 					"GET /order": "order.list",
 					"GET /order/:order_no": "order.get",
 					"POST /order/:order_no/pay": "order.pay",
-					"POST /order/:order_no/cancel": "order.cancel"
+					"POST /order/:order_no/cancel": "order.cancel",
+
+					"POST /seckill/init": "stock.init",
+					"POST /seckill": "stock.seckill",
+					"GET /seckill/result": "stock.result",
+					"GET /seckill": "stock.list"
 				},
 				onAfterCall(this: ApiThis, ctx: Context<any, any>, _route: unknown, _req: Req, res: Res, data: unknown) {
 					const traceId = ctx.requestID ?? null;

@@ -1,5 +1,5 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { DataTypes, QueryTypes, Sequelize, Transaction } from "sequelize";
+import { DataTypes, QueryTypes, Sequelize, Transaction, UniqueConstraintError } from "sequelize";
 import { getConfig } from "../config";
 import { ConfirmPublisher, consume } from "../lib/amqp";
 import { CodeKey } from "../lib/codes";
@@ -8,7 +8,8 @@ import { AuthUser, ROLE_ADMIN } from "../lib/jwt";
 import { centsToDecimal, toCents } from "../lib/money";
 import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
 import { pageParams, paged } from "../lib/paging";
-import { assertCloseTopology, assertDelayQueue, names } from "../lib/topology";
+import { isSeckillOrderMessage, SeckillOrderMessage } from "../lib/seckill";
+import { assertCloseTopology, assertDelayQueue, assertSeckillTopology, CLOSE_ROUTING_KEY, names, SECKILL_ROUTING_KEY } from "../lib/topology";
 import { inTransaction } from "../lib/tx";
 import { AmqpMixin, AmqpThis } from "../mixins/amqp.mixin";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
@@ -36,6 +37,7 @@ export interface Order {
 export interface OrderRow extends Omit<Order, "total_price"> {
 	total_price: string;
 	expires_at: Date;
+	activity_id: number | null;
 }
 
 interface Line {
@@ -70,7 +72,11 @@ interface OrderThis extends Service, DbThis, AmqpThis, RedisThis {
 	closeOrder(orderNo: string, opts: { userId?: number; reason: "cancel" | "timeout" }): Promise<CloseResult>;
 	scheduleClose(orderNos: string[]): Promise<void>;
 	sweepExpired(limit?: number): Promise<number>;
+	createSeckillOrder(m: SeckillOrderMessage): Promise<void>;
+	deadLetters(queue: DlqName, limit: number, replay: boolean): Promise<{ queue: string; messages: unknown[]; replayed: number }>;
 }
+
+type DlqName = "seckill" | "close";
 
 const orderNo = { type: "string", pattern: /^[0-9]{1,32}$/, messages: { stringPattern: "order_no must be digits" } };
 const quantity = { type: "number", integer: true, min: 1, max: 999, convert: true };
@@ -167,6 +173,24 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			visibility: "public",
 			async handler(this: OrderThis) {
 				return { closed: await this.sweepExpired(1000) };
+			}
+		},
+
+		/** Operators: what is in a dead-letter queue ("seckill" or "close"). */
+		deadLetters: {
+			visibility: "public",
+			params: { queue: { type: "enum", values: ["seckill", "close"] }, limit: { type: "number", integer: true, min: 1, max: 10000, default: 100, convert: true } },
+			handler(this: OrderThis, ctx: Context<{ queue: DlqName; limit: number }>) {
+				return this.deadLetters(ctx.params.queue, ctx.params.limit, false);
+			}
+		},
+
+		/** Operators: send dead letters back to their work queue, once the cause is fixed. */
+		replayDeadLetters: {
+			visibility: "public",
+			params: { queue: { type: "enum", values: ["seckill", "close"] }, limit: { type: "number", integer: true, min: 1, max: 10000, default: 100, convert: true } },
+			handler(this: OrderThis, ctx: Context<{ queue: DlqName; limit: number }>) {
+				return this.deadLetters(ctx.params.queue, ctx.params.limit, true);
 			}
 		}
 	},
@@ -270,6 +294,7 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			const rows = (await db.query("SELECT * FROM orders WHERE order_no IN (:nos) ORDER BY id", { replacements: { nos: orderNos }, type: QueryTypes.SELECT })) as OrderRow[];
 			const orders = rows.map(r => this.toOrder(r));
 			await this.scheduleClose(orderNos);
+			this.broker.metrics.increment("gomall_orders_created_total", { kind: kind === "create" ? "order" : "checkout" }, orders.length);
 			for (const o of orders) {
 				ctx.emit("order.created", { order_no: o.order_no, user_id: o.user_id, product_id: o.product_id, quantity: o.quantity, total_price: o.total_price });
 				ctx.emit("product.stock.changed", { product_id: o.product_id });
@@ -320,13 +345,23 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					return { closed: false, order };
 				}
 				await this.db().query("UPDATE orders SET status = ?, closed_at = NOW(3) WHERE id = ?", { replacements: [OrderStatus.CLOSED, order.id], transaction: t });
-				await this.db().query("UPDATE products SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.product_id], transaction: t });
+				// A flash-sale unit goes back to its activity; an ordinary one to the product.
+				if (order.activity_id) await this.db().query("UPDATE seckill_activities SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.activity_id], transaction: t });
+				else await this.db().query("UPDATE products SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.product_id], transaction: t });
 				return { closed: true, order: { ...order, status: OrderStatus.CLOSED } };
 			});
 			if (result.closed && result.order) {
 				const o = result.order;
-				this.broker.emit("order.closed", { order_no: o.order_no, user_id: Number(o.user_id), product_id: Number(o.product_id), quantity: o.quantity, reason: opts.reason });
-				this.broker.emit("product.stock.changed", { product_id: Number(o.product_id) });
+				if (o.activity_id) {
+					// Redis gets the unit and the buyer's slot back; the release is idempotent, and
+					// if this call is lost, reconciliation finds the closed order and releases it.
+					await this.broker.call("stock.release", { activity_id: Number(o.activity_id), order_no: o.order_no }).catch(err => {
+						this.logger.warn(`order ${o.order_no}: Redis release deferred to reconciliation (${err.message})`);
+					});
+				} else {
+					this.broker.emit("product.stock.changed", { product_id: Number(o.product_id) });
+				}
+				this.broker.emit("order.closed", { order_no: o.order_no, user_id: Number(o.user_id), product_id: Number(o.product_id), quantity: o.quantity, activity_id: o.activity_id, reason: opts.reason });
 			}
 			return result;
 		},
@@ -351,6 +386,89 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			for (const { order_no } of rows) if ((await this.closeOrder(order_no, { reason: "timeout" })).closed) closed++;
 			if (closed) this.logger.info(`sweep closed ${closed} expired unpaid order(s)`);
 			return closed;
+		},
+
+		/**
+		 * Writes the order of one flash-sale reservation. Safe to run any number of times for
+		 * the same message (failure mode 5): the order_no is unique, the existence check and the
+		 * insert are backed by that key, and the claim keeps a released reservation from ever
+		 * becoming an order.
+		 */
+		async createSeckillOrder(this: OrderThis, m: SeckillOrderMessage) {
+			const db = this.db();
+			const done = await db.query("SELECT 1 FROM orders WHERE order_no = ?", { replacements: [m.order_no], type: QueryTypes.SELECT });
+			if (!done.length) {
+				const claimed = await this.broker.call("stock.claim", { activity_id: m.activity_id, order_no: m.order_no });
+				if (!claimed) {
+					this.logger.info(`seckill ${m.order_no}: reservation was released before its order; nothing to write`);
+					return;
+				}
+				let inserted = true;
+				try {
+					await inTransaction(db, async transaction => {
+						await db.query(
+							`INSERT INTO orders (order_no, user_id, product_id, product_name, product_image, quantity, unit_price, total_price, status, activity_id, seckill_seq, expires_at)
+							 VALUES (:no, :user, :product, :name, :image, 1, :price, :price, :status, :activity, :seq, NOW(3) + INTERVAL :us MICROSECOND)`,
+							{
+								replacements: { no: m.order_no, user: m.user_id, product: m.product_id, name: m.product_name, image: m.product_image, price: m.price, status: OrderStatus.PENDING_PAYMENT, activity: m.activity_id, seq: m.seq, us: this.payTimeoutMs() * 1000 },
+								transaction
+							}
+						);
+						const [, affected] = (await db.query("UPDATE seckill_activities SET stock = stock - 1 WHERE id = ? AND stock >= 1", { replacements: [m.activity_id], type: QueryTypes.UPDATE, transaction })) as unknown as [unknown, number];
+						if (affected !== 1) throw new Error(`activity ${m.activity_id} has no database stock left for ${m.order_no}`);
+					});
+				} catch (err) {
+					// A concurrent delivery of the same message won the insert: that is the order.
+					if (!(err instanceof UniqueConstraintError && String((err as any).parent?.sqlMessage ?? "").includes("uk_orders_order_no"))) throw err;
+					inserted = false;
+				}
+				if (inserted) {
+					this.broker.metrics.increment("gomall_orders_created_total", { kind: "seckill" });
+					this.broker.emit("order.created", { order_no: m.order_no, user_id: m.user_id, product_id: m.product_id, quantity: 1, total_price: Number(m.price), activity_id: m.activity_id });
+					await this.scheduleClose([m.order_no]);
+				}
+			}
+			await this.broker.call("stock.markOrdered", { activity_id: m.activity_id, order_no: m.order_no });
+		},
+
+		/**
+		 * Lists (replay false) or re-publishes (replay true) what sits in a dead-letter queue.
+		 * Listing takes the messages and hands them back unacknowledged, so nothing is lost.
+		 */
+		async deadLetters(this: OrderThis, queue: DlqName, limit: number, replay: boolean) {
+			const conn = this.amqp.connection;
+			if (!conn) throw bizError("UNAVAILABLE");
+			const n = names(getConfig().namespace);
+			const dlq = queue === "seckill" ? n.seckillDlq : n.closeDlq;
+			const routingKey = queue === "seckill" ? SECKILL_ROUTING_KEY : CLOSE_ROUTING_KEY;
+			const ch = await conn.createConfirmChannel();
+			ch.on("error", () => undefined);
+			const messages: unknown[] = [];
+			let replayed = 0;
+			try {
+				for (let i = 0; i < limit; i++) {
+					const msg = await ch.get(dlq, { noAck: false });
+					if (!msg) break;
+					let body: unknown = msg.content.toString();
+					try {
+						body = JSON.parse(String(body));
+					} catch {
+						// shown as text
+					}
+					const death = (msg.properties.headers?.["x-death"] as any[] | undefined)?.[0];
+					messages.push({ message_id: msg.properties.messageId ?? null, body, reason: death?.reason ?? null, from_queue: death?.queue ?? null });
+					if (replay) {
+						ch.publish(n.orderExchange, routingKey, msg.content, { persistent: true, mandatory: true, messageId: msg.properties.messageId, contentType: "application/json" });
+						await ch.waitForConfirms();
+						ch.ack(msg);
+						replayed++;
+					}
+				}
+			} finally {
+				// Closing returns every message we took and did not ack to the DLQ.
+				await ch.close().catch(() => undefined);
+			}
+			return { queue: dlq, messages, replayed };
 		}
 	},
 
@@ -360,7 +478,15 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		this.delayQueue = names(c.namespace).payTimeoutQueue(this.payTimeoutMs());
 		this.publisher = new ConfirmPublisher(this.amqp, async ch => {
 			this.delayQueue = await assertCloseTopology(ch, c.namespace, this.payTimeoutMs(), c.seckill.max_deliveries);
+			await assertSeckillTopology(ch, c.namespace, c.seckill.max_deliveries);
 		});
+		consume(this.amqp, names(c.namespace).seckillQueue, { prefetch: c.amqp.prefetch }, async body => {
+			if (!isSeckillOrderMessage(body)) throw new Error("malformed flash-sale order message");
+			await this.createSeckillOrder(body);
+		}, this.logger);
+		if (!this.broker.metrics.getMetric("gomall_orders_created_total")) {
+			this.broker.metrics.register({ name: "gomall_orders_created_total", type: "counter", labelNames: ["kind"], description: "Orders written, by kind (order, checkout, seckill)" });
+		}
 		consume(this.amqp, names(c.namespace).closeQueue, { prefetch: c.amqp.prefetch }, async body => {
 			if (typeof body?.order_no !== "string") throw new Error("close message without order_no");
 			await this.closeOrder(body.order_no, { reason: "timeout" });

@@ -24,6 +24,8 @@ CREATE TABLE `orders` (
   `total_price` decimal(14,2) NOT NULL,
   `status` tinyint(4) NOT NULL DEFAULT 1 COMMENT '0 processing, 1 pending payment, 2 paid, 3 shipped, 4 completed, 5 cancelled/closed',
   `pay_type` tinyint(4) NOT NULL DEFAULT 0 COMMENT '0 unpaid, 1 alipay, 2 wechat',
+  `activity_id` bigint(20) unsigned DEFAULT NULL COMMENT 'flash-sale activity, NULL for ordinary orders',
+  `seckill_seq` int(11) DEFAULT NULL COMMENT 'the buyer''s n-th reservation in the activity',
   `expires_at` datetime(3) NOT NULL COMMENT 'unpaid orders close at this time',
   `paid_at` datetime(3) DEFAULT NULL,
   `closed_at` datetime(3) DEFAULT NULL,
@@ -31,6 +33,7 @@ CREATE TABLE `orders` (
   `updated_at` datetime(3) NOT NULL DEFAULT current_timestamp(3) ON UPDATE current_timestamp(3),
   PRIMARY KEY (`id`),
   UNIQUE KEY `uk_orders_order_no` (`order_no`),
+  UNIQUE KEY `uk_orders_activity_buyer_seq` (`activity_id`,`user_id`,`seckill_seq`),
   KEY `idx_orders_user_created` (`user_id`,`created_at`),
   KEY `idx_orders_status_expires` (`status`,`expires_at`),
   CONSTRAINT `chk_orders_quantity` CHECK (`quantity` >= 1)
@@ -61,6 +64,26 @@ CREATE TABLE `schema_migrations` (
   PRIMARY KEY (`version`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
+CREATE TABLE `seckill_activities` (
+  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
+  `product_id` bigint(20) unsigned NOT NULL,
+  `seckill_price` decimal(12,2) NOT NULL,
+  `total_stock` int(11) NOT NULL COMMENT 'stock this activity was armed with',
+  `stock` int(11) NOT NULL COMMENT 'units not yet turned into live orders',
+  `limit_per_user` int(11) NOT NULL DEFAULT 1,
+  `start_time` datetime(3) NOT NULL,
+  `end_time` datetime(3) NOT NULL,
+  `status` tinyint(4) NOT NULL DEFAULT 1 COMMENT '1 armed, 0 superseded by a re-arm',
+  `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
+  `updated_at` datetime(3) NOT NULL DEFAULT current_timestamp(3) ON UPDATE current_timestamp(3),
+  PRIMARY KEY (`id`),
+  KEY `idx_seckill_product_status` (`product_id`,`status`),
+  KEY `idx_seckill_status_end` (`status`,`end_time`),
+  CONSTRAINT `chk_seckill_stock` CHECK (`stock` >= 0 and `stock` <= `total_stock`),
+  CONSTRAINT `chk_seckill_limit` CHECK (`limit_per_user` >= 1),
+  CONSTRAINT `chk_seckill_window` CHECK (`end_time` > `start_time`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
 CREATE TABLE `users` (
   `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
   `username` varchar(32) NOT NULL,
@@ -78,4 +101,5 @@ CREATE TABLE `users` (
 
 INSERT INTO schema_migrations (version, name) VALUES
   (1, '001_users_products.sql'),
-  (2, '002_cart_orders.sql');
+  (2, '002_cart_orders.sql'),
+  (3, '003_seckill.sql');

@@ -1,0 +1,27 @@
+-- The flash-sale decision, atomically: window, per-buyer limit, stock; then take one unit,
+-- count the buyer and record the reservation under its order_no. Nothing else decides who won.
+-- Every key shares the activity's {hash tag}, so this runs on Redis Cluster too.
+--
+-- KEYS[1] info   hash: stock, start, end (ms), limit, active
+-- KEYS[2] bought hash: user_id -> units held (returned on release)
+-- KEYS[3] seqs   hash: user_id -> reservations ever made (never goes down: order uniqueness)
+-- KEYS[4] resv   hash: order_no -> "user|seq|ms|state", state R reserved, C claimed, O ordered
+-- KEYS[5] last   hash: user_id -> latest order_no (for the result poll)
+-- ARGV[1] user_id, ARGV[2] order_no
+-- Returns {code, seq, stock_left}: 1 won; -1 no activity, -2 not started, -3 ended,
+-- -4 limit reached, -5 sold out.
+local info = redis.call('HMGET', KEYS[1], 'stock', 'start', 'end', 'limit', 'active')
+if not info[1] or info[5] ~= '1' then return {-1, 0, 0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now < tonumber(info[2]) then return {-2, 0, 0} end
+if now >= tonumber(info[3]) then return {-3, 0, 0} end
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if held >= tonumber(info[4]) then return {-4, 0, 0} end
+if tonumber(info[1]) <= 0 then return {-5, 0, 0} end
+local left = redis.call('HINCRBY', KEYS[1], 'stock', -1)
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+local seq = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[1] .. '|' .. seq .. '|' .. now .. '|R')
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
+return {1, seq, left}

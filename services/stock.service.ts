@@ -1,0 +1,466 @@
+import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import type Redis from "ioredis";
+import { DataTypes, QueryTypes } from "sequelize";
+import { getConfig } from "../config";
+import { ConfirmPublisher } from "../lib/amqp";
+import { CodeKey } from "../lib/codes";
+import { bizError, rejection, Rejection } from "../lib/errors";
+import { AuthUser } from "../lib/jwt";
+import { centsToDecimal, toCents } from "../lib/money";
+import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
+import { activityKeys, parseReservation, productActivityKey, Reservation, SeckillOrderMessage, SeckillResult } from "../lib/seckill";
+import { assertSeckillTopology, names, SECKILL_ROUTING_KEY } from "../lib/topology";
+import { AmqpMixin, AmqpThis } from "../mixins/amqp.mixin";
+import { DbMixin, DbThis } from "../mixins/db.mixin";
+import { RedisMixin } from "../mixins/redis.mixin";
+import type { Product } from "./product.service";
+
+/** What a node remembers about the activity armed for a product (cheap rejections). */
+interface ActivityMeta {
+	id: number;
+	product_id: number;
+	start: number;
+	end: number;
+	price: string;
+	name: string;
+	image: string;
+	loadedAt: number;
+}
+
+type SeckillRedis = Redis & {
+	seckillReserve(...args: (string | number)[]): Promise<[number, number, number]>;
+	seckillRelease(...args: (string | number)[]): Promise<[number, number]>;
+	seckillMark(...args: (string | number)[]): Promise<number>;
+};
+
+interface ReconcileReport {
+	activity_id: number;
+	product_id: number;
+	initial: number;
+	redis: { remaining: number; reservations: number };
+	db: { stock: number; live_orders: number };
+	republished: string[];
+	released: string[];
+	marked_ordered: number;
+	released_closed: number;
+	orphan_orders: string[];
+	consistent: boolean;
+}
+
+interface StockThis extends Service, DbThis, AmqpThis {
+	redis: SeckillRedis;
+	publisher: ConfirmPublisher;
+	orderNos: OrderNoGenerator;
+	soldOut: Set<number>;
+	metas: Map<number, ActivityMeta | null>;
+	timers: NodeJS.Timeout[];
+	rejections: Record<string, Rejection>;
+	activityFor(productId: number): Promise<ActivityMeta | null>;
+	reject(result: string, key: CodeKey): Rejection;
+	reserve(productId: number, userId: number): Promise<Rejection | { order_no: string; success: true; status: "queued"; message: string }>;
+	handOff(meta: ActivityMeta, userId: number, seq: number, orderNo: string): Promise<void>;
+	release(activityId: number, orderNo: string, mode: "unclaimed" | "any"): Promise<number>;
+	armActivity(ctx: Context, p: InitParams): Promise<unknown>;
+	reconcileActivity(activityId: number): Promise<ReconcileReport>;
+	recheckSoldOut(): Promise<void>;
+}
+
+interface InitParams {
+	product_id: number;
+	stock: number;
+	seckill_price?: number;
+	start_time?: Date;
+	end_time?: Date;
+	limit_per_user?: number;
+}
+
+/** How stale a node's copy of an activity's window may be; re-arming also clears it at once. */
+const META_TTL_MS = 5000;
+/** Memory pre-checks of the window allow this much clock skew; the Lua script decides exactly. */
+const CLOCK_SLACK_MS = 1000;
+const DEFAULT_DURATION_MS = 3600_000;
+
+const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {
+	[SeckillResult.NO_ACTIVITY]: ["no_activity", "SECKILL_NO_ACTIVITY"],
+	[SeckillResult.NOT_STARTED]: ["not_started", "SECKILL_NOT_STARTED"],
+	[SeckillResult.ENDED]: ["ended", "SECKILL_ENDED"],
+	[SeckillResult.LIMIT]: ["limit", "SECKILL_LIMIT_REACHED"],
+	[SeckillResult.SOLD_OUT]: ["sold_out", "SECKILL_SOLD_OUT"]
+};
+
+const productId = { type: "number", integer: true, positive: true, convert: true };
+
+/**
+ * The stock actor: flash-sale activities, their stock in Redis, the Lua decision, the
+ * confirmed RabbitMQ handoff to the order actor, releases and reconciliation.
+ */
+const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, StockThis> = {
+	name: "stock",
+	mixins: [
+		DbMixin({
+			name: "seckill_activity",
+			define: {
+				id: { type: DataTypes.BIGINT.UNSIGNED, primaryKey: true, autoIncrement: true },
+				product_id: DataTypes.BIGINT.UNSIGNED,
+				seckill_price: DataTypes.DECIMAL(12, 2),
+				total_stock: DataTypes.INTEGER,
+				stock: DataTypes.INTEGER,
+				limit_per_user: DataTypes.INTEGER,
+				start_time: DataTypes.DATE(3),
+				end_time: DataTypes.DATE(3),
+				status: DataTypes.TINYINT
+			},
+			options: { tableName: "seckill_activities", timestamps: false }
+		}),
+		RedisMixin("gomall-stock", {
+			seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 },
+			seckillRelease: { file: "seckill_release.lua", numberOfKeys: 4 },
+			seckillMark: { file: "seckill_mark.lua", numberOfKeys: 1 }
+		}),
+		AmqpMixin("gomall-stock")
+	],
+
+	actions: {
+		init: {
+			auth: "admin",
+			retryPolicy: { enabled: false },
+			params: {
+				$$strict: "remove",
+				product_id: productId,
+				stock: { type: "number", integer: true, min: 1, max: 10_000_000, convert: true },
+				seckill_price: { type: "number", min: 0, max: 9999999999.99, convert: true, optional: true },
+				start_time: { type: "date", convert: true, optional: true },
+				end_time: { type: "date", convert: true, optional: true },
+				limit_per_user: { type: "number", integer: true, min: 1, max: 1000, convert: true, optional: true }
+			},
+			handler(this: StockThis, ctx: Context<InitParams>) {
+				return this.armActivity(ctx, ctx.params);
+			}
+		},
+
+		/** The hot path. Rejections are returned, not thrown (no stack trace per request). */
+		seckill: {
+			auth: "user",
+			retryPolicy: { enabled: false },
+			params: { product_id: productId },
+			handler(this: StockThis, ctx: Context<{ product_id: number }, { user: AuthUser }>) {
+				return this.reserve(ctx.params.product_id, ctx.meta.user.id);
+			}
+		},
+
+		result: {
+			auth: "user",
+			params: { product_id: productId },
+			async handler(this: StockThis, ctx: Context<{ product_id: number }, { user: AuthUser }>) {
+				const activityId = Number(await this.redis.get(productActivityKey(ctx.params.product_id)));
+				if (!activityId) throw bizError("SECKILL_NO_ACTIVITY");
+				const k = activityKeys(activityId);
+				const orderNo = await this.redis.hget(k.last, String(ctx.meta.user.id));
+				if (!orderNo) return { status: "failed", order_no: null };
+				const value = await this.redis.hget(k.resv, orderNo);
+				const r = value ? parseReservation(orderNo, value) : null;
+				if (r) return { status: r.state === "O" ? "success" : "queued", order_no: orderNo };
+				// Released: either it never became an order, or its order was closed later.
+				const rows = await this.adapter.db.query("SELECT 1 FROM orders WHERE order_no = ?", { replacements: [orderNo], type: QueryTypes.SELECT });
+				return { status: rows.length ? "success" : "failed", order_no: rows.length ? orderNo : null };
+			}
+		},
+
+		list: {
+			async handler(this: StockThis) {
+				const rows = (await this.adapter.db.query(
+					`SELECT a.id, a.product_id, p.name AS product_name, p.image_url AS product_image, p.price AS original_price,
+					        a.seckill_price, a.stock AS db_stock, a.start_time, a.end_time
+					   FROM seckill_activities a JOIN products p ON p.id = a.product_id
+					  WHERE a.status = 1 AND a.end_time > NOW(3)
+					  ORDER BY a.start_time, a.id`,
+					{ type: QueryTypes.SELECT }
+				)) as Record<string, any>[];
+				const live = rows.length ? await this.redis.pipeline(rows.map(r => ["hget", activityKeys(Number(r.id)).info, "stock"])).exec() : [];
+				return rows.map((r, i) => ({
+					id: Number(r.id),
+					product_id: Number(r.product_id),
+					product_name: r.product_name,
+					product_image: r.product_image,
+					original_price: Number(r.original_price),
+					seckill_price: Number(r.seckill_price),
+					stock: live?.[i]?.[1] != null ? Number(live[i][1]) : Number(r.db_stock),
+					start_time: r.start_time,
+					end_time: r.end_time
+				}));
+			}
+		},
+
+		/** Internal (order actor): R -> C before the order is written. False: it was released. */
+		claim: {
+			visibility: "public",
+			params: { activity_id: { type: "number", integer: true, positive: true }, order_no: "string" },
+			async handler(this: StockThis, ctx: Context<{ activity_id: number; order_no: string }>) {
+				return (await this.redis.seckillMark(activityKeys(ctx.params.activity_id).resv, ctx.params.order_no, "C")) === 1;
+			}
+		},
+
+		/** Internal (order actor): the order is committed. */
+		markOrdered: {
+			visibility: "public",
+			params: { activity_id: { type: "number", integer: true, positive: true }, order_no: "string" },
+			async handler(this: StockThis, ctx: Context<{ activity_id: number; order_no: string }>) {
+				return (await this.redis.seckillMark(activityKeys(ctx.params.activity_id).resv, ctx.params.order_no, "O")) === 1;
+			}
+		},
+
+		/** Internal (order actor): a flash-sale order was closed; give its unit and slot back. */
+		release: {
+			visibility: "public",
+			params: { activity_id: { type: "number", integer: true, positive: true }, order_no: "string" },
+			async handler(this: StockThis, ctx: Context<{ activity_id: number; order_no: string }>) {
+				return (await this.release(ctx.params.activity_id, ctx.params.order_no, "any")) === 1;
+			}
+		},
+
+		/** Operators and the periodic timer: repair what a crash left half-done. */
+		reconcile: {
+			visibility: "public",
+			params: { activity_id: { type: "number", integer: true, positive: true, optional: true } },
+			async handler(this: StockThis, ctx: Context<{ activity_id?: number }>) {
+				const ids = ctx.params.activity_id
+					? [ctx.params.activity_id]
+					: ((await this.adapter.db.query("SELECT id FROM seckill_activities WHERE status = 1 OR updated_at > NOW(3) - INTERVAL 1 DAY ORDER BY id", { type: QueryTypes.SELECT })) as { id: number }[]).map(r => Number(r.id));
+				const activities: ReconcileReport[] = [];
+				for (const id of ids) activities.push(await this.reconcileActivity(id));
+				return { activities };
+			}
+		}
+	},
+
+	events: {
+		"seckill.soldout"(this: StockThis, ctx: Context<{ product_id: number }>) {
+			this.soldOut.add(ctx.params.product_id);
+		},
+		"seckill.available"(this: StockThis, ctx: Context<{ product_id: number }>) {
+			this.soldOut.delete(ctx.params.product_id);
+		},
+		"seckill.armed"(this: StockThis, ctx: Context<{ product_id: number }>) {
+			this.soldOut.delete(ctx.params.product_id);
+			this.metas.delete(ctx.params.product_id);
+		}
+	},
+
+	methods: {
+		reject(result: string, key: CodeKey): Rejection {
+			this.broker.metrics.increment("gomall_seckill_requests_total", { result });
+			return rejection(key);
+		},
+
+		/** The activity for a product, from memory when fresh, else from its Redis hash. */
+		async activityFor(this: StockThis, pid: number): Promise<ActivityMeta | null> {
+			const cached = this.metas.get(pid);
+			if (cached === null || (cached && Date.now() - cached.loadedAt < META_TTL_MS)) return cached;
+			const id = Number(await this.redis.get(productActivityKey(pid)));
+			let meta: ActivityMeta | null = null;
+			if (id) {
+				const [start, end, price, name, image, active] = await this.redis.hmget(activityKeys(id).info, "start", "end", "price", "name", "image", "active");
+				if (active === "1") meta = { id, product_id: pid, start: Number(start), end: Number(end), price: price!, name: name ?? "", image: image ?? "", loadedAt: Date.now() };
+			}
+			// A miss is remembered too, briefly: unknown products are the cheapest rejection.
+			this.metas.set(pid, meta ?? null);
+			if (!meta) setTimeout(() => this.metas.get(pid) === null && this.metas.delete(pid), META_TTL_MS).unref();
+			return meta;
+		},
+
+		async reserve(this: StockThis, pid: number, userId: number) {
+			if (this.soldOut.has(pid)) return this.reject("sold_out", "SECKILL_SOLD_OUT");
+			const meta = await this.activityFor(pid);
+			if (!meta) return this.reject("no_activity", "SECKILL_NO_ACTIVITY");
+			const now = Date.now();
+			if (now < meta.start - CLOCK_SLACK_MS) return this.reject("not_started", "SECKILL_NOT_STARTED");
+			if (now >= meta.end + CLOCK_SLACK_MS) return this.reject("ended", "SECKILL_ENDED");
+
+			const orderNo = this.orderNos.next();
+			const k = activityKeys(meta.id);
+			const [code, seq, left] = await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo);
+			if (code !== SeckillResult.WON) {
+				if (code === SeckillResult.SOLD_OUT) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
+				const [result, key] = RESULT_BY_CODE[code];
+				return this.reject(result, key);
+			}
+			if (left === 0) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
+
+			try {
+				await this.handOff(meta, userId, seq, orderNo);
+			} catch (err) {
+				// Not confirmed, returned or no channel: give the unit back and say "retry".
+				// If the message did reach the queue after all, the consumer's claim finds the
+				// reservation gone and writes nothing (claim and release are both atomic).
+				this.logger.warn(`seckill ${orderNo}: handoff failed (${(err as Error).message}); reservation released`);
+				await this.release(meta.id, orderNo, "unclaimed");
+				return this.reject("handoff_failed", "SECKILL_ORDER_FAILED");
+			}
+			this.broker.metrics.increment("gomall_seckill_requests_total", { result: "queued" });
+			this.broker.metrics.increment("gomall_seckill_success_total");
+			return { order_no: orderNo, success: true as const, status: "queued" as const, message: "queued: poll /api/seckill/result for the order" };
+		},
+
+		handOff(this: StockThis, meta: ActivityMeta, userId: number, seq: number, orderNo: string) {
+			const msg: SeckillOrderMessage = { order_no: orderNo, activity_id: meta.id, product_id: meta.product_id, user_id: userId, seq, product_name: meta.name, product_image: meta.image, price: meta.price };
+			return this.publisher.publish(names(getConfig().namespace).orderExchange, SECKILL_ROUTING_KEY, msg, orderNo);
+		},
+
+		/** Returns 1 released, 0 nothing to release, -1 kept (claimed, mode unclaimed). */
+		async release(this: StockThis, activityId: number, orderNo: string, mode: "unclaimed" | "any") {
+			const k = activityKeys(activityId);
+			const [released, left] = await this.redis.seckillRelease(k.info, k.bought, k.seqs, k.resv, orderNo, mode);
+			if (released === 1 && left === 1) {
+				const [pid] = await this.redis.hmget(k.info, "product_id");
+				this.broker.broadcast("seckill.available", { product_id: Number(pid), activity_id: activityId });
+			}
+			return released;
+		},
+
+		/**
+		 * Creates (or re-arms) the product's activity: a new row, the previous one superseded,
+		 * stock warmed into Redis, and every node told to forget what it knew.
+		 */
+		async armActivity(this: StockThis, ctx: Context, p: InitParams) {
+			const product = (await ctx.call("product.get", { id: p.product_id })) as Product;
+			const start = p.start_time ? p.start_time.getTime() : Date.now();
+			const end = p.end_time ? p.end_time.getTime() : start + DEFAULT_DURATION_MS;
+			if (end <= start) throw bizError("BAD_REQUEST", [{ field: "end_time", message: "end_time must be after start_time" }], "validation failed");
+			const price = centsToDecimal(toCents(p.seckill_price ?? product.price));
+			const limit = p.limit_per_user ?? 1;
+			const db = this.adapter.db;
+			const previous = (await db.query("SELECT id FROM seckill_activities WHERE product_id = ? AND status = 1", { replacements: [p.product_id], type: QueryTypes.SELECT })) as { id: number }[];
+			const id = await db.transaction(async transaction => {
+				await db.query("UPDATE seckill_activities SET status = 0 WHERE product_id = ? AND status = 1", { replacements: [p.product_id], transaction });
+				const [insertId] = (await db.query(
+					"INSERT INTO seckill_activities (product_id, seckill_price, total_stock, stock, limit_per_user, start_time, end_time, status) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+					{ replacements: [p.product_id, price, p.stock, p.stock, limit, new Date(start), new Date(end)], transaction, type: QueryTypes.INSERT }
+				)) as unknown as [number];
+				return Number(insertId);
+			});
+			const k = activityKeys(id);
+			const tx = this.redis.multi();
+			for (const old of previous) tx.hset(activityKeys(Number(old.id)).info, "active", "0");
+			tx.hset(k.info, { stock: p.stock, start, end, limit, active: 1, product_id: p.product_id, price, name: product.name, image: product.image_url });
+			tx.set(productActivityKey(p.product_id), id);
+			await tx.exec();
+			this.broker.broadcast("seckill.armed", { product_id: p.product_id, activity_id: id });
+			return { id, product_id: p.product_id, stock: p.stock, seckill_price: Number(price), start_time: new Date(start), end_time: new Date(end), limit_per_user: limit };
+		},
+
+		/**
+		 * Compares the activity's Redis reservations with its DB orders and repairs:
+		 *  - reservation whose order was closed -> released (the close's release was lost);
+		 *  - reservation with a live order not marked ordered -> marked;
+		 *  - reservation older than seckill.reconcile_age with no order -> re-published (the
+		 *    consumer is idempotent), or released if that fails;
+		 *  - live order with no reservation -> reported (Redis lost data; needs an operator).
+		 */
+		async reconcileActivity(this: StockThis, activityId: number): Promise<ReconcileReport> {
+			const db = this.adapter.db;
+			const [activity] = (await db.query(
+				`SELECT a.id, a.product_id, a.total_stock, a.seckill_price, p.name, p.image_url
+				   FROM seckill_activities a LEFT JOIN products p ON p.id = a.product_id WHERE a.id = ?`,
+				{ replacements: [activityId], type: QueryTypes.SELECT }
+			)) as Record<string, any>[];
+			if (!activity) throw bizError("SECKILL_NO_ACTIVITY");
+			const k = activityKeys(activityId);
+			const report: ReconcileReport = {
+				activity_id: activityId,
+				product_id: Number(activity.product_id),
+				initial: Number(activity.total_stock),
+				redis: { remaining: 0, reservations: 0 },
+				db: { stock: 0, live_orders: 0 },
+				republished: [],
+				released: [],
+				marked_ordered: 0,
+				released_closed: 0,
+				orphan_orders: [],
+				consistent: false
+			};
+			const orders = new Map(
+				((await db.query("SELECT order_no, status FROM orders WHERE activity_id = ?", { replacements: [activityId], type: QueryTypes.SELECT })) as { order_no: string; status: number }[]).map(o => [o.order_no, o.status])
+			);
+			const raw = await this.redis.hgetall(k.resv);
+			const reservations = Object.entries(raw).map(([no, v]) => parseReservation(no, v)).filter((r): r is Reservation => r !== null);
+			const [redisNow] = await this.redis.time();
+			const ageLimitMs = getConfig().seckill.reconcile_age * 1000;
+			const meta: ActivityMeta = { id: activityId, product_id: report.product_id, price: centsToDecimal(toCents(activity.seckill_price)), name: activity.name ?? "", image: activity.image_url ?? "", start: 0, end: 0, loadedAt: 0 };
+
+			for (const r of reservations) {
+				const status = orders.get(r.order_no);
+				if (status === 5) {
+					if ((await this.release(activityId, r.order_no, "any")) === 1) report.released_closed++;
+				} else if (status !== undefined) {
+					if (r.state !== "O") {
+						await this.redis.seckillMark(k.resv, r.order_no, "O");
+						report.marked_ordered++;
+					}
+				} else if (Number(redisNow) * 1000 - r.reserved_at >= ageLimitMs) {
+					try {
+						await this.handOff(meta, r.user_id, r.seq, r.order_no);
+						report.republished.push(r.order_no);
+					} catch {
+						if ((await this.release(activityId, r.order_no, "unclaimed")) === 1) report.released.push(r.order_no);
+					}
+				}
+			}
+
+			const live = new Set(Object.keys(await this.redis.hgetall(k.resv)));
+			for (const [no, status] of orders) if (status !== 5 && !live.has(no)) report.orphan_orders.push(no);
+			const [dbRow] = (await db.query("SELECT stock FROM seckill_activities WHERE id = ?", { replacements: [activityId], type: QueryTypes.SELECT })) as { stock: number }[];
+			report.redis.remaining = Number((await this.redis.hget(k.info, "stock")) ?? 0);
+			report.redis.reservations = live.size;
+			report.db.stock = Number(dbRow.stock);
+			report.db.live_orders = [...orders.values()].filter(s => s !== 5).length;
+			report.consistent =
+				report.initial === report.redis.remaining + report.redis.reservations && report.initial === report.db.stock + report.db.live_orders;
+			if (report.republished.length || report.released.length || report.released_closed || report.orphan_orders.length) {
+				this.logger.warn(`reconcile activity ${activityId}: republished ${report.republished.length}, released ${report.released.length}, released after close ${report.released_closed}, orphan orders ${report.orphan_orders.length}`);
+			}
+			return report;
+		},
+
+		/** A sold-out flag whose stock came back (a release raced the broadcast) is dropped. */
+		async recheckSoldOut(this: StockThis) {
+			for (const pid of this.soldOut) {
+				const meta = await this.activityFor(pid);
+				if (!meta) continue;
+				const left = Number(await this.redis.hget(activityKeys(meta.id).info, "stock"));
+				if (left > 0) this.soldOut.delete(pid);
+			}
+		}
+	},
+
+	created(this: StockThis) {
+		const c = getConfig();
+		this.soldOut = new Set();
+		this.metas = new Map();
+		this.timers = [];
+		this.publisher = new ConfirmPublisher(this.amqp, ch => assertSeckillTopology(ch, c.namespace, c.seckill.max_deliveries));
+		const m = this.broker.metrics;
+		if (!m.getMetric("gomall_seckill_requests_total")) {
+			m.register({ name: "gomall_seckill_requests_total", type: "counter", labelNames: ["result"], description: "Flash-sale requests by result" });
+			m.register({ name: "gomall_seckill_success_total", type: "counter", description: "Flash-sale reservations handed to the order queue" });
+		}
+	},
+
+	async started(this: StockThis) {
+		this.orderNos = new OrderNoGenerator(await acquireWorkerId(this.redis));
+		this.timers.push(setInterval(() => this.recheckSoldOut().catch(() => undefined), 2000));
+		const interval = getConfig().seckill.reconcile_interval;
+		if (interval > 0) {
+			this.timers.push(
+				setInterval(() => {
+					this.broker.call("stock.reconcile").catch(err => this.logger.warn(`reconcile failed: ${err.message}`));
+				}, interval * 1000)
+			);
+		}
+	},
+
+	stopped(this: StockThis) {
+		for (const t of this.timers) clearInterval(t);
+	}
+};
+
+export default StockService;

@@ -1,0 +1,94 @@
+import { QueryTypes } from "sequelize";
+import { TokenService } from "../../lib/jwt";
+import { activityKeys, parseReservation } from "../../lib/seckill";
+import { createRedis } from "../../lib/redis";
+import type { TestMall } from "./node";
+import { eventually } from "./proc";
+
+export interface Buyer {
+	id: number;
+	token: string;
+}
+
+const db = (mall: TestMall) => (mall.node.broker.getLocalService("user") as any).adapter.db;
+
+export async function sql<T = any>(mall: TestMall, query: string, replacements: unknown[] = []): Promise<T[]> {
+	return db(mall).query(query, { replacements, type: QueryTypes.SELECT });
+}
+
+export async function exec(mall: TestMall, query: string, replacements: unknown[] = []): Promise<void> {
+	await db(mall).query(query, { replacements });
+}
+
+/** Many buyers at once: rows written directly, tokens signed with the mall's own secret. */
+export async function makeBuyers(mall: TestMall, n: number, prefix: string): Promise<Buyer[]> {
+	const values = Array.from({ length: n }, (_, i) => `('${prefix}_${i}', 'x', 1, 1)`).join(",");
+	await db(mall).query(`INSERT INTO users (username, password_hash, role, status) VALUES ${values}`);
+	const rows = await sql<{ id: number }>(mall, "SELECT id FROM users WHERE username LIKE ? ORDER BY id", [`${prefix}\\_%`]);
+	const tokens = new TokenService(mall.cfg.jwt.secret, 3600);
+	return rows.map(r => ({ id: Number(r.id), token: tokens.sign({ id: Number(r.id), role: 1 }) }));
+}
+
+export async function arm(mall: TestMall, admin: string, body: Record<string, unknown>) {
+	const r = await mall.http.post("/api/seckill/init", body, admin);
+	if (r.status !== 200) throw new Error(`arm failed: ${JSON.stringify(r.body)}`);
+	return r.body.data as { id: number; product_id: number };
+}
+
+export async function newProduct(mall: TestMall, admin: string, body: Record<string, unknown> = {}): Promise<number> {
+	const r = await mall.http.post("/api/product", { name: "Flash phone", price: 999, stock: 1000, ...body }, admin);
+	return r.body.data.id;
+}
+
+export interface Counts {
+	initial: number;
+	redisRemaining: number;
+	reservations: number;
+	ordered: number;
+	dbStock: number;
+	liveOrders: number;
+	orders: number;
+	distinctBuyerSeq: number;
+}
+
+/** Everything the SPEC invariant speaks of, read straight from Redis and MySQL. */
+export async function counts(mall: TestMall, activityId: number): Promise<Counts> {
+	const redis = createRedis(mall.cfg.redis.url, mall.cfg.namespace);
+	try {
+		const k = activityKeys(activityId);
+		const resv = Object.entries(await redis.hgetall(k.resv)).map(([no, v]) => parseReservation(no, v)!);
+		const [a] = await sql(mall, "SELECT total_stock, stock FROM seckill_activities WHERE id = ?", [activityId]);
+		const [o] = await sql(mall, "SELECT COUNT(*) AS orders, SUM(status <> 5) AS live, COUNT(DISTINCT user_id, seckill_seq) AS distinct_seq FROM orders WHERE activity_id = ?", [activityId]);
+		return {
+			initial: Number(a.total_stock),
+			redisRemaining: Number(await redis.hget(k.info, "stock")),
+			reservations: resv.length,
+			ordered: resv.filter(r => r.state === "O").length,
+			dbStock: Number(a.stock),
+			liveOrders: Number(o.live ?? 0),
+			orders: Number(o.orders),
+			distinctBuyerSeq: Number(o.distinct_seq)
+		};
+	} finally {
+		redis.disconnect();
+	}
+}
+
+/** Waits until every live reservation has become an order. */
+export async function drained(mall: TestMall, activityId: number, timeoutMs = 30000): Promise<Counts> {
+	let last: Counts | undefined;
+	await eventually(async () => {
+		last = await counts(mall, activityId);
+		return last.ordered === last.reservations && last.liveOrders === last.reservations;
+	}, timeoutMs, 200);
+	return last!;
+}
+
+export function expectInvariant(c: Counts): void {
+	expect(c.redisRemaining + c.reservations).toBe(c.initial);
+	expect(c.dbStock + c.liveOrders).toBe(c.initial);
+}
+
+export function buy(mall: TestMall, b: Buyer, productId: number) {
+	return mall.http.post("/api/seckill", { product_id: productId }, b.token);
+}

@@ -1,4 +1,4 @@
-import amqp, { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
+import amqp, { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import type { Logger as LoggerInstance } from "moleculer";
 
 export type SetupFn = (conn: ChannelModel) => Promise<void>;
@@ -116,21 +116,25 @@ export class PublishError extends Error {
  * what to undo. The Go version's fire-and-forget publish is failure mode 3 of the SPEC.
  */
 export class ConfirmPublisher {
-	private channel: ConfirmChannel | null = null;
-	private readonly returned = new Set<string>();
+	private channel: { ch: ConfirmChannel; pending: Set<(err: Error) => void>; returned: Set<string> } | null = null;
 
 	constructor(amqpConn: AmqpConnection, private readonly setupTopology: (ch: ConfirmChannel) => Promise<void> = async () => undefined) {
 		amqpConn.onConnect(async conn => {
 			const ch = await conn.createConfirmChannel();
+			const state = { ch, pending: new Set<(err: Error) => void>(), returned: new Set<string>() };
 			ch.on("return", (msg: ConsumeMessage) => {
-				if (msg.properties.messageId) this.returned.add(String(msg.properties.messageId));
+				if (msg.properties.messageId) state.returned.add(String(msg.properties.messageId));
 			});
 			ch.on("close", () => {
-				if (this.channel === ch) this.channel = null;
+				if (this.channel === state) this.channel = null;
+				// Whatever was not confirmed yet may or may not have reached a queue: the callers
+				// treat it as not sent (and their consumers tolerate it having been sent).
+				for (const fail of state.pending) fail(new PublishError("channel closed before the broker confirmed"));
+				state.pending.clear();
 			});
 			ch.on("error", () => undefined);
 			await this.setupTopology(ch);
-			this.channel = ch;
+			this.channel = state;
 		});
 	}
 
@@ -140,33 +144,32 @@ export class ConfirmPublisher {
 
 	/** The channel, for topology changes at run time (e.g. a new delay queue after SIGHUP). */
 	get current(): ConfirmChannel | null {
-		return this.channel;
+		return this.channel?.ch ?? null;
 	}
 
 	publish(exchange: string, routingKey: string, body: unknown, messageId: string, headers?: Record<string, unknown>): Promise<void> {
-		const ch = this.channel;
-		if (!ch) return Promise.reject(new PublishError("no RabbitMQ channel"));
+		const state = this.channel;
+		if (!state) return Promise.reject(new PublishError("no RabbitMQ channel"));
 		return new Promise<void>((resolve, reject) => {
 			let settled = false;
-			const done = (err?: Error) => {
+			const settle = (err?: Error) => {
 				if (settled) return;
 				settled = true;
-				ch.removeListener("close", onClose);
+				state.pending.delete(settle);
 				if (err) reject(err);
 				else resolve();
 			};
-			const onClose = () => done(new PublishError("channel closed before the broker confirmed"));
-			ch.once("close", onClose);
+			state.pending.add(settle);
 			try {
-				ch.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), { persistent: true, mandatory: true, messageId, contentType: "application/json", headers }, err => {
+				state.ch.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), { persistent: true, mandatory: true, messageId, contentType: "application/json", headers }, err => {
 					// basic.return arrives before the confirm of the same message.
-					const wasReturned = this.returned.delete(messageId);
-					if (err) done(new PublishError("broker refused the message"));
-					else if (wasReturned) done(new PublishError("no queue is bound for the message"));
-					else done();
+					const wasReturned = state.returned.delete(messageId);
+					if (err) settle(new PublishError("broker refused the message"));
+					else if (wasReturned) settle(new PublishError("no queue is bound for the message"));
+					else settle();
 				});
 			} catch (err) {
-				done(new PublishError((err as Error).message));
+				settle(new PublishError((err as Error).message));
 			}
 		});
 	}
@@ -182,30 +185,59 @@ export interface ConsumerOptions {
  * A manual-ack consumer: ack after the handler succeeded; on failure nack with requeue after
  * a short pause. Queues are quorum queues with x-delivery-limit, so RabbitMQ itself counts
  * the deliveries and dead-letters a message that keeps failing: no poison message loops
- * forever (failure mode 4), and no message is dropped.
+ * forever (failure mode 4), and no message is dropped. It consumes again after a reconnect.
  */
-export function consume(amqpConn: AmqpConnection, queue: string, opts: ConsumerOptions, handler: (body: any, msg: ConsumeMessage) => Promise<void>, logger: LoggerInstance): void {
-	amqpConn.onConnect(async conn => {
-		const ch = await conn.createChannel();
-		ch.on("error", () => undefined);
-		await ch.prefetch(opts.prefetch);
-		await ch.consume(queue, msg => {
-			if (!msg) return; // consumer cancelled by the broker; the reconnect sets it up again
-			let body: unknown;
-			try {
-				body = JSON.parse(msg.content.toString());
-			} catch {
-				body = undefined;
-			}
-			handler(body, msg).then(
-				() => safely(() => ch.ack(msg)),
-				(err: Error) => {
-					logger.warn(`amqp ${queue}: message ${msg.properties.messageId ?? "?"} failed (delivery ${deliveryCount(msg) + 1}): ${err.name}: ${err.message}`);
-					setTimeout(() => safely(() => ch.nack(msg, false, true)), opts.retryDelayMs ?? 200);
-				}
-			);
+export class QueueConsumer {
+	private current: { ch: Channel; tag: string } | null = null;
+	private readonly inflight = new Set<Promise<void>>();
+	private stopped = false;
+
+	constructor(
+		amqpConn: AmqpConnection,
+		private readonly queue: string,
+		private readonly opts: ConsumerOptions,
+		private readonly handler: (body: any, msg: ConsumeMessage) => Promise<void>,
+		private readonly logger: LoggerInstance
+	) {
+		amqpConn.onConnect(async conn => {
+			if (this.stopped) return;
+			const ch = await conn.createChannel();
+			ch.on("error", () => undefined);
+			await ch.prefetch(opts.prefetch);
+			const { consumerTag } = await ch.consume(queue, msg => msg && this.deliver(ch, msg));
+			this.current = { ch, tag: consumerTag };
 		});
-	});
+	}
+
+	private deliver(ch: Channel, msg: ConsumeMessage): void {
+		let body: unknown;
+		try {
+			body = JSON.parse(msg.content.toString());
+		} catch {
+			body = undefined;
+		}
+		const work = this.handler(body, msg).then(
+			() => safely(() => ch.ack(msg)),
+			(err: Error) => {
+				this.logger.warn(`amqp ${this.queue}: message ${msg.properties.messageId ?? "?"} failed (delivery ${deliveryCount(msg) + 1}): ${err.name}: ${err.message}`);
+				// Back off before handing it back (200 ms, 400 ms, ... up to 5 s), so a passing outage
+				// of a dependency does not use up the delivery limit in a second.
+				const delay = Math.min((this.opts.retryDelayMs ?? 200) * 2 ** deliveryCount(msg), 5000);
+				return new Promise<void>(r => setTimeout(r, delay)).then(() => safely(() => ch.nack(msg, false, true)));
+			}
+		);
+		this.inflight.add(work);
+		work.finally(() => this.inflight.delete(work));
+	}
+
+	/** Stops taking messages and waits for those in hand: a stopping node leaves none half-done. */
+	async stop(): Promise<void> {
+		this.stopped = true;
+		const c = this.current;
+		this.current = null;
+		if (c) await c.ch.cancel(c.tag).catch(() => undefined);
+		await Promise.allSettled([...this.inflight]);
+	}
 }
 
 /** How many times the message was delivered before this delivery (quorum queues count). */

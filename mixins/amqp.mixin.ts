@@ -8,16 +8,15 @@ export interface AmqpThis {
 
 /**
  * A RabbitMQ connection per service that reconnects by itself. The service registers its
- * topology, publishers and consumers with `this.amqp.onConnect` / ConfirmPublisher / consume
- * in `created`; the connection opens when the service starts and closes when it stops.
+ * topology, publishers and consumers (ConfirmPublisher, QueueConsumer) in `created`, and
+ * calls `await this.amqp.start()` last in its own `started`: consumers must not receive a
+ * message before the database and Redis they write to are connected (Moleculer runs the
+ * mixins' `started` handlers in an order the mixin cannot choose). It closes on stop.
  */
 export function AmqpMixin(connectionName: string): Partial<ServiceSchema> {
 	return {
 		created(this: Service & Record<string, any>) {
 			this.amqp = new AmqpConnection(getConfig().amqp.url, this.logger, connectionName);
-		},
-		async started(this: Service & Record<string, any>) {
-			await this.amqp.start();
 		},
 		async stopped(this: Service & Record<string, any>) {
 			await this.amqp.stop();

@@ -1,4 +1,4 @@
-import type { ServiceSchema } from "moleculer";
+import type { Service, ServiceSchema } from "moleculer";
 import DbService from "moleculer-db";
 import SequelizeAdapter from "moleculer-db-adapter-sequelize";
 import type { ModelAttributes, ModelOptions, Model, ModelStatic, Sequelize } from "sequelize";
@@ -26,25 +26,28 @@ const GENERIC_ACTIONS = ["find", "count", "list", "create", "insert", "get", "up
  * stop and clearCache(); transactions use `this.adapter.db` (the Sequelize instance) directly.
  */
 export function DbMixin(model: ModelDefinition): Partial<ServiceSchema> {
-	const db = getConfig().db;
-	const adapter = new (SequelizeAdapter as any)(db.name, db.user, db.password, {
-		host: db.host,
-		port: db.port,
-		dialect: "mysql",
-		logging: false,
-		noSync: true,
-		pool: { max: db.pool_max, min: 0, idle: 10000, acquire: 20000 },
-		dialectOptions: { decimalNumbers: false, dateStrings: false },
-		timezone: "+00:00",
-		define: { freezeTableName: true }
-	});
 	const actions: Record<string, false> = {};
 	for (const a of GENERIC_ACTIONS) actions[a] = false;
 	return {
 		mixins: [DbService],
-		adapter,
 		model,
 		actions,
-		settings: { idField: "id" }
+		settings: { idField: "id" },
+		// One adapter (one pool) per service instance, made when the instance is: a schema
+		// object is shared by every broker that loads it, so the adapter cannot live on it.
+		created(this: Service & Record<string, any>) {
+			const db = getConfig().db;
+			this.adapter = new (SequelizeAdapter as any)(db.name, db.user, db.password, {
+				host: db.host,
+				port: db.port,
+				dialect: "mysql",
+				logging: false,
+				noSync: true,
+				pool: { max: db.pool_max, min: 0, idle: 10000, acquire: 20000 },
+				timezone: "+00:00",
+				define: { freezeTableName: true }
+			});
+			this.adapter.init(this.broker, this);
+		}
 	} as Partial<ServiceSchema>;
 }

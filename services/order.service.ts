@@ -1,7 +1,7 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { DataTypes, QueryTypes, Sequelize, Transaction, UniqueConstraintError } from "sequelize";
 import { getConfig } from "../config";
-import { ConfirmPublisher, consume } from "../lib/amqp";
+import { ConfirmPublisher, QueueConsumer } from "../lib/amqp";
 import { CodeKey } from "../lib/codes";
 import { bizError } from "../lib/errors";
 import { AuthUser, ROLE_ADMIN } from "../lib/jwt";
@@ -63,6 +63,7 @@ interface OrderThis extends Service, DbThis, AmqpThis, RedisThis {
 	publisher: ConfirmPublisher;
 	delayQueue: string;
 	sweepTimer: NodeJS.Timeout | null;
+	consumers: QueueConsumer[];
 	db(): Sequelize;
 	toOrder(row: OrderRow): Order;
 	payTimeoutMs(): number;
@@ -88,6 +89,9 @@ const quantity = { type: "number", integer: true, min: 1, max: 999, convert: tru
  */
 const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, OrderThis> = {
 	name: "order",
+	// Flash-sale messages are claimed through the stock actor: consuming before it exists
+	// would only burn their delivery attempts.
+	dependencies: ["stock"],
 	mixins: [
 		DbMixin({
 			name: "order",
@@ -475,26 +479,28 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 	created(this: OrderThis) {
 		const c = getConfig();
 		this.sweepTimer = null;
+		this.consumers = [];
 		this.delayQueue = names(c.namespace).payTimeoutQueue(this.payTimeoutMs());
 		this.publisher = new ConfirmPublisher(this.amqp, async ch => {
 			this.delayQueue = await assertCloseTopology(ch, c.namespace, this.payTimeoutMs(), c.seckill.max_deliveries);
 			await assertSeckillTopology(ch, c.namespace, c.seckill.max_deliveries);
 		});
-		consume(this.amqp, names(c.namespace).seckillQueue, { prefetch: c.amqp.prefetch }, async body => {
+		this.consumers.push(new QueueConsumer(this.amqp, names(c.namespace).seckillQueue, { prefetch: c.amqp.prefetch }, async body => {
 			if (!isSeckillOrderMessage(body)) throw new Error("malformed flash-sale order message");
 			await this.createSeckillOrder(body);
-		}, this.logger);
+		}, this.logger));
 		if (!this.broker.metrics.getMetric("gomall_orders_created_total")) {
 			this.broker.metrics.register({ name: "gomall_orders_created_total", type: "counter", labelNames: ["kind"], description: "Orders written, by kind (order, checkout, seckill)" });
 		}
-		consume(this.amqp, names(c.namespace).closeQueue, { prefetch: c.amqp.prefetch }, async body => {
+		this.consumers.push(new QueueConsumer(this.amqp, names(c.namespace).closeQueue, { prefetch: c.amqp.prefetch }, async body => {
 			if (typeof body?.order_no !== "string") throw new Error("close message without order_no");
 			await this.closeOrder(body.order_no, { reason: "timeout" });
-		}, this.logger);
+		}, this.logger));
 	},
 
 	async started(this: OrderThis) {
 		this.orderNos = new OrderNoGenerator(await acquireWorkerId(this.redis));
+		await this.amqp.start();
 		const interval = getConfig().order.sweep_interval;
 		if (interval > 0) {
 			this.sweepTimer = setInterval(() => {
@@ -503,8 +509,10 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		}
 	},
 
-	stopped(this: OrderThis) {
+	async stopped(this: OrderThis) {
+		// Runs before the mixins close RabbitMQ, Redis and MySQL: messages in hand finish first.
 		if (this.sweepTimer) clearInterval(this.sweepTimer);
+		await Promise.all(this.consumers.map(c => c.stop()));
 	}
 };
 

@@ -447,6 +447,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 	async started(this: StockThis) {
 		this.orderNos = new OrderNoGenerator(await acquireWorkerId(this.redis));
+		await this.amqp.start();
 		this.timers.push(setInterval(() => this.recheckSoldOut().catch(() => undefined), 2000));
 		const interval = getConfig().seckill.reconcile_interval;
 		if (interval > 0) {

@@ -24,7 +24,7 @@ export interface Config {
 	jwt: { secret: string; expires_in: number };
 	bcrypt: { cost: number };
 	admin: { username: string; password: string };
-	log: { level: LogLevel; format: "json" | "pretty"; output: "stdout" | "file"; file: string };
+	log: { level: LogLevel; format: "json" | "pretty"; output: "stdout" | "file"; file: string; requests: boolean };
 	broker: {
 		request_timeout: number;
 		retry: { enabled: boolean; retries: number; delay: number; max_delay: number };
@@ -37,6 +37,12 @@ export interface Config {
 	seckill: { reconcile_interval: number; reconcile_age: number; max_deliveries: number };
 	rate_limit: {
 		enabled: boolean;
+		/** the per-IP token bucket in each gateway process */
+		local: boolean;
+		/** the GCRA limits in Redis shared by every gateway node */
+		distributed: boolean;
+		/** Redis for the distributed limits; empty: redis.url */
+		redis_url: string;
 		fail_open: boolean;
 		local_max_keys: number;
 		global: RateTier;
@@ -52,7 +58,7 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 export const DEV_JWT_SECRET = defaults.jwt.secret;
 
 /** Keys that SIGHUP applies to a running node; any other change needs a restart. */
-export const RELOADABLE_KEYS = ["log.level", "rate_limit", "broker.request_timeout", "order.pay_timeout"] as const;
+export const RELOADABLE_KEYS = ["log.level", "log.requests", "rate_limit", "broker.request_timeout", "order.pay_timeout"] as const;
 
 const ENV_FILES: Record<EnvName, unknown> = { dev, prod, test };
 
@@ -117,7 +123,8 @@ const schema = {
 			level: { type: "enum", values: ["debug", "info", "warn", "error"] },
 			format: { type: "enum", values: ["json", "pretty"] },
 			output: { type: "enum", values: ["stdout", "file"] },
-			file: str
+			file: str,
+			requests: bool
 		}),
 		broker: obj({
 			request_timeout: num(0, 600000),
@@ -131,6 +138,9 @@ const schema = {
 		seckill: obj({ reconcile_interval: num(0, 86400, false), reconcile_age: num(0, 86400, false), max_deliveries: num(1, 100) }),
 		rate_limit: obj({
 			enabled: bool,
+			local: bool,
+			distributed: bool,
+			redis_url: { type: "string", pattern: /^(rediss?:\/\/.*)?$/ },
 			fail_open: bool,
 			local_max_keys: num(1, 1e8),
 			global: tier,

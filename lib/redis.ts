@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
-import Redis from "ioredis";
+import Redis, { RedisOptions } from "ioredis";
 import { LUA_DIR } from "./paths";
 
 /** Every GoMall key starts with this, so two deployments (namespaces) can share one Redis. */
@@ -18,13 +18,14 @@ export interface LuaCommand {
  * An ioredis client whose keys carry the namespace prefix and whose Lua scripts are defined
  * once with defineCommand (ioredis runs them by EVALSHA and reloads on NOSCRIPT).
  */
-export function createRedis(url: string, namespace: string, commands: Record<string, LuaCommand> = {}, name = "gomall"): Redis {
+export function createRedis(url: string, namespace: string, commands: Record<string, LuaCommand> = {}, name = "gomall", options: RedisOptions = {}): Redis {
 	const client = new Redis(url, {
 		keyPrefix: redisKeyPrefix(namespace),
 		connectionName: name,
 		maxRetriesPerRequest: 2,
 		enableOfflineQueue: true,
-		lazyConnect: false
+		lazyConnect: false,
+		...options
 	});
 	for (const [cmd, def] of Object.entries(commands)) {
 		client.defineCommand(cmd, { numberOfKeys: def.numberOfKeys, lua: fs.readFileSync(path.join(LUA_DIR, def.file), "utf8") });

@@ -11,9 +11,17 @@ import { renderError, success } from "../lib/envelope";
 import { AuthUser, ROLE_ADMIN, TokenService } from "../lib/jwt";
 import { AmqpConnection } from "../lib/amqp";
 import { createRedis } from "../lib/redis";
+import { checkDistributed, clientIp, DistributedCheck, GcraRedis, LocalBuckets, Verdict } from "../lib/ratelimit";
 import type { GatewayPrometheusReporter } from "../moleculer.config";
 
-type Req = IncomingMessage & { $action?: { auth?: "user" | "admin" }; $ctx?: Context; $route?: unknown };
+type Req = IncomingMessage & {
+	$action?: { name?: string; auth?: "user" | "admin" };
+	$ctx?: Context<unknown, { user?: AuthUser | null }>;
+	$route?: unknown;
+	$alias?: { fullPath?: string; path?: string };
+	$clientIp?: string;
+	$startedAt?: bigint;
+};
 type Res = ServerResponse;
 
 export type Probe = "up" | "down" | "disabled";
@@ -27,6 +35,13 @@ interface ApiThis extends Service<ApiSettingsSchema> {
 	dbPool: mysql.Pool;
 	server: import("node:http").Server;
 	sendError(req: Req, res: Res, err: unknown): void;
+	buckets: LocalBuckets;
+	limiterRedis: GcraRedis;
+	trusted: Set<string>;
+	limiterWarnedAt: number;
+	refuse(res: Res, verdict: Verdict, layer: string, tier: string): never;
+	limitDistributed(ctx: Context<unknown, { user?: AuthUser | null }>, req: Req, res: Res): Promise<void>;
+	observe(req: Req, res: Res): void;
 	sendJson(res: Res, status: number, body: unknown, traceId?: string | null): void;
 	probeAll(): Promise<Record<string, Probe>>;
 }
@@ -48,6 +63,9 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 
 const cfg = () => getConfig();
 
+/** Thrown for every refused request: made once, so a refusal costs no stack trace. */
+const RATE_LIMITED = bizError("TOO_MANY_REQUESTS");
+
 /**
  * The gateway actor: the REST contract of the SPEC over moleculer-web. Every response is the
  * envelope `{code, message, data, trace_id}`; success is wrapped in onAfterCall, every error
@@ -61,7 +79,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		port: cfg().http.port,
 		ip: cfg().http.host,
 		use: [
-			function securityHeaders(this: ApiThis, _req: Req, res: Res, next: () => void) {
+			function securityHeaders(this: ApiThis, req: Req, res: Res, next: () => void) {
+				req.$startedAt = process.hrtime.bigint();
+				res.once("finish", () => this.observe(req, res));
 				for (const [k, v] of SECURITY_HEADERS) res.setHeader(k, v);
 				// While draining, keep-alive clients are told to reconnect (to another node).
 				if (this.draining) res.setHeader("Connection", "close");
@@ -90,6 +110,14 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				authorization: true,
 				mergeParams: true,
 				bodyParsers: { json: { limit: cfg().http.body_limit, strict: true }, urlencoded: false },
+				// The cheap layer first: this node's per-IP bucket, before any token is verified.
+				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
+					const rl = cfg().rate_limit;
+					req.$clientIp = clientIp(req.socket.remoteAddress, req.headers["x-forwarded-for"], this.trusted);
+					if (!rl.enabled || !rl.local) return;
+					const verdict = this.buckets.take(req.$clientIp, rl.api);
+					if (!verdict.allowed) this.refuse(res, verdict, "local", "api");
+				},
 				aliases: {
 					"POST /user/register": "user.register",
 					"POST /user/login": "user.login",
@@ -194,8 +222,62 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			return verdict;
 		},
 
-		authorize(this: ApiThis, ctx: Context<any, { user?: AuthUser | null }>, _route: unknown, req: Req): void {
+		async authorize(this: ApiThis, ctx: Context<any, { user?: AuthUser | null }>, _route: unknown, req: Req, res: Res): Promise<void> {
 			if (req.$action?.auth === "admin" && ctx.meta.user?.role !== ROLE_ADMIN) throw bizError("NOT_ADMIN");
+			const rl = cfg().rate_limit;
+			if (rl.enabled && rl.distributed) await this.limitDistributed(ctx, req, res);
+		},
+
+		/**
+		 * The shared layer, after authentication so the flash sale can be limited per user:
+		 * global, per IP, and per route (login per IP, seckill per user), one Redis round trip.
+		 * If Redis cannot answer, the request goes through (or gets 503 with fail_open off),
+		 * with a warning at most every 10 s and a metric; never a 500.
+		 */
+		async limitDistributed(this: ApiThis, ctx: Context<any, { user?: AuthUser | null }>, req: Req, res: Res): Promise<void> {
+			const rl = cfg().rate_limit;
+			const ip = req.$clientIp ?? "";
+			const checks: DistributedCheck[] = [
+				{ key: "rl:global", tier: rl.global },
+				{ key: `rl:api:${ip}`, tier: rl.api }
+			];
+			const action = req.$action?.name;
+			if (action === "user.login") checks.push({ key: `rl:login:${ip}`, tier: rl.login });
+			else if (action === "stock.seckill" && ctx.meta.user) checks.push({ key: `rl:seckill:${ctx.meta.user.id}`, tier: rl.seckill });
+			let verdict: Verdict;
+			try {
+				verdict = await checkDistributed(this.limiterRedis, checks);
+			} catch (err) {
+				this.broker.metrics.increment("gomall_rate_limit_errors_total");
+				const now = Date.now();
+				if (now - this.limiterWarnedAt > 10000) {
+					this.limiterWarnedAt = now;
+					this.logger.warn(`rate limiter: Redis unavailable (${(err as Error).message}); ${rl.fail_open ? "letting requests through" : "refusing requests"}`);
+				}
+				if (!rl.fail_open) throw bizError("UNAVAILABLE");
+				return;
+			}
+			if (!verdict.allowed) this.refuse(res, verdict, "distributed", checks.length > 2 ? checks[2].key.split(":")[1] : "api");
+		},
+
+		refuse(this: ApiThis, res: Res, verdict: Verdict, layer: string, tier: string): never {
+			this.broker.metrics.increment("gomall_rate_limit_rejected_total", { layer, tier });
+			res.setHeader("Retry-After", String(Math.max(1, Math.ceil(verdict.retryAfterMs / 1000))));
+			throw RATE_LIMITED;
+		},
+
+		/** One metric sample and one log line per request, once the response is sent. */
+		observe(this: ApiThis, req: Req, res: Res): void {
+			const route = req.$alias?.fullPath ?? (req.url?.startsWith("/api") ? "unmatched" : (req.url ?? "").split("?")[0]);
+			const labels = { method: req.method ?? "", route, status: res.statusCode };
+			const seconds = Number(process.hrtime.bigint() - (req.$startedAt ?? process.hrtime.bigint())) / 1e9;
+			this.broker.metrics.increment("gomall_http_requests_total", labels);
+			this.broker.metrics.observe("gomall_http_request_duration_seconds", seconds, labels);
+			if (cfg().log.requests) {
+				const ctx = req.$ctx;
+				// Never the headers, the body or the query: they hold tokens and passwords.
+				this.logger.info(`${req.method} ${route} ${res.statusCode} ${(seconds * 1000).toFixed(1)}ms trace_id=${ctx?.requestID ?? "-"} user_id=${ctx?.meta.user?.id ?? "-"} ip=${req.$clientIp ?? req.socket.remoteAddress ?? "-"}`);
+			}
 		},
 
 		/** The only error writer: every failure leaves as the envelope with its HTTP status. */
@@ -209,7 +291,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				this.logger.error(`request failed: ${req.method} ${req.url?.split("?")[0]} ${e?.name ?? "Error"}: ${message} trace_id=${traceId}`);
 			}
 			if (res.headersSent) return;
-			if (out.retryAfter) res.setHeader("Retry-After", String(out.retryAfter));
+			if (out.retryAfter && !res.hasHeader("Retry-After")) res.setHeader("Retry-After", String(out.retryAfter));
 			this.sendJson(res, out.status, out.body, traceId);
 		},
 
@@ -249,6 +331,22 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in);
 		this.redis = createRedis(c.redis.url, c.namespace, {}, "gomall-api");
 		this.amqp = new AmqpConnection(c.amqp.url, this.logger, "gomall-api-health");
+		this.buckets = new LocalBuckets(c.rate_limit.local_max_keys);
+		this.trusted = new Set(c.http.trusted_proxies);
+		this.limiterWarnedAt = 0;
+		// Fail fast when Redis is away: no offline queue, no retries, a short timeout.
+		this.limiterRedis = createRedis(c.rate_limit.redis_url || c.redis.url, c.namespace, { rateLimitGcra: { file: "ratelimit_gcra.lua", numberOfKeys: 1 } }, "gomall-ratelimit", {
+			enableOfflineQueue: false,
+			maxRetriesPerRequest: 0,
+			commandTimeout: 500
+		}) as GcraRedis;
+		const m = this.broker.metrics;
+		if (!m.getMetric("gomall_http_requests_total")) {
+			m.register({ name: "gomall_http_requests_total", type: "counter", labelNames: ["method", "route", "status"], description: "HTTP requests by method, route pattern and status" });
+			m.register({ name: "gomall_http_request_duration_seconds", type: "histogram", labelNames: ["method", "route", "status"], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], description: "HTTP request duration in seconds" });
+			m.register({ name: "gomall_rate_limit_rejected_total", type: "counter", labelNames: ["layer", "tier"], description: "Requests refused by the rate limiter" });
+			m.register({ name: "gomall_rate_limit_errors_total", type: "counter", description: "Rate-limit checks Redis could not answer" });
+		}
 		this.dbPool = mysql.createPool({ host: c.db.host, port: c.db.port, user: c.db.user, password: c.db.password, database: c.db.name, connectionLimit: 2, connectTimeout: 1500 });
 	},
 
@@ -267,7 +365,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			this.server.closeIdleConnections();
 			await closed;
 		}
-		await Promise.allSettled([this.amqp.stop(), this.redis.quit(), this.dbPool.end()]);
+		await Promise.allSettled([this.amqp.stop(), this.redis.quit(), this.limiterRedis.quit(), this.dbPool.end()]);
 	}
 };
 

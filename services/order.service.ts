@@ -200,6 +200,10 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 	},
 
 	events: {
+		// The node is draining: take no new message; those in hand finish before stop.
+		async "$gomall.draining"(this: OrderThis) {
+			await Promise.all(this.consumers.map(c => c.stop()));
+		},
 		"$config.changed": {
 			async handler(this: OrderThis) {
 				// A new pay timeout gets its own fixed-TTL delay queue; the old one drains by itself.

@@ -130,8 +130,11 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		async login(this: UserThis, username: string, password: string) {
 			const row = (await this.model.findOne({ where: { username }, raw: true })) as UserRow | null;
 			const ok = await bcrypt.compare(password, row ? row.password_hash : DUMMY_HASH);
-			if (!row || !ok) throw bizError("USER_WRONG_PASSWORD");
-			if (row.status !== USER_ACTIVE) throw bizError("USER_DISABLED");
+			const result = !row || !ok ? "wrong_password" : row.status !== USER_ACTIVE ? "disabled" : "success";
+			this.broker.metrics.increment("gomall_user_logins_total", { result });
+			if (result === "wrong_password") throw bizError("USER_WRONG_PASSWORD");
+			if (result === "disabled") throw bizError("USER_DISABLED");
+			if (!row) throw bizError("USER_WRONG_PASSWORD");
 			const user = this.toPublic(row);
 			return { token: this.tokens.sign(user), user };
 		},
@@ -154,6 +157,9 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 	created(this: UserThis) {
 		const c = getConfig();
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in);
+		if (!this.broker.metrics.getMetric("gomall_user_logins_total")) {
+			this.broker.metrics.register({ name: "gomall_user_logins_total", type: "counter", labelNames: ["result"], description: "Logins by result" });
+		}
 	},
 
 	async started(this: UserThis) {

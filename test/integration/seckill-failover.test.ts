@@ -66,6 +66,7 @@ it("keeps exactly the winners' orders, none twice, when the consuming node is st
 });
 
 it("ends every reservation as an order or a release when RabbitMQ drops every connection mid-sale, and reconciliation leaves the invariant exact", async () => {
+	if (!consumers.some(c => c.broker.started)) await startConsumer("c3");
 	const pid = await newProduct(mall, admin);
 	const activity = await arm(mall, admin, { product_id: pid, stock: 300 });
 	const buyers = await makeBuyers(mall, 500, "rabbitdown");

@@ -1,0 +1,90 @@
+import { LRUCache } from "lru-cache";
+import type Redis from "ioredis";
+import type { RateTier } from "../config";
+
+export interface Verdict {
+	allowed: boolean;
+	/** When refused: milliseconds until a request would be allowed. */
+	retryAfterMs: number;
+}
+
+const ALLOWED: Verdict = Object.freeze({ allowed: true, retryAfterMs: 0 });
+
+interface Bucket {
+	tokens: number;
+	last: number;
+}
+
+/**
+ * Token buckets per key (client IP) in this process. The map is bounded: past `maxKeys` the
+ * least recently used key is evicted first, so a flood of new addresses cannot grow memory
+ * and cannot evict an active client at random (failure mode 7).
+ */
+export class LocalBuckets {
+	private readonly buckets: LRUCache<string, Bucket>;
+
+	constructor(maxKeys: number) {
+		this.buckets = new LRUCache({ max: maxKeys });
+	}
+
+	take(key: string, tier: RateTier, now = performance.now()): Verdict {
+		let b = this.buckets.get(key);
+		if (!b) {
+			b = { tokens: tier.burst, last: now };
+			this.buckets.set(key, b);
+		} else {
+			b.tokens = Math.min(tier.burst, b.tokens + ((now - b.last) * tier.rate) / 1000);
+			b.last = now;
+		}
+		if (b.tokens >= 1) {
+			b.tokens -= 1;
+			return ALLOWED;
+		}
+		return { allowed: false, retryAfterMs: Math.ceil(((1 - b.tokens) * 1000) / tier.rate) };
+	}
+
+	get size(): number {
+		return this.buckets.size;
+	}
+}
+
+export type GcraRedis = Redis & { rateLimitGcra(key: string, intervalMs: number, burst: number): Promise<[number, number]> };
+
+export interface DistributedCheck {
+	key: string;
+	tier: RateTier;
+}
+
+/**
+ * The shared layer: GCRA in Redis (lua/ratelimit_gcra.lua), one key per tier, every check of
+ * a request sent in one pipeline (one round trip). All gateway nodes share the budget.
+ */
+export async function checkDistributed(redis: GcraRedis, checks: DistributedCheck[]): Promise<Verdict> {
+	const pipeline = redis.pipeline();
+	for (const c of checks) (pipeline as any).rateLimitGcra(c.key, 1000 / c.tier.rate, c.tier.burst);
+	const results = (await pipeline.exec()) ?? [];
+	let retry = 0;
+	for (const [err, res] of results) {
+		if (err) throw err;
+		const [ok, wait] = res as [number, number];
+		if (!ok) retry = Math.max(retry, wait);
+	}
+	return retry ? { allowed: false, retryAfterMs: retry } : ALLOWED;
+}
+
+/**
+ * The client's address: the socket's, unless the socket is a trusted proxy; then the
+ * right-most X-Forwarded-For entry that is not itself a trusted proxy. A client cannot move
+ * its budget by sending X-Forwarded-For itself.
+ */
+export function clientIp(socketAddress: string | undefined, forwardedFor: string | string[] | undefined, trusted: ReadonlySet<string>): string {
+	const socket = normalizeIp(socketAddress ?? "");
+	if (!trusted.has(socket) || !forwardedFor) return socket;
+	const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(",") : forwardedFor).split(",").map(s => normalizeIp(s.trim())).filter(Boolean);
+	for (let i = hops.length - 1; i >= 0; i--) if (!trusted.has(hops[i])) return hops[i];
+	return socket;
+}
+
+function normalizeIp(ip: string): string {
+	return ip.startsWith("::ffff:") ? ip.slice(7) : ip;
+}

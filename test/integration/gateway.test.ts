@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { startMall, TestMall } from "../helpers/node";
 
 let mall: TestMall;
@@ -67,10 +68,24 @@ describe("operations", () => {
 		expect([r.status, r.body.status]).toEqual([200, "ready"]);
 	});
 
-	it("/metrics serves Prometheus text", async () => {
+	it("/metrics serves Prometheus text that promtool accepts, with route patterns as labels", async () => {
+		const admin = await mall.http.adminToken();
+		const p = await mall.http.post("/api/product", { name: "m", price: 1, stock: 1 }, admin);
+		await mall.http.get(`/api/product/${p.body.data.id}`);
+		await mall.http.get("/api/product/999999");
+		await mall.http.post("/api/user/login", { username: "nobody", password: "wrong-password" });
 		const res = await fetch(`${mall.baseUrl}/metrics`);
 		expect(res.headers.get("content-type")).toMatch(/^text\/plain/);
 		const text = await res.text();
 		expect(text).toMatch(/# TYPE moleculer_request_total counter/);
+		expect(text).toMatch(/gomall_http_requests_total\{method="GET",route="\/api\/product\/:id",status="200"\} 1/);
+		expect(text).toMatch(/gomall_http_requests_total\{method="GET",route="\/api\/product\/:id",status="404"\} 1/);
+		expect(text).toMatch(/gomall_http_request_duration_seconds_bucket\{method="POST",route="\/api\/product",status="200",le="\+Inf"\} 1/);
+		expect(text).toMatch(/gomall_user_logins_total\{result="success"\} \d+/);
+		expect(text).toMatch(/gomall_user_logins_total\{result="wrong_password"\} 1/);
+		// promtool (Debian package prometheus) lints names, types, help and labels.
+		const check = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
+		expect(check.error).toBeUndefined();
+		expect({ status: check.status, problems: check.stdout + check.stderr }).toEqual({ status: 0, problems: "" });
 	});
 });

@@ -1,4 +1,6 @@
+import fs from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import path from "node:path";
 import type { AddressInfo } from "node:net";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import ApiGateway, { ApiSettingsSchema } from "moleculer-web";
@@ -11,6 +13,8 @@ import { renderError, success } from "../lib/envelope";
 import { AuthUser, ROLE_ADMIN, TokenService } from "../lib/jwt";
 import { AmqpConnection } from "../lib/amqp";
 import { createRedis } from "../lib/redis";
+import { PROJECT_ROOT } from "../lib/paths";
+import { ActionInfo, buildOpenApi } from "../lib/openapi";
 import { checkDistributed, clientIp, DistributedCheck, GcraRedis, LocalBuckets, Verdict } from "../lib/ratelimit";
 import type { GatewayPrometheusReporter } from "../moleculer.config";
 
@@ -35,6 +39,7 @@ interface ApiThis extends Service<ApiSettingsSchema> {
 	dbPool: mysql.Pool;
 	server: import("node:http").Server;
 	sendError(req: Req, res: Res, err: unknown): void;
+	serveSwagger(file: string, res: Res): void;
 	buckets: LocalBuckets;
 	limiterRedis: GcraRedis;
 	trusted: Set<string>;
@@ -62,6 +67,63 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 const cfg = () => getConfig();
+const VERSION: string = JSON.parse(fs.readFileSync(path.join(PROJECT_ROOT, "package.json"), "utf8")).version;
+
+/** The REST contract (SPEC): every /api route and the action behind it. */
+const API_ALIASES: Record<string, string> = {
+	"POST /user/register": "user.register",
+	"POST /user/login": "user.login",
+	"GET /user/profile": "user.profile",
+
+	"GET /product": "product.list",
+	"GET /product/:id": "product.get",
+	"POST /product": "product.create",
+	"PUT /product/:id": "product.update",
+	"DELETE /product/:id": "product.remove",
+
+	"POST /cart": "cart.add",
+	"GET /cart": "cart.list",
+	"PUT /cart": "cart.update",
+	"DELETE /cart/clear": "cart.clear",
+	"DELETE /cart": "cart.remove",
+
+	"POST /order/checkout": "order.checkout",
+	"POST /order": "order.create",
+	"GET /order": "order.list",
+	"GET /order/:order_no": "order.get",
+	"POST /order/:order_no/pay": "order.pay",
+	"POST /order/:order_no/cancel": "order.cancel",
+
+	"POST /seckill/init": "stock.init",
+	"POST /seckill": "stock.seckill",
+	"GET /seckill/result": "stock.result",
+	"GET /seckill": "stock.list"
+
+};
+
+const SWAGGER_DIR = path.dirname(require.resolve("swagger-ui-dist/package.json"));
+/** The files of swagger-ui-dist the page needs; nothing else is served from that folder. */
+const SWAGGER_FILES: Record<string, string> = {
+	"swagger-ui.css": "text/css; charset=utf-8",
+	"index.css": "text/css; charset=utf-8",
+	"swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+	"swagger-ui-standalone-preset.js": "text/javascript; charset=utf-8",
+	"favicon-32x32.png": "image/png",
+	"favicon-16x16.png": "image/png"
+};
+const SWAGGER_HTML = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>GoMall API</title>
+<link rel="stylesheet" href="swagger-ui.css"><link rel="stylesheet" href="index.css">
+<link rel="icon" type="image/png" href="favicon-32x32.png"></head>
+<body><div id="swagger-ui"></div>
+<script src="swagger-ui-bundle.js"></script><script src="swagger-ui-standalone-preset.js"></script>
+<script src="swagger-initializer.js"></script></body></html>`;
+const SWAGGER_INIT = `window.onload = function () {
+  window.ui = SwaggerUIBundle({ url: "doc.json", dom_id: "#swagger-ui", deepLinking: true,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout" });
+};`;
+/** Swagger UI needs its own scripts, styles and inline styles; still nothing from elsewhere. */
+const SWAGGER_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'";
 
 /** Thrown for every refused request: made once, so a refusal costs no stack trace. */
 const RATE_LIMITED = bizError("TOO_MANY_REQUESTS");
@@ -118,35 +180,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 					const verdict = this.buckets.take(req.$clientIp, rl.api);
 					if (!verdict.allowed) this.refuse(res, verdict, "local", "api");
 				},
-				aliases: {
-					"POST /user/register": "user.register",
-					"POST /user/login": "user.login",
-					"GET /user/profile": "user.profile",
-
-					"GET /product": "product.list",
-					"GET /product/:id": "product.get",
-					"POST /product": "product.create",
-					"PUT /product/:id": "product.update",
-					"DELETE /product/:id": "product.remove",
-
-					"POST /cart": "cart.add",
-					"GET /cart": "cart.list",
-					"PUT /cart": "cart.update",
-					"DELETE /cart/clear": "cart.clear",
-					"DELETE /cart": "cart.remove",
-
-					"POST /order/checkout": "order.checkout",
-					"POST /order": "order.create",
-					"GET /order": "order.list",
-					"GET /order/:order_no": "order.get",
-					"POST /order/:order_no/pay": "order.pay",
-					"POST /order/:order_no/cancel": "order.cancel",
-
-					"POST /seckill/init": "stock.init",
-					"POST /seckill": "stock.seckill",
-					"GET /seckill/result": "stock.result",
-					"GET /seckill": "stock.list"
-				},
+				aliases: API_ALIASES,
 				onAfterCall(this: ApiThis, ctx: Context<any, any>, _route: unknown, _req: Req, res: Res, data: unknown) {
 					const traceId = ctx.requestID ?? null;
 					if (traceId) res.setHeader("X-Trace-Id", traceId);
@@ -178,6 +212,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 						const connected = !this.broker.transit || this.broker.transit.connected;
 						const status = this.draining ? "draining" : this.ready && connected ? "ready" : "starting";
 						this.sendJson(res, status === "ready" ? 200 : 503, { status });
+					},
+					"GET /swagger/:file"(this: ApiThis, req: Req & { $params?: { file?: string } }, res: Res) {
+						this.serveSwagger(req.$params?.file ?? "", res);
 					},
 					"GET /metrics"(this: ApiThis, _req: Req, res: Res) {
 						const reporter = (this.broker.metrics as any).reporter.find((r: unknown) => typeof (r as GatewayPrometheusReporter).generatePrometheusResponse === "function");
@@ -316,6 +353,29 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				transit ? probe(transit.connected ? transit.tx.client.flush() : Promise.resolve(false)) : Promise.resolve<Probe>("disabled")
 			]);
 			return { database, redis, rabbitmq, nats };
+		},
+
+		/** The OpenAPI document from the aliases and the params schemas of the actions now known. */
+		openApiDocument(this: ApiThis) {
+			const actions = new Map<string, ActionInfo>();
+			for (const a of this.broker.registry.getActionList({ skipInternal: true, withEndpoints: false }) as any[]) {
+				actions.set(a.name, { params: a.action?.params, auth: a.action?.auth });
+			}
+			return buildOpenApi("/api", API_ALIASES, actions, VERSION);
+		},
+
+		serveSwagger(this: ApiThis, file: string, res: Res) {
+			res.setHeader("Content-Security-Policy", SWAGGER_CSP);
+			if (file === "doc.json") return this.sendJson(res, 200, (this as any).openApiDocument());
+			const send = (type: string, body: string | Buffer) => {
+				res.writeHead(200, { "Content-Type": type, "Cache-Control": "public, max-age=3600" });
+				res.end(body);
+			};
+			if (file === "index.html" || file === "") return send("text/html; charset=utf-8", SWAGGER_HTML);
+			if (file === "swagger-initializer.js") return send("text/javascript; charset=utf-8", SWAGGER_INIT);
+			const type = SWAGGER_FILES[file];
+			if (!type) return this.sendError({} as Req, res, bizError("NOT_FOUND"));
+			send(type, fs.readFileSync(path.join(SWAGGER_DIR, file)));
 		},
 
 		/** The port actually bound (tests listen on port 0). */

@@ -1,0 +1,134 @@
+/**
+ * The OpenAPI 3 document, generated from the gateway's aliases and the actions' `params`
+ * schemas (fastest-validator), so the documentation cannot drift from what is validated.
+ */
+
+export interface ActionInfo {
+	params?: Record<string, unknown>;
+	auth?: "user" | "admin";
+}
+
+type JsonSchema = Record<string, unknown>;
+
+interface Rule {
+	type?: string;
+	optional?: boolean;
+	default?: unknown;
+	min?: number;
+	max?: number;
+	integer?: boolean;
+	positive?: boolean;
+	pattern?: RegExp | string;
+	values?: unknown[];
+	items?: unknown;
+}
+
+function rule(def: unknown): Rule {
+	if (typeof def === "string") return { type: def.split("|")[0], optional: def.includes("|optional") };
+	return (def ?? {}) as Rule;
+}
+
+/** One fastest-validator rule as JSON Schema (the subset GoMall's actions use). */
+export function toJsonSchema(def: unknown): JsonSchema {
+	const r = rule(def);
+	const pattern = r.pattern instanceof RegExp ? r.pattern.source : typeof r.pattern === "string" ? r.pattern : undefined;
+	switch (r.type) {
+		case "string":
+			return clean({ type: "string", minLength: r.min, maxLength: r.max, pattern });
+		case "email":
+			return clean({ type: "string", format: "email", maxLength: r.max });
+		case "number":
+			return clean({ type: r.integer ? "integer" : "number", minimum: r.min ?? (r.positive ? 1 : undefined), maximum: r.max, default: r.default });
+		case "enum":
+			return { enum: r.values ?? [] };
+		case "date":
+			return { type: "string", format: "date-time" };
+		case "boolean":
+			return { type: "boolean" };
+		case "array":
+			return clean({ type: "array", items: toJsonSchema(r.items), maxItems: r.max });
+		default:
+			return {};
+	}
+}
+
+function clean(o: JsonSchema): JsonSchema {
+	return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+}
+
+const ERROR_RESPONSES: Record<string, string> = {
+	"400": "Bad request: validation failures list the fields in data",
+	"401": "Not logged in, token invalid (10006) or expired (10005)",
+	"403": "Forbidden (10010 not admin)",
+	"404": "Not found",
+	"409": "Conflict: stock, status or duplicate",
+	"429": "Too many requests (see Retry-After)",
+	"503": "Unavailable, retry"
+};
+
+export function buildOpenApi(basePath: string, aliases: Record<string, string>, actions: Map<string, ActionInfo>, version: string): JsonSchema {
+	const paths: Record<string, Record<string, unknown>> = {};
+	for (const [route, actionName] of Object.entries(aliases)) {
+		const [method, rawPath] = route.split(/\s+/);
+		const path = (basePath + rawPath).replace(/:([A-Za-z_]+)/g, "{$1}");
+		const pathParams = [...rawPath.matchAll(/:([A-Za-z_]+)/g)].map(m => m[1]);
+		const action = actions.get(actionName) ?? {};
+		const params = Object.entries(action.params ?? {}).filter(([k]) => !k.startsWith("$$"));
+		const inBody = method === "POST" || method === "PUT";
+		const parameters: unknown[] = [];
+		const bodyProps: Record<string, JsonSchema> = {};
+		const required: string[] = [];
+		for (const [name, def] of params) {
+			const r = rule(def);
+			const schema = toJsonSchema(def);
+			const isRequired = !r.optional && r.default === undefined;
+			if (pathParams.includes(name)) parameters.push({ name, in: "path", required: true, schema });
+			else if (!inBody) parameters.push({ name, in: "query", required: isRequired, schema });
+			else {
+				bodyProps[name] = schema;
+				if (isRequired) required.push(name);
+			}
+		}
+		for (const name of pathParams) if (!parameters.some((p: any) => p.name === name)) parameters.push({ name, in: "path", required: true, schema: { type: "string" } });
+
+		const op: Record<string, unknown> = {
+			operationId: actionName.replace(/\./g, "_") + "_" + method.toLowerCase(),
+			tags: [actionName.split(".")[0]],
+			summary: `${actionName}${action.auth ? ` (${action.auth})` : ""}`,
+			parameters,
+			responses: {
+				"200": { description: "Success: code 0", content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } } },
+				...Object.fromEntries(Object.entries(ERROR_RESPONSES).map(([code, description]) => [code, { description, content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } } }]))
+			}
+		};
+		if (inBody) op.requestBody = { required: required.length > 0, content: { "application/json": { schema: clean({ type: "object", properties: bodyProps, required: required.length ? required : undefined }) } } };
+		if (action.auth) op.security = [{ bearerAuth: [] }];
+		(paths[path] ??= {})[method.toLowerCase()] = op;
+	}
+	const plain = (description: string) => ({ responses: { "200": { description }, "503": { description: "Not ready or unhealthy" } } });
+	paths["/health"] = { get: { operationId: "health", tags: ["operations"], ...plain("Component health") } };
+	paths["/ready"] = { get: { operationId: "ready", tags: ["operations"], ...plain("Ready to serve") } };
+	paths["/metrics"] = { get: { operationId: "metrics", tags: ["operations"], responses: { "200": { description: "Prometheus text format" } } } };
+
+	return {
+		openapi: "3.0.3",
+		info: { title: "GoMall API", version, description: "Flash-sale e-commerce backend on Moleculer. Every /api response is the envelope {code, message, data, trace_id}." },
+		servers: [{ url: "/" }],
+		paths,
+		components: {
+			securitySchemes: { bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT" } },
+			schemas: {
+				Envelope: {
+					type: "object",
+					required: ["code", "message", "data", "trace_id"],
+					properties: {
+						code: { type: "integer", description: "0 on success, else the business code" },
+						message: { type: "string" },
+						data: { nullable: true },
+						trace_id: { type: "string", nullable: true }
+					}
+				}
+			}
+		}
+	};
+}

@@ -4,6 +4,7 @@ import type { BrokerOptions } from "moleculer";
 import { MetricReporters } from "moleculer";
 import type { Config } from "./config";
 import type { GomallLogging } from "./lib/logger";
+import { OtlpTraceExporter } from "./lib/otlp-exporter";
 
 /**
  * Moleculer's Prometheus reporter, without the HTTP server it would open on its own port:
@@ -109,7 +110,15 @@ export function brokerOptions(cfg: Config, logging: GomallLogging, extra: Partia
 		registry: { strategy: "RoundRobin", preferLocal: true },
 		validator: true,
 		metrics: { enabled: true, reporter: [new GatewayPrometheusReporter({}) as any] },
-		tracing: { enabled: cfg.tracing.enabled, exporter: [], tags: { action: { meta: ["user.id"] } } },
+		tracing: {
+			enabled: cfg.tracing.enabled,
+			exporter: cfg.tracing.otlp_endpoint ? [new OtlpTraceExporter({ endpoint: cfg.tracing.otlp_endpoint, serviceName: cfg.tracing.service_name }) as any] : [],
+			// Moleculer records every param by default; passwords must never reach a collector.
+			tags: {
+				action: { params: ["id", "product_id", "order_no", "quantity", "page", "page_size", "status"], meta: ["user.id"], response: ["order_no"] },
+				event: { params: ["product_id", "order_no", "activity_id"] }
+			}
+		},
 		// Request ids double as trace ids: 32 hex digits, as W3C and OTLP expect.
 		uidGenerator: () => crypto.randomBytes(16).toString("hex"),
 		skipProcessEventRegistration: true,

@@ -75,7 +75,7 @@ describe("process signals and start-up checks", () => {
 		const file = path.join(dir, "node.json");
 		fs.writeFileSync(file, JSON.stringify({ shutdown: { drain_delay: 800 } }));
 		const http = new HttpClient(`http://127.0.0.1:${port}`);
-		const p = run(["--config", file], { ...env, GOMALL_HTTP_PORT: String(port) });
+		const p = run(["--config", file], { ...env, GOMALL_HTTP_PORT: String(port), GOMALL_LOG_LEVEL: "info" });
 		await eventually(async () => (await http.get("/ready")).status === 200, 30000);
 
 		const statuses: number[] = [];
@@ -113,5 +113,8 @@ describe("process signals and start-up checks", () => {
 		expect(statuses.filter(s => s !== 200)).toEqual([]);
 		// The rest never got in: connection refused or closed before the request was read.
 		for (const code of refused) expect(code).toMatch(/ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|other side closed|fetch failed/);
+		// Hundreds of registrations were logged, one line each; not one password.
+		expect(p.output()).toMatch(/POST \/api\/user\/register 200/);
+		expect(p.output()).not.toContain("password-123");
 	});
 });

@@ -26,10 +26,6 @@ export class AmqpConnection {
 		return this.conn;
 	}
 
-	get isConnected(): boolean {
-		return this.conn !== null;
-	}
-
 	onConnect(fn: SetupFn): void {
 		this.setups.push(fn);
 	}
@@ -136,10 +132,6 @@ export class ConfirmPublisher {
 			await this.setupTopology(ch);
 			this.channel = state;
 		});
-	}
-
-	get ready(): boolean {
-		return this.channel !== null;
 	}
 
 	/** The channel, for topology changes at run time (e.g. a new delay queue after SIGHUP). */

@@ -111,6 +111,8 @@ const SWAGGER_FILES: Record<string, string> = {
 	"favicon-32x32.png": "image/png",
 	"favicon-16x16.png": "image/png"
 };
+/** Read once, on first request: the bundle is a few MB and never changes at run time. */
+const swaggerCache = new Map<string, Buffer>();
 const SWAGGER_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>GoMall API</title>
 <link rel="stylesheet" href="swagger-ui.css"><link rel="stylesheet" href="index.css">
@@ -375,7 +377,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			if (file === "swagger-initializer.js") return send("text/javascript; charset=utf-8", SWAGGER_INIT);
 			const type = SWAGGER_FILES[file];
 			if (!type) return this.sendError({} as Req, res, bizError("NOT_FOUND"));
-			send(type, fs.readFileSync(path.join(SWAGGER_DIR, file)));
+			let body = swaggerCache.get(file);
+			if (!body) swaggerCache.set(file, (body = fs.readFileSync(path.join(SWAGGER_DIR, file))));
+			send(type, body);
 		},
 
 		/** The port actually bound (tests listen on port 0). */

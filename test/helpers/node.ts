@@ -1,5 +1,4 @@
 import crypto from "node:crypto";
-import type { AddressInfo } from "node:net";
 import amqp from "amqplib";
 import Redis from "ioredis";
 import { Config, loadConfig } from "../../config";
@@ -37,7 +36,7 @@ export async function startMall(overrides: Record<string, any> = {}, services: r
 	const cfg = testConfig(overrides);
 	const node = await startNode(cfg, services);
 	const api = node.broker.getLocalService("api") as any;
-	const baseUrl = api ? `http://127.0.0.1:${(api.server.address() as AddressInfo).port}` : "";
+	const baseUrl = api ? `http://127.0.0.1:${api.port()}` : "";
 	return {
 		node,
 		cfg,

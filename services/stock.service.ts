@@ -8,8 +8,8 @@ import { bizError, rejection, Rejection } from "../lib/errors";
 import { AuthUser } from "../lib/jwt";
 import { centsToDecimal, toCents } from "../lib/money";
 import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
-import { activityKeys, parseReservation, productActivityKey, Reservation, SeckillOrderMessage, SeckillResult } from "../lib/seckill";
-import { assertSeckillTopology, names, SECKILL_ROUTING_KEY } from "../lib/topology";
+import { activityKeys, ARMING_ID, newArmingId, parseReservation, productActivityKey, Reservation, SeckillOrderMessage, SeckillResult } from "../lib/seckill";
+import { assertSeckillTopology, deliveryPolicy, names, SECKILL_ROUTING_KEY } from "../lib/topology";
 import { AmqpMixin, AmqpThis } from "../mixins/amqp.mixin";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 import { RedisMixin } from "../mixins/redis.mixin";
@@ -18,6 +18,7 @@ import type { Product } from "./product.service";
 /** What a node remembers about the activity armed for a product (cheap rejections). */
 interface ActivityMeta {
 	id: number;
+	arming: string;
 	product_id: number;
 	start: number;
 	end: number;
@@ -30,7 +31,7 @@ interface ActivityMeta {
 type SeckillRedis = Redis & {
 	seckillReserve(...args: (string | number)[]): Promise<[number, number, number]>;
 	seckillRelease(...args: (string | number)[]): Promise<[number, number]>;
-	seckillMark(...args: (string | number)[]): Promise<number>;
+	seckillMark(...args: (string | number)[]): Promise<1 | 0 | -1>;
 };
 
 interface ReconcileReport {
@@ -59,7 +60,7 @@ interface StockThis extends Service, DbThis, AmqpThis {
 	reject(result: string, key: CodeKey): Rejection;
 	reserve(productId: number, userId: number): Promise<Rejection | { order_no: string; success: true; status: "queued"; message: string }>;
 	handOff(meta: ActivityMeta, userId: number, seq: number, orderNo: string): Promise<void>;
-	release(activityId: number, orderNo: string, mode: "unclaimed" | "any"): Promise<number>;
+	release(arming: string, orderNo: string, mode: "unclaimed" | "any"): Promise<number>;
 	armActivity(ctx: Context, p: InitParams): Promise<unknown>;
 	reconcileActivity(activityId: number): Promise<ReconcileReport>;
 	recheckSoldOut(): Promise<void>;
@@ -89,6 +90,11 @@ const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {
 };
 
 const productId = { type: "number", integer: true, positive: true, convert: true };
+const reservationRef = { arming_id: { type: "string", pattern: ARMING_ID }, order_no: "string" };
+
+/** What a claim found: the consumer writes the order only for "claimed". */
+export type ClaimResult = "claimed" | "released" | "unknown_arming";
+const CLAIM_RESULTS: Record<number, ClaimResult> = { 1: "claimed", 0: "released", [-1]: "unknown_arming" };
 
 /**
  * The stock actor: flash-sale activities, their stock in Redis, the Lua decision, the
@@ -101,6 +107,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			name: "seckill_activity",
 			define: {
 				id: { type: DataTypes.BIGINT.UNSIGNED, primaryKey: true, autoIncrement: true },
+				arming_id: DataTypes.CHAR(32),
 				product_id: DataTypes.BIGINT.UNSIGNED,
 				seckill_price: DataTypes.DECIMAL(12, 2),
 				total_stock: DataTypes.INTEGER,
@@ -115,7 +122,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		RedisMixin("gomall-stock", {
 			seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 },
 			seckillRelease: { file: "seckill_release.lua", numberOfKeys: 4 },
-			seckillMark: { file: "seckill_mark.lua", numberOfKeys: 1 }
+			seckillMark: { file: "seckill_mark.lua", numberOfKeys: 2 }
 		}),
 		AmqpMixin("gomall-stock")
 	],
@@ -152,9 +159,9 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			auth: "user",
 			params: { product_id: productId },
 			async handler(this: StockThis, ctx: Context<{ product_id: number }, { user: AuthUser }>) {
-				const activityId = Number(await this.redis.get(productActivityKey(ctx.params.product_id)));
-				if (!activityId) throw bizError("SECKILL_NO_ACTIVITY");
-				const k = activityKeys(activityId);
+				const arming = await this.redis.get(productActivityKey(ctx.params.product_id));
+				if (!arming) throw bizError("SECKILL_NO_ACTIVITY");
+				const k = activityKeys(arming);
 				const orderNo = await this.redis.hget(k.last, String(ctx.meta.user.id));
 				if (!orderNo) return { status: "failed", order_no: null };
 				const value = await this.redis.hget(k.resv, orderNo);
@@ -169,14 +176,14 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		list: {
 			async handler(this: StockThis) {
 				const rows = (await this.adapter.db.query(
-					`SELECT a.id, a.product_id, p.name AS product_name, p.image_url AS product_image, p.price AS original_price,
+					`SELECT a.id, a.arming_id, a.product_id, p.name AS product_name, p.image_url AS product_image, p.price AS original_price,
 					        a.seckill_price, a.stock AS db_stock, a.start_time, a.end_time
 					   FROM seckill_activities a JOIN products p ON p.id = a.product_id
 					  WHERE a.status = 1 AND a.end_time > NOW(3)
 					  ORDER BY a.start_time, a.id`,
 					{ type: QueryTypes.SELECT }
 				)) as Record<string, any>[];
-				const live = rows.length ? await this.redis.pipeline(rows.map(r => ["hget", activityKeys(Number(r.id)).info, "stock"])).exec() : [];
+				const live = rows.length ? await this.redis.pipeline(rows.map(r => ["hget", activityKeys(r.arming_id).info, "stock"])).exec() : [];
 				return rows.map((r, i) => ({
 					id: Number(r.id),
 					product_id: Number(r.product_id),
@@ -191,30 +198,32 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			}
 		},
 
-		/** Internal (order actor): R -> C before the order is written. False: it was released. */
+		/** Internal (order actor): R -> C before the order is written. */
 		claim: {
 			visibility: "public",
-			params: { activity_id: { type: "number", integer: true, positive: true }, order_no: "string" },
-			async handler(this: StockThis, ctx: Context<{ activity_id: number; order_no: string }>) {
-				return (await this.redis.seckillMark(activityKeys(ctx.params.activity_id).resv, ctx.params.order_no, "C")) === 1;
+			params: reservationRef,
+			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string }>): Promise<ClaimResult> {
+				const k = activityKeys(ctx.params.arming_id);
+				return CLAIM_RESULTS[await this.redis.seckillMark(k.resv, k.info, ctx.params.order_no, "C")];
 			}
 		},
 
 		/** Internal (order actor): the order is committed. */
 		markOrdered: {
 			visibility: "public",
-			params: { activity_id: { type: "number", integer: true, positive: true }, order_no: "string" },
-			async handler(this: StockThis, ctx: Context<{ activity_id: number; order_no: string }>) {
-				return (await this.redis.seckillMark(activityKeys(ctx.params.activity_id).resv, ctx.params.order_no, "O")) === 1;
+			params: reservationRef,
+			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string }>) {
+				const k = activityKeys(ctx.params.arming_id);
+				return (await this.redis.seckillMark(k.resv, k.info, ctx.params.order_no, "O")) === 1;
 			}
 		},
 
 		/** Internal (order actor): a flash-sale order was closed; give its unit and slot back. */
 		release: {
 			visibility: "public",
-			params: { activity_id: { type: "number", integer: true, positive: true }, order_no: "string" },
-			async handler(this: StockThis, ctx: Context<{ activity_id: number; order_no: string }>) {
-				return (await this.release(ctx.params.activity_id, ctx.params.order_no, "any")) === 1;
+			params: reservationRef,
+			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string }>) {
+				return (await this.release(ctx.params.arming_id, ctx.params.order_no, "any")) === 1;
 			}
 		},
 
@@ -256,11 +265,11 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		async activityFor(this: StockThis, pid: number): Promise<ActivityMeta | null> {
 			const cached = this.metas.get(pid);
 			if (cached === null || (cached && Date.now() - cached.loadedAt < META_TTL_MS)) return cached;
-			const id = Number(await this.redis.get(productActivityKey(pid)));
+			const arming = await this.redis.get(productActivityKey(pid));
 			let meta: ActivityMeta | null = null;
-			if (id) {
-				const [start, end, price, name, image, active] = await this.redis.hmget(activityKeys(id).info, "start", "end", "price", "name", "image", "active");
-				if (active === "1") meta = { id, product_id: pid, start: Number(start), end: Number(end), price: price!, name: name ?? "", image: image ?? "", loadedAt: Date.now() };
+			if (arming) {
+				const [id, start, end, price, name, image, active] = await this.redis.hmget(activityKeys(arming).info, "activity_id", "start", "end", "price", "name", "image", "active");
+				if (active === "1") meta = { id: Number(id), arming, product_id: pid, start: Number(start), end: Number(end), price: price!, name: name ?? "", image: image ?? "", loadedAt: Date.now() };
 			}
 			// A miss is remembered too, briefly: unknown products are the cheapest rejection.
 			this.metas.set(pid, meta ?? null);
@@ -277,7 +286,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			if (now >= meta.end + CLOCK_SLACK_MS) return this.reject("ended", "SECKILL_ENDED");
 
 			const orderNo = this.orderNos.next();
-			const k = activityKeys(meta.id);
+			const k = activityKeys(meta.arming);
 			const [code, seq, left] = await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo);
 			if (code !== SeckillResult.WON) {
 				if (code === SeckillResult.SOLD_OUT) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
@@ -293,7 +302,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				// If the message did reach the queue after all, the consumer's claim finds the
 				// reservation gone and writes nothing (claim and release are both atomic).
 				this.logger.warn(`seckill ${orderNo}: handoff failed (${(err as Error).message}); reservation released`);
-				await this.release(meta.id, orderNo, "unclaimed");
+				await this.release(meta.arming, orderNo, "unclaimed");
 				return this.reject("handoff_failed", "SECKILL_ORDER_FAILED");
 			}
 			this.broker.metrics.increment("gomall_seckill_requests_total", { result: "queued" });
@@ -302,24 +311,25 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		},
 
 		handOff(this: StockThis, meta: ActivityMeta, userId: number, seq: number, orderNo: string) {
-			const msg: SeckillOrderMessage = { order_no: orderNo, activity_id: meta.id, product_id: meta.product_id, user_id: userId, seq, product_name: meta.name, product_image: meta.image, price: meta.price };
+			const msg: SeckillOrderMessage = { order_no: orderNo, activity_id: meta.id, arming_id: meta.arming, product_id: meta.product_id, user_id: userId, seq, product_name: meta.name, product_image: meta.image, price: meta.price };
 			return this.publisher.publish(names(getConfig().namespace).orderExchange, SECKILL_ROUTING_KEY, msg, orderNo);
 		},
 
 		/** Returns 1 released, 0 nothing to release, -1 kept (claimed, mode unclaimed). */
-		async release(this: StockThis, activityId: number, orderNo: string, mode: "unclaimed" | "any") {
-			const k = activityKeys(activityId);
+		async release(this: StockThis, arming: string, orderNo: string, mode: "unclaimed" | "any") {
+			const k = activityKeys(arming);
 			const [released, left] = await this.redis.seckillRelease(k.info, k.bought, k.seqs, k.resv, orderNo, mode);
 			if (released === 1 && left === 1) {
-				const [pid] = await this.redis.hmget(k.info, "product_id");
-				this.broker.broadcast("seckill.available", { product_id: Number(pid), activity_id: activityId });
+				const [pid, activityId] = await this.redis.hmget(k.info, "product_id", "activity_id");
+				this.broker.broadcast("seckill.available", { product_id: Number(pid), activity_id: Number(activityId) });
 			}
 			return released;
 		},
 
 		/**
-		 * Creates (or re-arms) the product's activity: a new row, the previous one superseded,
-		 * stock warmed into Redis, and every node told to forget what it knew.
+		 * Creates (or re-arms) the product's activity: a new row with a new arming id, the
+		 * previous one superseded, stock warmed into Redis under the new arming's keys (nothing
+		 * of an earlier sale carries over), and every node told to forget what it knew.
 		 */
 		async armActivity(this: StockThis, ctx: Context, p: InitParams) {
 			const product = (await ctx.call("product.get", { id: p.product_id })) as Product;
@@ -329,23 +339,24 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			const price = centsToDecimal(toCents(p.seckill_price ?? product.price));
 			const limit = p.limit_per_user ?? 1;
 			const db = this.adapter.db;
-			const previous = (await db.query("SELECT id FROM seckill_activities WHERE product_id = ? AND status = 1", { replacements: [p.product_id], type: QueryTypes.SELECT })) as { id: number }[];
+			const previous = (await db.query("SELECT arming_id FROM seckill_activities WHERE product_id = ? AND status = 1", { replacements: [p.product_id], type: QueryTypes.SELECT })) as { arming_id: string }[];
+			const arming = newArmingId();
 			const id = await db.transaction(async transaction => {
 				await db.query("UPDATE seckill_activities SET status = 0 WHERE product_id = ? AND status = 1", { replacements: [p.product_id], transaction });
 				const [insertId] = (await db.query(
-					"INSERT INTO seckill_activities (product_id, seckill_price, total_stock, stock, limit_per_user, start_time, end_time, status) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-					{ replacements: [p.product_id, price, p.stock, p.stock, limit, new Date(start), new Date(end)], transaction, type: QueryTypes.INSERT }
+					"INSERT INTO seckill_activities (arming_id, product_id, seckill_price, total_stock, stock, limit_per_user, start_time, end_time, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+					{ replacements: [arming, p.product_id, price, p.stock, p.stock, limit, new Date(start), new Date(end)], transaction, type: QueryTypes.INSERT }
 				)) as unknown as [number];
 				return Number(insertId);
 			});
-			const k = activityKeys(id);
+			const k = activityKeys(arming);
 			const tx = this.redis.multi();
-			for (const old of previous) tx.hset(activityKeys(Number(old.id)).info, "active", "0");
-			tx.hset(k.info, { stock: p.stock, start, end, limit, active: 1, product_id: p.product_id, price, name: product.name, image: product.image_url });
-			tx.set(productActivityKey(p.product_id), id);
+			for (const old of previous) tx.hset(activityKeys(old.arming_id).info, "active", "0");
+			tx.hset(k.info, { stock: p.stock, start, end, limit, active: 1, activity_id: id, product_id: p.product_id, price, name: product.name, image: product.image_url });
+			tx.set(productActivityKey(p.product_id), arming);
 			await tx.exec();
 			this.broker.broadcast("seckill.armed", { product_id: p.product_id, activity_id: id });
-			return { id, product_id: p.product_id, stock: p.stock, seckill_price: Number(price), start_time: new Date(start), end_time: new Date(end), limit_per_user: limit };
+			return { id, arming_id: arming, product_id: p.product_id, stock: p.stock, seckill_price: Number(price), start_time: new Date(start), end_time: new Date(end), limit_per_user: limit };
 		},
 
 		/**
@@ -359,12 +370,13 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		async reconcileActivity(this: StockThis, activityId: number): Promise<ReconcileReport> {
 			const db = this.adapter.db;
 			const [activity] = (await db.query(
-				`SELECT a.id, a.product_id, a.total_stock, a.seckill_price, p.name, p.image_url
+				`SELECT a.id, a.arming_id, a.product_id, a.total_stock, a.seckill_price, p.name, p.image_url
 				   FROM seckill_activities a LEFT JOIN products p ON p.id = a.product_id WHERE a.id = ?`,
 				{ replacements: [activityId], type: QueryTypes.SELECT }
 			)) as Record<string, any>[];
 			if (!activity) throw bizError("SECKILL_NO_ACTIVITY");
-			const k = activityKeys(activityId);
+			const arming: string = activity.arming_id;
+			const k = activityKeys(arming);
 			const report: ReconcileReport = {
 				activity_id: activityId,
 				product_id: Number(activity.product_id),
@@ -385,15 +397,15 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			const reservations = Object.entries(raw).map(([no, v]) => parseReservation(no, v)).filter((r): r is Reservation => r !== null);
 			const [redisNow] = await this.redis.time();
 			const ageLimitMs = getConfig().seckill.reconcile_age * 1000;
-			const meta: ActivityMeta = { id: activityId, product_id: report.product_id, price: centsToDecimal(toCents(activity.seckill_price)), name: activity.name ?? "", image: activity.image_url ?? "", start: 0, end: 0, loadedAt: 0 };
+			const meta: ActivityMeta = { id: activityId, arming, product_id: report.product_id, price: centsToDecimal(toCents(activity.seckill_price)), name: activity.name ?? "", image: activity.image_url ?? "", start: 0, end: 0, loadedAt: 0 };
 
 			for (const r of reservations) {
 				const status = orders.get(r.order_no);
 				if (status === 5) {
-					if ((await this.release(activityId, r.order_no, "any")) === 1) report.released_closed++;
+					if ((await this.release(arming, r.order_no, "any")) === 1) report.released_closed++;
 				} else if (status !== undefined) {
 					if (r.state !== "O") {
-						await this.redis.seckillMark(k.resv, r.order_no, "O");
+						await this.redis.seckillMark(k.resv, k.info, r.order_no, "O");
 						report.marked_ordered++;
 					}
 				} else if (Number(redisNow) * 1000 - r.reserved_at >= ageLimitMs) {
@@ -401,7 +413,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 						await this.handOff(meta, r.user_id, r.seq, r.order_no);
 						report.republished.push(r.order_no);
 					} catch {
-						if ((await this.release(activityId, r.order_no, "unclaimed")) === 1) report.released.push(r.order_no);
+						if ((await this.release(arming, r.order_no, "unclaimed")) === 1) report.released.push(r.order_no);
 					}
 				}
 			}
@@ -426,7 +438,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			for (const pid of this.soldOut) {
 				const meta = await this.activityFor(pid);
 				if (!meta) continue;
-				const left = Number(await this.redis.hget(activityKeys(meta.id).info, "stock"));
+				const left = Number(await this.redis.hget(activityKeys(meta.arming).info, "stock"));
 				if (left > 0) this.soldOut.delete(pid);
 			}
 		}
@@ -437,7 +449,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		this.soldOut = new Set();
 		this.metas = new Map();
 		this.timers = [];
-		this.publisher = new ConfirmPublisher(this.amqp, ch => assertSeckillTopology(ch, c.namespace, c.seckill.max_deliveries));
+		this.publisher = new ConfirmPublisher(this.amqp, ch => assertSeckillTopology(ch, c.namespace, deliveryPolicy(c)));
 		const m = this.broker.metrics;
 		if (!m.getMetric("gomall_seckill_requests_total")) {
 			m.register({ name: "gomall_seckill_requests_total", type: "counter", labelNames: ["result"], description: "Flash-sale requests by result" });

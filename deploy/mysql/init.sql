@@ -66,6 +66,7 @@ CREATE TABLE `schema_migrations` (
 
 CREATE TABLE `seckill_activities` (
   `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
+  `arming_id` char(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL COMMENT 'globally unique id of this arming: Redis keys and queue messages carry it',
   `product_id` bigint(20) unsigned NOT NULL,
   `seckill_price` decimal(12,2) NOT NULL,
   `total_stock` int(11) NOT NULL COMMENT 'stock this activity was armed with',
@@ -77,6 +78,7 @@ CREATE TABLE `seckill_activities` (
   `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
   `updated_at` datetime(3) NOT NULL DEFAULT current_timestamp(3) ON UPDATE current_timestamp(3),
   PRIMARY KEY (`id`),
+  UNIQUE KEY `uk_seckill_arming` (`arming_id`),
   KEY `idx_seckill_product_status` (`product_id`,`status`),
   KEY `idx_seckill_status_end` (`status`,`end_time`),
   CONSTRAINT `chk_seckill_stock` CHECK (`stock` >= 0 and `stock` <= `total_stock`),
@@ -102,4 +104,5 @@ CREATE TABLE `users` (
 INSERT INTO schema_migrations (version, name) VALUES
   (1, '001_users_products.sql'),
   (2, '002_cart_orders.sql'),
-  (3, '003_seckill.sql');
+  (3, '003_seckill.sql'),
+  (4, '004_seckill_arming.sql');

@@ -32,7 +32,7 @@ export async function makeBuyers(mall: TestMall, n: number, prefix: string): Pro
 export async function arm(mall: TestMall, admin: string, body: Record<string, unknown>) {
 	const r = await mall.http.post("/api/seckill/init", body, admin);
 	if (r.status !== 200) throw new Error(`arm failed: ${JSON.stringify(r.body)}`);
-	return r.body.data as { id: number; product_id: number };
+	return r.body.data as { id: number; arming_id: string; product_id: number };
 }
 
 export async function newProduct(mall: TestMall, admin: string, body: Record<string, unknown> = {}): Promise<number> {
@@ -55,9 +55,9 @@ export interface Counts {
 export async function counts(mall: TestMall, activityId: number): Promise<Counts> {
 	const redis = createRedis(mall.cfg.redis.url, mall.cfg.namespace);
 	try {
-		const k = activityKeys(activityId);
+		const [a] = await sql(mall, "SELECT arming_id, total_stock, stock FROM seckill_activities WHERE id = ?", [activityId]);
+		const k = activityKeys(a.arming_id);
 		const resv = Object.entries(await redis.hgetall(k.resv)).map(([no, v]) => parseReservation(no, v)!);
-		const [a] = await sql(mall, "SELECT total_stock, stock FROM seckill_activities WHERE id = ?", [activityId]);
 		const [o] = await sql(mall, "SELECT COUNT(*) AS orders, SUM(status <> 5) AS live, COUNT(DISTINCT user_id, seckill_seq) AS distinct_seq FROM orders WHERE activity_id = ?", [activityId]);
 		return {
 			initial: Number(a.total_stock),

@@ -33,7 +33,7 @@ it("gives the unit of an unpaid flash-sale order, closed by timeout, to the next
 	// A late pay for the closed order is refused, and nothing moves twice.
 	const pay = await mall.http.post(`/api/order/${won.body.data.order_no}/pay`, { pay_type: 1 }, first.token);
 	expect([pay.status, pay.body.code]).toEqual([409, 30006]);
-	await mall.node.broker.call("stock.release", { activity_id: activity.id, order_no: won.body.data.order_no });
+	await mall.node.broker.call("stock.release", { arming_id: activity.arming_id, order_no: won.body.data.order_no });
 	expectInvariant(await counts(mall, activity.id));
 });
 

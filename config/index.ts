@@ -19,7 +19,7 @@ export interface Config {
 	http: { port: number; host: string; body_limit: string; cors_origins: string[]; trusted_proxies: string[] };
 	db: { host: string; port: number; user: string; password: string; name: string; pool_max: number };
 	redis: { url: string };
-	amqp: { url: string; prefetch: number };
+	amqp: { url: string; prefetch: number; retry_delays_ms: number[] };
 	nats: { url: string };
 	jwt: { secret: string; expires_in: number };
 	bcrypt: { cost: number };
@@ -114,7 +114,7 @@ const schema = {
 		}),
 		db: obj({ host: { type: "string", min: 1 }, port: num(1, 65535), user: str, password: str, name: { type: "string", pattern: /^[A-Za-z0-9_]+$/ }, pool_max: num(1, 1000) }),
 		redis: obj({ url: { type: "string", pattern: /^rediss?:\/\// } }),
-		amqp: obj({ url: { type: "string", pattern: /^amqps?:\/\// }, prefetch: num(1, 65535) }),
+		amqp: obj({ url: { type: "string", pattern: /^amqps?:\/\// }, prefetch: num(1, 65535), retry_delays_ms: { type: "array", min: 1, max: 10, items: num(10, 3_600_000) } }),
 		nats: obj({ url: { type: "string", pattern: /^(nats:\/\/.*)?$/ } }),
 		jwt: obj({ secret: str, expires_in: num(60, 365 * 86400) }),
 		bcrypt: obj({ cost: num(4, 15) }),

@@ -1,4 +1,4 @@
-import amqp, { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
+import amqp, { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from "amqplib";
 import type { Logger as LoggerInstance } from "moleculer";
 
 export type SetupFn = (conn: ChannelModel) => Promise<void>;
@@ -106,30 +106,66 @@ export class PublishError extends Error {
 }
 
 /**
- * Publishes on a confirm channel, persistent and mandatory, and resolves only when the broker
- * has confirmed the message AND routed it to a queue. Anything else (no connection, a nack,
- * a basic.return because no queue took it, a closed channel) rejects: the caller decides
- * what to undo. The Go version's fire-and-forget publish is failure mode 3 of the SPEC.
+ * Publishes on one confirm channel, persistent and mandatory, and resolves only when the
+ * broker has confirmed the message AND routed it to a queue. Anything else (a nack, a
+ * basic.return because no queue took it, the channel closing first) rejects: the caller
+ * decides what to undo. The Go version's fire-and-forget publish is failure mode 3 of the SPEC.
  */
+class ConfirmingChannel {
+	private readonly pending = new Set<(err: Error) => void>();
+	private readonly returned = new Set<string>();
+
+	constructor(readonly ch: ConfirmChannel) {
+		ch.on("return", (msg: ConsumeMessage) => {
+			if (msg.properties.messageId) this.returned.add(String(msg.properties.messageId));
+		});
+		ch.on("close", () => {
+			// Whatever was not confirmed yet may or may not have reached a queue: the callers
+			// treat it as not sent (and their consumers tolerate it having been sent).
+			for (const fail of this.pending) fail(new PublishError("channel closed before the broker confirmed"));
+			this.pending.clear();
+		});
+		ch.on("error", () => undefined);
+	}
+
+	/** `options.messageId` is required: it is how a basic.return is matched to its publish. */
+	publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish & { messageId: string }): Promise<void> {
+		return new Promise<void>((resolve, reject) => {
+			let settled = false;
+			const settle = (err?: Error) => {
+				if (settled) return;
+				settled = true;
+				this.pending.delete(settle);
+				if (err) reject(err);
+				else resolve();
+			};
+			this.pending.add(settle);
+			try {
+				this.ch.publish(exchange, routingKey, content, { ...options, persistent: true, mandatory: true }, err => {
+					// basic.return arrives before the confirm of the same message.
+					const wasReturned = this.returned.delete(options.messageId);
+					if (err) settle(new PublishError("broker refused the message"));
+					else if (wasReturned) settle(new PublishError("no queue is bound for the message"));
+					else settle();
+				});
+			} catch (err) {
+				settle(new PublishError((err as Error).message));
+			}
+		});
+	}
+}
+
+/** A confirmed publisher (see ConfirmingChannel) on a channel of its own, re-opened after each reconnect. */
 export class ConfirmPublisher {
-	private channel: { ch: ConfirmChannel; pending: Set<(err: Error) => void>; returned: Set<string> } | null = null;
+	private channel: ConfirmingChannel | null = null;
 
 	constructor(amqpConn: AmqpConnection, private readonly setupTopology: (ch: ConfirmChannel) => Promise<void> = async () => undefined) {
 		amqpConn.onConnect(async conn => {
-			const ch = await conn.createConfirmChannel();
-			const state = { ch, pending: new Set<(err: Error) => void>(), returned: new Set<string>() };
-			ch.on("return", (msg: ConsumeMessage) => {
-				if (msg.properties.messageId) state.returned.add(String(msg.properties.messageId));
-			});
-			ch.on("close", () => {
+			const state = new ConfirmingChannel(await conn.createConfirmChannel());
+			state.ch.on("close", () => {
 				if (this.channel === state) this.channel = null;
-				// Whatever was not confirmed yet may or may not have reached a queue: the callers
-				// treat it as not sent (and their consumers tolerate it having been sent).
-				for (const fail of state.pending) fail(new PublishError("channel closed before the broker confirmed"));
-				state.pending.clear();
 			});
-			ch.on("error", () => undefined);
-			await this.setupTopology(ch);
+			await this.setupTopology(state.ch);
 			this.channel = state;
 		});
 	}
@@ -142,42 +178,50 @@ export class ConfirmPublisher {
 	publish(exchange: string, routingKey: string, body: unknown, messageId: string, headers?: Record<string, unknown>): Promise<void> {
 		const state = this.channel;
 		if (!state) return Promise.reject(new PublishError("no RabbitMQ channel"));
-		return new Promise<void>((resolve, reject) => {
-			let settled = false;
-			const settle = (err?: Error) => {
-				if (settled) return;
-				settled = true;
-				state.pending.delete(settle);
-				if (err) reject(err);
-				else resolve();
-			};
-			state.pending.add(settle);
-			try {
-				state.ch.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), { persistent: true, mandatory: true, messageId, contentType: "application/json", headers }, err => {
-					// basic.return arrives before the confirm of the same message.
-					const wasReturned = state.returned.delete(messageId);
-					if (err) settle(new PublishError("broker refused the message"));
-					else if (wasReturned) settle(new PublishError("no queue is bound for the message"));
-					else settle();
-				});
-			} catch (err) {
-				settle(new PublishError((err as Error).message));
-			}
-		});
+		return state.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), { messageId, contentType: "application/json", headers });
 	}
 }
 
-export interface ConsumerOptions {
-	prefetch: number;
-	/** Wait before handing a failed message back, so a passing outage is not burnt through. */
-	retryDelayMs?: number;
+/**
+ * A message that can never succeed, however often it is tried: malformed, or meant for a sale
+ * that is not this one. It goes to the dead-letter queue at once, with this message as its
+ * reason, instead of using up retries.
+ */
+export class PermanentMessageError extends Error {
+	override name = "PermanentMessageError";
 }
 
+/** What happened to a consumed message; counted in gomall_queue_messages_total. */
+export type MessageOutcome = "acked" | "retried" | "dead_lettered";
+
+export interface ConsumerOptions {
+	prefetch: number;
+	/** Tries before a failing message goes to the dead-letter queue. */
+	maxAttempts: number;
+	/**
+	 * The retry ladder: fixed-TTL queues that dead-letter back into the work queue. The n-th
+	 * retry of a message waits in retryQueues[min(n - 1, last)].
+	 */
+	retryQueues: readonly string[];
+	/** Where a message goes when it is permanent or out of tries. */
+	deadLetter: { exchange: string; routingKey: string };
+	onOutcome?: (outcome: MessageOutcome) => void;
+}
+
+/** Headers the consumer writes on a message it parks: tries so far, and why it failed. */
+export const ATTEMPTS_HEADER = "x-gomall-attempts";
+export const REASON_HEADER = "x-gomall-reason";
+
 /**
- * A manual-ack consumer: ack after the handler succeeded; on failure nack with requeue after
- * a short pause. Queues are quorum queues with x-delivery-limit, so RabbitMQ itself counts
- * the deliveries and dead-letters a message that keeps failing: no poison message loops
- * forever (failure mode 4), and no message is dropped. It consumes again after a reconnect.
+ * A manual-ack consumer whose failures never hold a prefetch slot. A failed message is
+ * re-published at once (on the same confirm channel, then acked) either to a retry queue,
+ * whose TTL hands it back to the work queue later, or, when it is permanent or out of tries,
+ * straight to the dead-letter queue with the reason in a header. So a burst of poison
+ * messages costs one round trip each and good messages behind them flow on (no head-of-line
+ * blocking), a passing outage is waited out by RabbitMQ rather than by a held message, and
+ * nothing loops forever (failure mode 4). If the message cannot be parked (the channel
+ * broke), it is handed back with a requeue; the work queue's x-delivery-limit bounds that
+ * path too. It consumes again after a reconnect.
  */
 export class QueueConsumer {
 	private current: { ch: Channel; tag: string } | null = null;
@@ -193,15 +237,14 @@ export class QueueConsumer {
 	) {
 		amqpConn.onConnect(async conn => {
 			if (this.stopped) return;
-			const ch = await conn.createChannel();
-			ch.on("error", () => undefined);
-			await ch.prefetch(opts.prefetch);
-			const { consumerTag } = await ch.consume(queue, msg => msg && this.deliver(ch, msg));
-			this.current = { ch, tag: consumerTag };
+			const channel = new ConfirmingChannel(await conn.createConfirmChannel());
+			await channel.ch.prefetch(opts.prefetch);
+			const { consumerTag } = await channel.ch.consume(queue, msg => msg && this.deliver(channel, msg));
+			this.current = { ch: channel.ch, tag: consumerTag };
 		});
 	}
 
-	private deliver(ch: Channel, msg: ConsumeMessage): void {
+	private deliver(channel: ConfirmingChannel, msg: ConsumeMessage): void {
 		let body: unknown;
 		try {
 			body = JSON.parse(msg.content.toString());
@@ -209,17 +252,45 @@ export class QueueConsumer {
 			body = undefined;
 		}
 		const work = this.handler(body, msg).then(
-			() => safely(() => ch.ack(msg)),
-			(err: Error) => {
-				this.logger.warn(`amqp ${this.queue}: message ${msg.properties.messageId ?? "?"} failed (delivery ${deliveryCount(msg) + 1}): ${err.name}: ${err.message}`);
-				// Back off before handing it back (200 ms, 400 ms, ... up to 5 s), so a passing outage
-				// of a dependency does not use up the delivery limit in a second.
-				const delay = Math.min((this.opts.retryDelayMs ?? 200) * 2 ** deliveryCount(msg), 5000);
-				return new Promise<void>(r => setTimeout(r, delay)).then(() => safely(() => ch.nack(msg, false, true)));
-			}
+			() => {
+				safely(() => channel.ch.ack(msg));
+				this.opts.onOutcome?.("acked");
+			},
+			(err: Error) => this.park(channel, msg, err)
 		);
 		this.inflight.add(work);
 		work.finally(() => this.inflight.delete(work));
+	}
+
+	private async park(channel: ConfirmingChannel, msg: ConsumeMessage, err: Error): Promise<void> {
+		const attempts = Number(msg.properties.headers?.[ATTEMPTS_HEADER] ?? 0) + 1;
+		const permanent = err instanceof PermanentMessageError;
+		const toDlq = permanent || attempts >= this.opts.maxAttempts;
+		// Our own texts for permanent failures; for others the error's class and message
+		// (driver messages name the failure, never the statement or a credential).
+		const reason = (permanent ? err.message : `${toDlq ? "retries exhausted: " : ""}${err.name}: ${err.message}`).slice(0, 300);
+		const id = msg.properties.messageId ?? "?";
+		const options = {
+			messageId: String(msg.properties.messageId ?? `${this.queue}-${Date.now()}-${Math.random()}`),
+			contentType: msg.properties.contentType,
+			headers: { ...ownHeaders(msg.properties.headers), [ATTEMPTS_HEADER]: attempts, [REASON_HEADER]: reason }
+		};
+		const retryQueue = this.opts.retryQueues[Math.min(attempts - 1, this.opts.retryQueues.length - 1)];
+		try {
+			if (toDlq || !retryQueue) {
+				await channel.publish(this.opts.deadLetter.exchange, this.opts.deadLetter.routingKey, msg.content, options);
+				this.logger.warn(`amqp ${this.queue}: message ${id} dead-lettered after ${attempts} attempt(s): ${reason}`);
+				this.opts.onOutcome?.("dead_lettered");
+			} else {
+				await channel.publish("", retryQueue, msg.content, options);
+				this.logger.warn(`amqp ${this.queue}: message ${id} failed (attempt ${attempts}), retried through ${retryQueue}: ${reason}`);
+				this.opts.onOutcome?.("retried");
+			}
+			safely(() => channel.ch.ack(msg));
+		} catch (publishErr) {
+			this.logger.warn(`amqp ${this.queue}: message ${id} could not be parked (${(publishErr as Error).message}); handed back to the queue`);
+			safely(() => channel.ch.nack(msg, false, true));
+		}
 	}
 
 	/** Stops taking messages and waits for those in hand: a stopping node leaves none half-done. */
@@ -232,9 +303,15 @@ export class QueueConsumer {
 	}
 }
 
-/** How many times the message was delivered before this delivery (quorum queues count). */
-export function deliveryCount(msg: ConsumeMessage): number {
-	return Number(msg.properties.headers?.["x-delivery-count"] ?? 0);
+/**
+ * The headers a parked message keeps: RabbitMQ's own bookkeeping (the dead-letter history,
+ * which grows with every trip through a retry queue, and the delivery count of the old copy)
+ * means nothing on the new copy, where attempts are counted in ATTEMPTS_HEADER.
+ */
+function ownHeaders(headers: Record<string, unknown> | undefined): Record<string, unknown> {
+	const out: Record<string, unknown> = {};
+	for (const [k, v] of Object.entries(headers ?? {})) if (!/^x-(death|first-death-|last-death-|delivery-count)/.test(k)) out[k] = v;
+	return out;
 }
 
 function safely(fn: () => void): void {

@@ -1,7 +1,7 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { DataTypes, QueryTypes, Sequelize, Transaction, UniqueConstraintError } from "sequelize";
 import { getConfig } from "../config";
-import { ConfirmPublisher, QueueConsumer } from "../lib/amqp";
+import { ATTEMPTS_HEADER, ConfirmPublisher, MessageOutcome, PermanentMessageError, QueueConsumer, REASON_HEADER } from "../lib/amqp";
 import { CodeKey } from "../lib/codes";
 import { bizError } from "../lib/errors";
 import { AuthUser, ROLE_ADMIN } from "../lib/jwt";
@@ -9,12 +9,13 @@ import { centsToDecimal, toCents } from "../lib/money";
 import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
 import { pageParams, paged } from "../lib/paging";
 import { isSeckillOrderMessage, SeckillOrderMessage } from "../lib/seckill";
-import { assertCloseTopology, assertDelayQueue, assertSeckillTopology, CLOSE_ROUTING_KEY, names, SECKILL_ROUTING_KEY } from "../lib/topology";
+import { assertCloseTopology, assertDelayQueue, assertSeckillTopology, CLOSE_ROUTING_KEY, deliveryPolicy, names, parking, SECKILL_ROUTING_KEY } from "../lib/topology";
 import { inTransaction } from "../lib/tx";
 import { AmqpMixin, AmqpThis } from "../mixins/amqp.mixin";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 import { RedisMixin, RedisThis } from "../mixins/redis.mixin";
 import { PRODUCT_ON_SHELF } from "./product.service";
+import type { ClaimResult } from "./stock.service";
 
 export const OrderStatus = { PROCESSING: 0, PENDING_PAYMENT: 1, PAID: 2, SHIPPED: 3, COMPLETED: 4, CLOSED: 5 } as const;
 export const PAY_TYPES = [1, 2]; // 1 alipay, 2 wechat
@@ -56,6 +57,8 @@ type UserCtx<P = unknown> = Context<P, { user: AuthUser }>;
 export interface CloseResult {
 	closed: boolean;
 	order?: OrderRow;
+	/** the flash-sale arming whose Redis reservation the close gives back */
+	arming?: string;
 }
 
 interface OrderThis extends Service, DbThis, AmqpThis, RedisThis {
@@ -74,6 +77,7 @@ interface OrderThis extends Service, DbThis, AmqpThis, RedisThis {
 	scheduleClose(orderNos: string[]): Promise<void>;
 	sweepExpired(limit?: number): Promise<number>;
 	createSeckillOrder(m: SeckillOrderMessage): Promise<void>;
+	whyUnwritable(m: SeckillOrderMessage, transaction?: Transaction): Promise<string | null>;
 	deadLetters(queue: DlqName, limit: number, replay: boolean): Promise<{ queue: string; messages: unknown[]; replayed: number }>;
 }
 
@@ -353,17 +357,22 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					return { closed: false, order };
 				}
 				await this.db().query("UPDATE orders SET status = ?, closed_at = NOW(3) WHERE id = ?", { replacements: [OrderStatus.CLOSED, order.id], transaction: t });
+				const closed = { ...order, status: OrderStatus.CLOSED };
 				// A flash-sale unit goes back to its activity; an ordinary one to the product.
-				if (order.activity_id) await this.db().query("UPDATE seckill_activities SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.activity_id], transaction: t });
-				else await this.db().query("UPDATE products SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.product_id], transaction: t });
-				return { closed: true, order: { ...order, status: OrderStatus.CLOSED } };
+				if (!order.activity_id) {
+					await this.db().query("UPDATE products SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.product_id], transaction: t });
+					return { closed: true, order: closed };
+				}
+				await this.db().query("UPDATE seckill_activities SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.activity_id], transaction: t });
+				const [activity] = (await this.db().query("SELECT arming_id FROM seckill_activities WHERE id = ?", { replacements: [order.activity_id], type: QueryTypes.SELECT, transaction: t })) as { arming_id: string }[];
+				return { closed: true, order: closed, arming: activity?.arming_id };
 			});
 			if (result.closed && result.order) {
 				const o = result.order;
 				if (o.activity_id) {
 					// Redis gets the unit and the buyer's slot back; the release is idempotent, and
 					// if this call is lost, reconciliation finds the closed order and releases it.
-					await this.broker.call("stock.release", { activity_id: Number(o.activity_id), order_no: o.order_no }).catch(err => {
+					await this.broker.call("stock.release", { arming_id: result.arming, order_no: o.order_no }).catch(err => {
 						this.logger.warn(`order ${o.order_no}: Redis release deferred to reconciliation (${err.message})`);
 					});
 				} else {
@@ -406,8 +415,9 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			const db = this.db();
 			const done = await db.query("SELECT 1 FROM orders WHERE order_no = ?", { replacements: [m.order_no], type: QueryTypes.SELECT });
 			if (!done.length) {
-				const claimed = await this.broker.call("stock.claim", { activity_id: m.activity_id, order_no: m.order_no });
-				if (!claimed) {
+				const claim = (await this.broker.call("stock.claim", { arming_id: m.arming_id, order_no: m.order_no })) as ClaimResult;
+				if (claim === "unknown_arming") throw new PermanentMessageError(`unknown arming ${m.arming_id}: Redis holds no flash sale of it`);
+				if (claim === "released") {
 					this.logger.info(`seckill ${m.order_no}: reservation was released before its order; nothing to write`);
 					return;
 				}
@@ -422,13 +432,22 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 								transaction
 							}
 						);
-						const [, affected] = (await db.query("UPDATE seckill_activities SET stock = stock - 1 WHERE id = ? AND stock >= 1", { replacements: [m.activity_id], type: QueryTypes.UPDATE, transaction })) as unknown as [unknown, number];
-						if (affected !== 1) throw new Error(`activity ${m.activity_id} has no database stock left for ${m.order_no}`);
+						// The arming in the guard is what keeps a message of another sale (an older
+						// database, a restored backup) out of this one: same activity id, other arming.
+						const [, affected] = (await db.query("UPDATE seckill_activities SET stock = stock - 1 WHERE id = ? AND arming_id = ? AND stock >= 1", {
+							replacements: [m.activity_id, m.arming_id],
+							type: QueryTypes.UPDATE,
+							transaction
+						})) as unknown as [unknown, number];
+						if (affected !== 1) throw new PermanentMessageError((await this.whyUnwritable(m, transaction)) ?? `activity ${m.activity_id} refused the order`);
 					});
 				} catch (err) {
+					if (!(err instanceof UniqueConstraintError)) throw err;
+					const key = String((err as any).parent?.sqlMessage ?? "");
 					// A concurrent delivery of the same message won the insert: that is the order.
-					if (!(err instanceof UniqueConstraintError && String((err as any).parent?.sqlMessage ?? "").includes("uk_orders_order_no"))) throw err;
-					inserted = false;
+					if (key.includes("uk_orders_order_no")) inserted = false;
+					else if (key.includes("uk_orders_activity_buyer_seq")) throw new PermanentMessageError((await this.whyUnwritable(m)) ?? `buyer ${m.user_id} already holds reservation #${m.seq} of activity ${m.activity_id} under another order number`);
+					else throw err;
 				}
 				if (inserted) {
 					this.broker.metrics.increment("gomall_orders_created_total", { kind: "seckill" });
@@ -436,7 +455,20 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					await this.scheduleClose([m.order_no]);
 				}
 			}
-			await this.broker.call("stock.markOrdered", { activity_id: m.activity_id, order_no: m.order_no });
+			await this.broker.call("stock.markOrdered", { arming_id: m.arming_id, order_no: m.order_no });
+		},
+
+		/**
+		 * Why the database will never take this message's order, or null if it might. Inside a
+		 * transaction it must run on that transaction's connection: asking the pool for a
+		 * second one while holding the first starves the pool when every handler does it.
+		 */
+		async whyUnwritable(this: OrderThis, m: SeckillOrderMessage, transaction?: Transaction) {
+			const [a] = (await this.db().query("SELECT arming_id, stock FROM seckill_activities WHERE id = ?", { replacements: [m.activity_id], type: QueryTypes.SELECT, transaction })) as { arming_id: string; stock: number }[];
+			if (!a) return `unknown activity ${m.activity_id}`;
+			if (a.arming_id !== m.arming_id) return `stale arming: activity ${m.activity_id} is arming ${a.arming_id}, the message is of arming ${m.arming_id}`;
+			if (Number(a.stock) < 1) return `activity ${m.activity_id} has no database stock left`;
+			return null;
 		},
 
 		/**
@@ -454,7 +486,10 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			const messages: unknown[] = [];
 			let replayed = 0;
 			try {
-				for (let i = 0; i < limit; i++) {
+				// Only what is there now: a replayed message that fails again comes back behind
+				// these and must not be taken a second time in the same call.
+				const { messageCount } = await ch.checkQueue(dlq);
+				for (let i = 0; i < Math.min(limit, messageCount); i++) {
 					const msg = await ch.get(dlq, { noAck: false });
 					if (!msg) break;
 					let body: unknown = msg.content.toString();
@@ -464,7 +499,14 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 						// shown as text
 					}
 					const death = (msg.properties.headers?.["x-death"] as any[] | undefined)?.[0];
-					messages.push({ message_id: msg.properties.messageId ?? null, body, reason: death?.reason ?? null, from_queue: death?.queue ?? null });
+					const headers = msg.properties.headers ?? {};
+					messages.push({
+						message_id: msg.properties.messageId ?? null,
+						body,
+						reason: headers[REASON_HEADER] ?? death?.reason ?? null,
+						attempts: headers[ATTEMPTS_HEADER] ?? null,
+						from_queue: death?.queue ?? null
+					});
 					if (replay) {
 						ch.publish(n.orderExchange, routingKey, msg.content, { persistent: true, mandatory: true, messageId: msg.properties.messageId, contentType: "application/json" });
 						await ch.waitForConfirms();
@@ -482,24 +524,36 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 	created(this: OrderThis) {
 		const c = getConfig();
+		const n = names(c.namespace);
+		const policy = deliveryPolicy(c);
 		this.sweepTimer = null;
 		this.consumers = [];
-		this.delayQueue = names(c.namespace).payTimeoutQueue(this.payTimeoutMs());
+		this.delayQueue = n.payTimeoutQueue(this.payTimeoutMs());
 		this.publisher = new ConfirmPublisher(this.amqp, async ch => {
-			this.delayQueue = await assertCloseTopology(ch, c.namespace, this.payTimeoutMs(), c.seckill.max_deliveries);
-			await assertSeckillTopology(ch, c.namespace, c.seckill.max_deliveries);
+			this.delayQueue = await assertCloseTopology(ch, c.namespace, this.payTimeoutMs(), policy);
+			await assertSeckillTopology(ch, c.namespace, policy);
 		});
-		this.consumers.push(new QueueConsumer(this.amqp, names(c.namespace).seckillQueue, { prefetch: c.amqp.prefetch }, async body => {
-			if (!isSeckillOrderMessage(body)) throw new Error("malformed flash-sale order message");
-			await this.createSeckillOrder(body);
-		}, this.logger));
-		if (!this.broker.metrics.getMetric("gomall_orders_created_total")) {
-			this.broker.metrics.register({ name: "gomall_orders_created_total", type: "counter", labelNames: ["kind"], description: "Orders written, by kind (order, checkout, seckill)" });
+		const m = this.broker.metrics;
+		if (!m.getMetric("gomall_orders_created_total")) {
+			m.register({ name: "gomall_orders_created_total", type: "counter", labelNames: ["kind"], description: "Orders written, by kind (order, checkout, seckill)" });
+			m.register({ name: "gomall_queue_messages_total", type: "counter", labelNames: ["queue", "outcome"], description: "Consumed queue messages by outcome (acked, retried, dead_lettered)" });
 		}
-		this.consumers.push(new QueueConsumer(this.amqp, names(c.namespace).closeQueue, { prefetch: c.amqp.prefetch }, async body => {
-			if (typeof body?.order_no !== "string") throw new Error("close message without order_no");
+		// Every series exists from start (at 0), so dashboards and rate() alerts see a fresh node.
+		for (const kind of ["order", "checkout", "seckill"]) m.increment("gomall_orders_created_total", { kind }, 0);
+		const consumer = (queue: "seckill" | "close", name: string, routingKey: string, handle: (body: any) => Promise<void>) => {
+			const outcomes: MessageOutcome[] = ["acked", "retried", "dead_lettered"];
+			for (const outcome of outcomes) m.increment("gomall_queue_messages_total", { queue, outcome }, 0);
+			const onOutcome = (outcome: MessageOutcome) => m.increment("gomall_queue_messages_total", { queue, outcome });
+			this.consumers.push(new QueueConsumer(this.amqp, name, { prefetch: c.amqp.prefetch, ...parking(c.namespace, name, routingKey, policy), onOutcome }, handle, this.logger));
+		};
+		consumer("seckill", n.seckillQueue, SECKILL_ROUTING_KEY, async body => {
+			if (!isSeckillOrderMessage(body)) throw new PermanentMessageError("malformed flash-sale order message");
+			await this.createSeckillOrder(body);
+		});
+		consumer("close", n.closeQueue, CLOSE_ROUTING_KEY, async body => {
+			if (typeof body?.order_no !== "string") throw new PermanentMessageError("close message without order_no");
 			await this.closeOrder(body.order_no, { reason: "timeout" });
-		}, this.logger));
+		});
 	},
 
 	async started(this: OrderThis) {

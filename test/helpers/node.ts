@@ -32,8 +32,12 @@ export interface TestMall {
 }
 
 /** Starts a whole mall on one node (real MariaDB, Redis, RabbitMQ, NATS) and an HTTP client for it. */
-export async function startMall(overrides: Record<string, any> = {}, services: readonly string[] = ALL_SERVICES): Promise<TestMall> {
-	const cfg = testConfig(overrides);
+export function startMall(overrides: Record<string, any> = {}, services: readonly string[] = ALL_SERVICES): Promise<TestMall> {
+	return startMallWith(testConfig(overrides), services);
+}
+
+/** The same with a given configuration: a mall started again on the namespace of an earlier one. */
+export async function startMallWith(cfg: Config, services: readonly string[] = ALL_SERVICES): Promise<TestMall> {
 	const node = await startNode(cfg, services);
 	const api = node.broker.getLocalService("api") as any;
 	const baseUrl = api ? `http://127.0.0.1:${api.port()}` : "";
@@ -121,7 +125,8 @@ export async function cleanupNamespace(cfg: Config): Promise<void> {
 		const ch = await conn.createChannel();
 		ch.on("error", () => undefined);
 		const n = names(cfg.namespace);
-		for (const q of [n.closeQueue, n.closeDlq, n.seckillQueue, n.seckillDlq, n.payTimeoutQueue(Math.round(cfg.order.pay_timeout * 1000))]) await ch.deleteQueue(q);
+		const retries = [n.closeQueue, n.seckillQueue].flatMap(q => cfg.amqp.retry_delays_ms.map(ms => n.retryQueue(q, ms)));
+		for (const q of [n.closeQueue, n.closeDlq, n.seckillQueue, n.seckillDlq, n.payTimeoutQueue(Math.round(cfg.order.pay_timeout * 1000)), ...retries]) await ch.deleteQueue(q);
 		for (const x of [n.orderExchange, n.deadLetterExchange]) await ch.deleteExchange(x);
 		await ch.close();
 	} finally {

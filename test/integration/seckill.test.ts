@@ -155,7 +155,7 @@ describe("idempotent order writing and the dead-letter queue", () => {
 		const no = (await buy(mall, b, pid)).body.data.order_no;
 		await drained(mall, activity.id);
 		const [row] = await sql(mall, "SELECT seckill_seq, product_name, unit_price FROM orders WHERE order_no = ?", [no]);
-		const msg = { order_no: no, activity_id: activity.id, product_id: pid, user_id: b.id, seq: row.seckill_seq, product_name: row.product_name, product_image: "", price: String(row.unit_price) };
+		const msg = { order_no: no, activity_id: activity.id, arming_id: activity.arming_id, product_id: pid, user_id: b.id, seq: row.seckill_seq, product_name: row.product_name, product_image: "", price: String(row.unit_price) };
 		const { conn, ch } = await channel();
 		closeAfter.push(conn);
 		const n = names(mall.cfg.namespace);
@@ -166,7 +166,7 @@ describe("idempotent order writing and the dead-letter queue", () => {
 		expect(c).toMatchObject({ orders: 1, reservations: 1, dbStock: 4, redisRemaining: 4 });
 	});
 
-	it("dead-letters a poison message after the bounded retries, and replays a fixed one", async () => {
+	it("dead-letters a poison message and an unwritable one at once with their reasons, and replays a fixed one", async () => {
 		const n = names(mall.cfg.namespace);
 		const { conn, ch } = await channel();
 		closeAfter.push(conn);
@@ -187,7 +187,9 @@ describe("idempotent order writing and the dead-letter queue", () => {
 
 		const listed = (await mall.node.broker.call("order.deadLetters", { queue: "seckill" })) as any;
 		expect(listed.messages.map((m: any) => m.message_id).sort()).toEqual([no, "poison-1"].sort());
-		expect(listed.messages.find((m: any) => m.message_id === no).reason).toBe("delivery_limit");
+		// Neither can ever succeed, so neither used up retries: one attempt each.
+		expect(listed.messages.find((m: any) => m.message_id === no)).toMatchObject({ reason: `activity ${activity.id} has no database stock left`, attempts: 1 });
+		expect(listed.messages.find((m: any) => m.message_id === "poison-1")).toMatchObject({ reason: "malformed flash-sale order message", attempts: 1 });
 
 		await exec(mall, "UPDATE seckill_activities SET stock = 2 WHERE id = ?", [activity.id]);
 		const replay = (await mall.node.broker.call("order.replayDeadLetters", { queue: "seckill" })) as any;

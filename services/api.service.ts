@@ -12,6 +12,7 @@ import { bizError, isRejection } from "../lib/errors";
 import { renderError, success } from "../lib/envelope";
 import { AuthUser, ROLE_ADMIN, TokenService } from "../lib/jwt";
 import { AmqpConnection } from "../lib/amqp";
+import { counter, labelSets } from "../lib/metrics";
 import { createRedis } from "../lib/redis";
 import { PROJECT_ROOT } from "../lib/paths";
 import { ActionInfo, buildOpenApi } from "../lib/openapi";
@@ -408,9 +409,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		if (!m.getMetric("gomall_http_requests_total")) {
 			m.register({ name: "gomall_http_requests_total", type: "counter", labelNames: ["method", "route", "status"], description: "HTTP requests by method, route pattern and status" });
 			m.register({ name: "gomall_http_request_duration_seconds", type: "histogram", labelNames: ["method", "route", "status"], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], description: "HTTP request duration in seconds" });
-			m.register({ name: "gomall_rate_limit_rejected_total", type: "counter", labelNames: ["layer", "tier"], description: "Requests refused by the rate limiter" });
-			m.register({ name: "gomall_rate_limit_errors_total", type: "counter", description: "Rate-limit checks Redis could not answer" });
 		}
+		counter(m, "gomall_rate_limit_rejected_total", "Requests refused by the rate limiter", [{ layer: "local", tier: "api" }, ...labelSets({ layer: ["distributed"], tier: ["global", "api", "seckill", "login"] })]);
+		counter(m, "gomall_rate_limit_errors_total", "Rate-limit checks Redis could not answer");
 		this.dbPool = mysql.createPool({ host: c.db.host, port: c.db.port, user: c.db.user, password: c.db.password, database: c.db.name, connectionLimit: 2, connectTimeout: 1500 });
 	},
 

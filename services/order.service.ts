@@ -6,6 +6,7 @@ import { CodeKey } from "../lib/codes";
 import { bizError } from "../lib/errors";
 import { AuthUser, ROLE_ADMIN } from "../lib/jwt";
 import { centsToDecimal, toCents } from "../lib/money";
+import { counter, labelSets } from "../lib/metrics";
 import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
 import { pageParams, paged } from "../lib/paging";
 import { isSeckillOrderMessage, SeckillOrderMessage } from "../lib/seckill";
@@ -534,15 +535,10 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			await assertSeckillTopology(ch, c.namespace, policy);
 		});
 		const m = this.broker.metrics;
-		if (!m.getMetric("gomall_orders_created_total")) {
-			m.register({ name: "gomall_orders_created_total", type: "counter", labelNames: ["kind"], description: "Orders written, by kind (order, checkout, seckill)" });
-			m.register({ name: "gomall_queue_messages_total", type: "counter", labelNames: ["queue", "outcome"], description: "Consumed queue messages by outcome (acked, retried, dead_lettered)" });
-		}
-		// Every series exists from start (at 0), so dashboards and rate() alerts see a fresh node.
-		for (const kind of ["order", "checkout", "seckill"]) m.increment("gomall_orders_created_total", { kind }, 0);
+		const outcomes: MessageOutcome[] = ["acked", "retried", "dead_lettered"];
+		counter(m, "gomall_orders_created_total", "Orders written, by kind (order, checkout, seckill)", labelSets({ kind: ["order", "checkout", "seckill"] }));
+		counter(m, "gomall_queue_messages_total", "Consumed queue messages by outcome (acked, retried, dead_lettered)", labelSets({ queue: ["seckill", "close"], outcome: outcomes }));
 		const consumer = (queue: "seckill" | "close", name: string, routingKey: string, handle: (body: any) => Promise<void>) => {
-			const outcomes: MessageOutcome[] = ["acked", "retried", "dead_lettered"];
-			for (const outcome of outcomes) m.increment("gomall_queue_messages_total", { queue, outcome }, 0);
 			const onOutcome = (outcome: MessageOutcome) => m.increment("gomall_queue_messages_total", { queue, outcome });
 			this.consumers.push(new QueueConsumer(this.amqp, name, { prefetch: c.amqp.prefetch, ...parking(c.namespace, name, routingKey, policy), onOutcome }, handle, this.logger));
 		};

@@ -7,6 +7,7 @@ import { CodeKey } from "../lib/codes";
 import { bizError, rejection, Rejection } from "../lib/errors";
 import { AuthUser } from "../lib/jwt";
 import { centsToDecimal, toCents } from "../lib/money";
+import { counter, labelSets } from "../lib/metrics";
 import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
 import { activityKeys, ARMING_ID, newArmingId, parseReservation, productActivityKey, Reservation, SeckillOrderMessage, SeckillResult } from "../lib/seckill";
 import { assertSeckillTopology, deliveryPolicy, names, SECKILL_ROUTING_KEY } from "../lib/topology";
@@ -450,11 +451,9 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		this.metas = new Map();
 		this.timers = [];
 		this.publisher = new ConfirmPublisher(this.amqp, ch => assertSeckillTopology(ch, c.namespace, deliveryPolicy(c)));
-		const m = this.broker.metrics;
-		if (!m.getMetric("gomall_seckill_requests_total")) {
-			m.register({ name: "gomall_seckill_requests_total", type: "counter", labelNames: ["result"], description: "Flash-sale requests by result" });
-			m.register({ name: "gomall_seckill_success_total", type: "counter", description: "Flash-sale reservations handed to the order queue" });
-		}
+		const results = ["queued", "handoff_failed", ...Object.values(RESULT_BY_CODE).map(([result]) => result)];
+		counter(this.broker.metrics, "gomall_seckill_requests_total", "Flash-sale requests by result", labelSets({ result: results }));
+		counter(this.broker.metrics, "gomall_seckill_success_total", "Flash-sale reservations handed to the order queue");
 	},
 
 	async started(this: StockThis) {

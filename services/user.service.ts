@@ -4,6 +4,7 @@ import { DataTypes, UniqueConstraintError } from "sequelize";
 import { getConfig } from "../config";
 import { bizError } from "../lib/errors";
 import { AuthUser, ROLE_ADMIN, ROLE_USER, TokenService } from "../lib/jwt";
+import { counter, labelSets } from "../lib/metrics";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 
 export interface PublicUser {
@@ -157,9 +158,7 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 	created(this: UserThis) {
 		const c = getConfig();
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in);
-		if (!this.broker.metrics.getMetric("gomall_user_logins_total")) {
-			this.broker.metrics.register({ name: "gomall_user_logins_total", type: "counter", labelNames: ["result"], description: "Logins by result" });
-		}
+		counter(this.broker.metrics, "gomall_user_logins_total", "Logins by result", labelSets({ result: ["success", "wrong_password", "disabled"] }));
 	},
 
 	async started(this: UserThis) {

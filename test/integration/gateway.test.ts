@@ -68,6 +68,30 @@ describe("operations", () => {
 		expect([r.status, r.body.status]).toEqual([200, "ready"]);
 	});
 
+	it("/metrics exports every gomall_* counter from start, at 0 for each known label set", async () => {
+		// A mall of its own that nobody has called yet.
+		const fresh = await startMall();
+		try {
+			const text = await (await fetch(`${fresh.baseUrl}/metrics`)).text();
+			const expected = [
+				...["queued", "handoff_failed", "no_activity", "not_started", "ended", "limit", "sold_out"].map(r => `gomall_seckill_requests_total{result="${r}"`),
+				"gomall_seckill_success_total",
+				...["order", "checkout", "seckill"].map(k => `gomall_orders_created_total{kind="${k}"`),
+				...["success", "wrong_password", "disabled"].map(r => `gomall_user_logins_total{result="${r}"`),
+				...["seckill", "close"].flatMap(q => ["acked", "retried", "dead_lettered"].map(o => `gomall_queue_messages_total{queue="${q}",outcome="${o}"`)),
+				'gomall_rate_limit_rejected_total{layer="local",tier="api"',
+				"gomall_rate_limit_errors_total"
+			];
+			const samples = new Map(text.split("\n").filter(l => l.startsWith("gomall_")).map(l => [l.slice(0, l.lastIndexOf(" ")), l.slice(l.lastIndexOf(" ") + 1)]));
+			for (const series of expected) {
+				const match = [...samples.keys()].find(k => k === series || k.startsWith(series + ",") || k.startsWith(series + "}") || k.startsWith(series + "{"));
+				expect({ series, value: match ? samples.get(match) : "absent" }).toEqual({ series, value: "0" });
+			}
+		} finally {
+			await fresh.stop();
+		}
+	});
+
 	it("/metrics serves Prometheus text that promtool accepts, with route patterns as labels", async () => {
 		const admin = await mall.http.adminToken();
 		const p = await mall.http.post("/api/product", { name: "m", price: 1, stock: 1 }, admin);

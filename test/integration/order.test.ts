@@ -151,6 +151,7 @@ describe("list, detail, pay, cancel", () => {
 		const paid = await mall.http.get("/api/order?status=2", u.token);
 		expect(paid.body.data.list.map((o: { order_no: string }) => o.order_no)).toEqual([nos[0]]);
 		expect((await mall.http.get("/api/order?status=9", u.token)).status).toBe(400);
+		for (const q of ["page=99999999999999999999", "page=1e308"]) expect((await mall.http.get(`/api/order?${q}`, u.token)).body.code).toBe(400);
 	});
 
 	it("pays once: 30007 the second time; a paid order cannot be cancelled (30003)", async () => {

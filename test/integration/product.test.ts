@@ -126,8 +126,15 @@ describe("public list", () => {
 		expect(pct.body.data.total).toBe(5);
 	});
 
-	it.each([["page_size=101"], ["page=0"], ["page_size=abc"]])("rejects %s with 400", async q => {
+	it.each([["page_size=101"], ["page=0"], ["page_size=abc"], ["page=99999999999999999999"], ["page=1e308"], ["page=100001"], ["page=-1"], ["page=1.5"], ["page_size=1e308"]])("rejects %s with 400 naming the field", async q => {
 		const r = await mall.http.get(`/api/product?${q}`);
 		expect([r.status, r.body.code]).toEqual([400, 400]);
+		expect(r.body.data.map((e: { field: string }) => e.field)).toEqual([q.split("=")[0]]);
+	});
+
+	it("serves the deepest page allowed (empty, not an error)", async () => {
+		const r = await mall.http.get("/api/product?page=100000&page_size=100");
+		expect(r.status).toBe(200);
+		expect(r.body.data).toMatchObject({ list: [], page: 100000, total: 25 });
 	});
 });

@@ -1,9 +1,9 @@
-import crypto from "node:crypto";
 import os from "node:os";
 import type { BrokerOptions } from "moleculer";
 import { MetricReporters } from "moleculer";
 import type { Config } from "./config";
 import type { GomallLogging } from "./lib/logger";
+import { idGenerator } from "./lib/ids";
 import { OtlpTraceExporter } from "./lib/otlp-exporter";
 
 /**
@@ -120,7 +120,7 @@ export function brokerOptions(cfg: Config, logging: GomallLogging, extra: Partia
 			}
 		},
 		// Request ids double as trace ids: 32 hex digits, as W3C and OTLP expect.
-		uidGenerator: () => crypto.randomBytes(16).toString("hex"),
+		uidGenerator: idGenerator(),
 		skipProcessEventRegistration: true,
 		...extra
 	};

@@ -21,7 +21,7 @@ export interface Config {
 	redis: { url: string };
 	amqp: { url: string; prefetch: number; retry_delays_ms: number[] };
 	nats: { url: string };
-	jwt: { secret: string; expires_in: number };
+	jwt: { secret: string; expires_in: number; verify_cache_size: number };
 	bcrypt: { cost: number };
 	admin: { username: string; password: string };
 	log: { level: LogLevel; format: "json" | "pretty"; output: "stdout" | "file"; file: string; requests: boolean };
@@ -116,7 +116,7 @@ const schema = {
 		redis: obj({ url: { type: "string", pattern: /^rediss?:\/\// } }),
 		amqp: obj({ url: { type: "string", pattern: /^amqps?:\/\// }, prefetch: num(1, 65535), retry_delays_ms: { type: "array", min: 1, max: 10, items: num(10, 3_600_000) } }),
 		nats: obj({ url: { type: "string", pattern: /^(nats:\/\/.*)?$/ } }),
-		jwt: obj({ secret: str, expires_in: num(60, 365 * 86400) }),
+		jwt: obj({ secret: str, expires_in: num(60, 365 * 86400), verify_cache_size: num(0, 10_000_000) }),
 		bcrypt: obj({ cost: num(4, 15) }),
 		admin: obj({ username: str, password: str }),
 		log: obj({

@@ -13,8 +13,15 @@ export interface OtlpExporterOptions {
 const SPAN_KIND = { INTERNAL: 0, SERVER: 1, CLIENT: 2, CONSUMER: 4 } as const;
 const STATUS = { UNSET: 0, OK: 1, ERROR: 2 } as const;
 
-/** Moleculer ids are 32 hex digits (moleculer.config uidGenerator); OTLP span ids are 16. */
-const spanId = (id: string) => id.replace(/-/g, "").slice(0, 16).padEnd(16, "0");
+/**
+ * Moleculer ids are 32 hex digits (lib/ids.ts: a per-process prefix and a counter); OTLP span
+ * ids are 16. Folding the halves together keeps them unique within a process (the counter) and
+ * across processes (the prefix).
+ */
+const spanId = (id: string) => {
+	const hex = id.replace(/-/g, "").padEnd(32, "0");
+	return (BigInt(`0x${hex.slice(0, 16)}`) ^ BigInt(`0x${hex.slice(16, 32)}`)).toString(16).padStart(16, "0");
+};
 const traceId = (id: string) => id.replace(/-/g, "").slice(0, 32).padEnd(32, "0");
 
 function hrTime(ms: number): [number, number] {

@@ -3,11 +3,44 @@
  *   npm start                                  every actor on one node
  *   npm run node -- --services user,product    a subset; it joins the running cluster over NATS
  *   npm run node -- --repl                     with the Moleculer REPL
+ *   npm start -- --workers 2                   two whole nodes sharing the HTTP port
  *   --env dev|prod|test, --config extra.json   which configuration
  */
+import cluster from "node:cluster";
 import { ConfigError, getConfig, loadConfig, reloadableChanges, restartOnlyChanges, setConfig, getPath } from "../config";
 import { parseCliArgs } from "../lib/cli";
 import { ALL_SERVICES, startNode } from "../lib/node";
+
+/**
+ * `--workers N`: this process only supervises N worker processes, each a whole node (the same
+ * actors) with a node id of its own, sharing the HTTP port through Node's cluster module. Calls
+ * stay inside a worker (Moleculer prefers local actors); NATS carries discovery and the
+ * broadcasts (sold-out flags) between them. Signals are passed on; a worker that dies is
+ * replaced unless the supervisor is stopping.
+ */
+function supervise(workers: number): void {
+	const baseId = process.env.GOMALL_NODE_ID;
+	const env = (i: number) => (baseId ? { GOMALL_NODE_ID: `${baseId}-w${i}` } : {});
+	const slots = new Map<number, number>();
+	let stopping = false;
+	const fork = (i: number) => slots.set(cluster.fork(env(i)).id, i);
+	for (let i = 1; i <= workers; i++) fork(i);
+	cluster.on("exit", (worker, code, signal) => {
+		const i = slots.get(worker.id)!;
+		slots.delete(worker.id);
+		if (stopping) {
+			if (!slots.size) process.exit(0);
+			return;
+		}
+		console.error(`gomall: worker ${i} (pid ${worker.process.pid}) exited (${signal ?? code}); starting a new one`);
+		fork(i);
+	});
+	const pass = (sig: NodeJS.Signals) => {
+		if (sig !== "SIGHUP") stopping = true;
+		for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(sig);
+	};
+	for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(sig, () => pass(sig));
+}
 
 async function main(): Promise<void> {
 	const args = parseCliArgs(process.argv.slice(2));
@@ -21,6 +54,8 @@ async function main(): Promise<void> {
 		}
 		throw err;
 	}
+	// Checked once here, so a bad configuration stops the supervisor instead of every worker.
+	if (args.workers > 1 && cluster.isPrimary) return supervise(args.workers);
 
 	const node = await startNode(cfg, args.services ?? ALL_SERVICES);
 	const { broker, logging } = node;

@@ -12,6 +12,7 @@ import { bizError, isRejection } from "../lib/errors";
 import { renderError, success } from "../lib/envelope";
 import { AuthUser, ROLE_ADMIN, TokenService } from "../lib/jwt";
 import { AmqpConnection } from "../lib/amqp";
+import { parseByteLimit, readJsonBody } from "../lib/http-body";
 import { counter, labelSets } from "../lib/metrics";
 import { createRedis } from "../lib/redis";
 import { PROJECT_ROOT } from "../lib/paths";
@@ -26,6 +27,9 @@ type Req = IncomingMessage & {
 	$alias?: { fullPath?: string; path?: string };
 	$clientIp?: string;
 	$startedAt?: bigint;
+	/** Set by the flash-sale lane, which has no `api.rest` context to carry them. */
+	$traceId?: string;
+	$userId?: number;
 };
 type Res = ServerResponse;
 
@@ -46,7 +50,13 @@ interface ApiThis extends Service<ApiSettingsSchema> {
 	trusted: Set<string>;
 	limiterWarnedAt: number;
 	refuse(res: Res, verdict: Verdict, layer: string, tier: string): never;
-	limitDistributed(ctx: Context<unknown, { user?: AuthUser | null }>, req: Req, res: Res): Promise<void>;
+	limitLocal(req: Req, res: Res): void;
+	verifyBearer(header: string | undefined, need: AuthLevel): AuthUser | null;
+	limitDistributed(user: AuthUser | null | undefined, action: string | undefined, req: Req, res: Res): Promise<void>;
+	beginRequest(req: Req, res: Res): void;
+	seckillLane(req: Req, res: Res): Promise<void>;
+	bodyLimit: number;
+	soldOut: Set<number>;
 	observe(req: Req, res: Res): void;
 	sendJson(res: Res, status: number, body: unknown, traceId?: string | null): void;
 	probeAll(): Promise<Record<string, Probe>>;
@@ -68,6 +78,19 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 const cfg = () => getConfig();
+
+/** The flash sale's lane: this exact request skips the generic route pipeline (seckillLane). */
+const SECKILL_LANE = { method: "POST", url: "/api/seckill", action: "stock.seckill", auth: "user" as AuthLevel };
+const SECKILL_ALIAS = Object.freeze({ fullPath: SECKILL_LANE.url });
+
+/** The envelope and status of an action's result: data, or a returned rejection (lib/errors). */
+function resultEnvelope(data: unknown, traceId: string | null): { status: number; body: unknown } {
+	if (isRejection(data)) {
+		const def = Codes[data.$rejected];
+		return { status: def.http, body: { code: def.biz, message: def.message, data: null, trace_id: traceId } };
+	}
+	return { status: 200, body: success(data ?? null, traceId) };
+}
 const VERSION: string = JSON.parse(fs.readFileSync(path.join(PROJECT_ROOT, "package.json"), "utf8")).version;
 
 /** The REST contract (SPEC): every /api route and the action behind it. */
@@ -145,11 +168,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		ip: cfg().http.host,
 		use: [
 			function securityHeaders(this: ApiThis, req: Req, res: Res, next: () => void) {
-				req.$startedAt = process.hrtime.bigint();
-				res.once("finish", () => this.observe(req, res));
-				for (const [k, v] of SECURITY_HEADERS) res.setHeader(k, v);
-				// While draining, keep-alive clients are told to reconnect (to another node).
-				if (this.draining) res.setHeader("Connection", "close");
+				this.beginRequest(req, res);
 				next();
 			}
 		],
@@ -177,22 +196,15 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				bodyParsers: { json: { limit: cfg().http.body_limit, strict: true }, urlencoded: false },
 				// The cheap layer first: this node's per-IP bucket, before any token is verified.
 				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
-					const rl = cfg().rate_limit;
-					req.$clientIp = clientIp(req.socket.remoteAddress, req.headers["x-forwarded-for"], this.trusted);
-					if (!rl.enabled || !rl.local) return;
-					const verdict = this.buckets.take(req.$clientIp, rl.api);
-					if (!verdict.allowed) this.refuse(res, verdict, "local", "api");
+					this.limitLocal(req, res);
 				},
 				aliases: API_ALIASES,
 				onAfterCall(this: ApiThis, ctx: Context<any, any>, _route: unknown, _req: Req, res: Res, data: unknown) {
 					const traceId = ctx.requestID ?? null;
 					if (traceId) res.setHeader("X-Trace-Id", traceId);
-					if (isRejection(data)) {
-						const def = Codes[data.$rejected];
-						ctx.meta.$statusCode = def.http;
-						return { code: def.biz, message: def.message, data: null, trace_id: traceId };
-					}
-					return success(data ?? null, traceId);
+					const out = resultEnvelope(data, traceId);
+					if (out.status !== 200) ctx.meta.$statusCode = out.status;
+					return out.body;
 				},
 				onError(this: ApiThis, req: Req, res: Res, err: unknown) {
 					this.sendError(req, res, err);
@@ -241,14 +253,88 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		},
 		"$gomall.draining"(this: ApiThis) {
 			this.draining = true;
+		},
+		// The stock actor's sold-out broadcasts: a sold-out product's requests skip the shared
+		// limiter's Redis round trip (the stock actor answers them from memory anyway).
+		"seckill.soldout"(this: ApiThis, ctx: Context<{ product_id: number }>) {
+			this.soldOut.add(ctx.params.product_id);
+		},
+		"seckill.available"(this: ApiThis, ctx: Context<{ product_id: number }>) {
+			this.soldOut.delete(ctx.params.product_id);
+		},
+		"seckill.armed"(this: ApiThis, ctx: Context<{ product_id: number }>) {
+			this.soldOut.delete(ctx.params.product_id);
 		}
 	},
 
 	methods: {
+		/**
+		 * Every request, before anything else: its start time and metric sample, the security
+		 * headers, and while draining a "Connection: close" so keep-alive clients reconnect
+		 * (to another node).
+		 */
+		beginRequest(this: ApiThis, req: Req, res: Res): void {
+			req.$startedAt = process.hrtime.bigint();
+			res.once("finish", () => this.observe(req, res));
+			for (const [k, v] of SECURITY_HEADERS) res.setHeader(k, v);
+			if (this.draining) res.setHeader("Connection", "close");
+		},
+
+		/**
+		 * The HTTP server's handler. `POST /api/seckill` takes the lane; everything else goes
+		 * through moleculer-web's route pipeline.
+		 */
+		httpHandler(this: ApiThis, req: Req, res: Res, next?: () => void) {
+			if (req.url === SECKILL_LANE.url && req.method === SECKILL_LANE.method) return this.seckillLane(req, res);
+			return (ApiGateway as any).methods.httpHandler.call(this, req, res, next);
+		},
+
+		/**
+		 * The flash sale's hot path without the generic route pipeline (alias resolution, the
+		 * `api.rest` context and its span, body-parser, parameter merging), which cost more than
+		 * the sale itself. The contract is the same as every route's: security and CORS
+		 * headers, the body limit, the local limit, the token, the shared limit, the action's
+		 * own params validation, the envelope and status, metrics, the request log, the trace
+		 * id (the action's context is the trace's root span). Errors go through sendError.
+		 */
+		async seckillLane(this: ApiThis, req: Req, res: Res): Promise<void> {
+			this.beginRequest(req, res);
+			(this as any).writeCorsHeaders(this.settings, req, res, true);
+			req.$alias = SECKILL_ALIAS;
+			const traceId = (req.$traceId = this.broker.generateUid());
+			try {
+				const body = await readJsonBody(req, this.bodyLimit);
+				this.limitLocal(req, res);
+				const user = this.verifyBearer(req.headers.authorization, SECKILL_LANE.auth)!;
+				req.$userId = user.id;
+				const params = typeof body === "object" && body !== null ? { ...body } : {};
+				const rl = cfg().rate_limit;
+				if (rl.enabled && rl.distributed && !this.soldOut.has(Number((params as { product_id?: unknown }).product_id))) {
+					await this.limitDistributed(user, SECKILL_LANE.action, req, res);
+				}
+				const data = await this.broker.call(SECKILL_LANE.action, params, { meta: { user }, requestID: traceId });
+				const out = resultEnvelope(data, traceId);
+				this.sendJson(res, out.status, out.body, traceId);
+			} catch (err) {
+				this.sendError(req, res, err);
+			}
+		},
+
+		/** This node's per-IP token bucket: the cheap layer, before any token is verified. */
+		limitLocal(this: ApiThis, req: Req, res: Res): void {
+			const rl = cfg().rate_limit;
+			req.$clientIp = clientIp(req.socket.remoteAddress, req.headers["x-forwarded-for"], this.trusted);
+			if (!rl.enabled || !rl.local) return;
+			const verdict = this.buckets.take(req.$clientIp, rl.api);
+			if (!verdict.allowed) this.refuse(res, verdict, "local", "api");
+		},
+
 		/** Reads the Bearer token. A route whose action declares `auth` refuses a missing or bad one. */
 		authenticate(this: ApiThis, _ctx: Context, _route: unknown, req: Req): AuthUser | null {
-			const need: AuthLevel = req.$action?.auth;
-			const header = req.headers.authorization;
+			return this.verifyBearer(req.headers.authorization, req.$action?.auth);
+		},
+
+		verifyBearer(this: ApiThis, header: string | undefined, need: AuthLevel): AuthUser | null {
 			if (!header) {
 				if (need) throw bizError("UNAUTHORIZED");
 				return null;
@@ -265,7 +351,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		async authorize(this: ApiThis, ctx: Context<any, { user?: AuthUser | null }>, _route: unknown, req: Req, res: Res): Promise<void> {
 			if (req.$action?.auth === "admin" && ctx.meta.user?.role !== ROLE_ADMIN) throw bizError("NOT_ADMIN");
 			const rl = cfg().rate_limit;
-			if (rl.enabled && rl.distributed) await this.limitDistributed(ctx, req, res);
+			if (rl.enabled && rl.distributed) await this.limitDistributed(ctx.meta.user, req.$action?.name, req, res);
 		},
 
 		/**
@@ -274,16 +360,15 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		 * If Redis cannot answer, the request goes through (or gets 503 with fail_open off),
 		 * with a warning at most every 10 s and a metric; never a 500.
 		 */
-		async limitDistributed(this: ApiThis, ctx: Context<any, { user?: AuthUser | null }>, req: Req, res: Res): Promise<void> {
+		async limitDistributed(this: ApiThis, user: AuthUser | null | undefined, action: string | undefined, req: Req, res: Res): Promise<void> {
 			const rl = cfg().rate_limit;
 			const ip = req.$clientIp ?? "";
 			const checks: DistributedCheck[] = [
 				{ key: "rl:global", tier: rl.global },
 				{ key: `rl:api:${ip}`, tier: rl.api }
 			];
-			const action = req.$action?.name;
 			if (action === "user.login") checks.push({ key: `rl:login:${ip}`, tier: rl.login });
-			else if (action === "stock.seckill" && ctx.meta.user) checks.push({ key: `rl:seckill:${ctx.meta.user.id}`, tier: rl.seckill });
+			else if (action === "stock.seckill" && user) checks.push({ key: `rl:seckill:${user.id}`, tier: rl.seckill });
 			let verdict: Verdict;
 			try {
 				verdict = await checkDistributed(this.limiterRedis, checks);
@@ -316,13 +401,13 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			if (cfg().log.requests) {
 				const ctx = req.$ctx;
 				// Never the headers, the body or the query: they hold tokens and passwords.
-				this.logger.info(`${req.method} ${route} ${res.statusCode} ${(seconds * 1000).toFixed(1)}ms trace_id=${ctx?.requestID ?? "-"} user_id=${ctx?.meta.user?.id ?? "-"} ip=${req.$clientIp ?? req.socket.remoteAddress ?? "-"}`);
+				this.logger.info(`${req.method} ${route} ${res.statusCode} ${(seconds * 1000).toFixed(1)}ms trace_id=${req.$traceId ?? ctx?.requestID ?? "-"} user_id=${req.$userId ?? ctx?.meta.user?.id ?? "-"} ip=${req.$clientIp ?? req.socket.remoteAddress ?? "-"}`);
 			}
 		},
 
 		/** The only error writer: every failure leaves as the envelope with its HTTP status. */
 		sendError(this: ApiThis, req: Req, res: Res, err: unknown): void {
-			const traceId = req.$ctx?.requestID ?? null;
+			const traceId = req.$traceId ?? req.$ctx?.requestID ?? null;
 			const out = renderError(err, traceId);
 			if (out.unexpected) {
 				// Name and message only: a stack or a driver message may hold SQL or data.
@@ -393,7 +478,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		const c = cfg();
 		this.ready = false;
 		this.draining = false;
-		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in);
+		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in, c.jwt.verify_cache_size);
+		this.bodyLimit = parseByteLimit(c.http.body_limit);
+		this.soldOut = new Set();
 		this.redis = createRedis(c.redis.url, c.namespace, {}, "gomall-api");
 		this.amqp = new AmqpConnection(c.amqp.url, this.logger, "gomall-api-health");
 		this.buckets = new LocalBuckets(c.rate_limit.local_max_keys);

@@ -111,6 +111,30 @@ describe("rate limits", () => {
 		expect(sk.slice(3)).toEqual([429, 429]);
 	});
 
+	it("answers a sold-out product's flash-sale requests without the shared limiter; a live one is limited per user", async () => {
+		await limits({ local: false, distributed: true, api: { rate: 1000, burst: 1000 }, seckill: { rate: 0.001, burst: 1 } });
+		const admin = await mall.http.adminToken();
+		const product = async (stock: number) => {
+			const pid = (await mall.http.post("/api/product", { name: "limited phone", price: 1, stock: 10 }, admin)).body.data.id;
+			await mall.http.post("/api/seckill/init", { product_id: pid, stock }, admin);
+			return pid;
+		};
+		const live = await product(100);
+		const soldOut = await product(1);
+		const { token: winner } = await mall.http.newUser("w");
+		expect((await mall.http.post("/api/seckill", { product_id: soldOut }, winner)).status).toBe(200);
+		const { token: t } = await mall.http.newUser("sk");
+		// The gateway learns "sold out" from the stock actor's broadcast.
+		await eventually(async () => (await mall.http.post("/api/seckill", { product_id: soldOut }, t)).body.code === 60003, 5000);
+		const codes = [];
+		for (let i = 0; i < 5; i++) codes.push((await mall.http.post("/api/seckill", { product_id: soldOut }, t)).body.code);
+		expect(codes).toEqual([60003, 60003, 60003, 60003, 60003]);
+		const { token: u } = await mall.http.newUser("sk");
+		const statuses = [];
+		for (let i = 0; i < 3; i++) statuses.push((await mall.http.post("/api/seckill", { product_id: live }, u)).status);
+		expect(statuses).toEqual([200, 429, 429]);
+	});
+
 	it("turns off entirely with rate_limit.enabled false", async () => {
 		await limits({ enabled: false, api: { rate: 0.001, burst: 1 } });
 		const statuses = await Promise.all(Array.from({ length: 30 }, () => mall.http.get("/api/product").then(r => r.status)));

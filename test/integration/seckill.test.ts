@@ -202,6 +202,47 @@ describe("idempotent order writing and the dead-letter queue", () => {
 	});
 });
 
+describe("POST /api/seckill's own lane keeps the gateway's contract", () => {
+	const raw = (body: string, headers: Record<string, string>) => fetch(`${mall.baseUrl}/api/seckill`, { method: "POST", headers, body });
+
+	it("answers bad input with the envelope, the status and a trace id, in the same shapes as every route", async () => {
+		const [b] = await makeBuyers(mall, 1, "lane");
+		const auth = { authorization: `Bearer ${b.token}` };
+		const cases: [string, Record<string, string>, number, number, unknown][] = [
+			["{not json", { "content-type": "application/json", ...auth }, 400, 400, null],
+			["5", { "content-type": "application/json", ...auth }, 400, 400, null],
+			[JSON.stringify({ product_id: 1, pad: "x".repeat(70_000) }), { "content-type": "application/json", ...auth }, 413, 400, null],
+			[JSON.stringify({ product_id: 1 }), { "content-type": "application/json" }, 401, 401, null],
+			[JSON.stringify({ product_id: 1 }), { "content-type": "application/json", authorization: "Bearer nope" }, 401, 10006, null],
+			[JSON.stringify({ product_id: "abc" }), { "content-type": "application/json", ...auth }, 400, 400, [{ field: "product_id", message: expect.any(String) }]],
+			[JSON.stringify({ product_id: 1 }), { "content-type": "text/plain", ...auth }, 400, 400, [{ field: "product_id", message: expect.any(String) }]]
+		];
+		for (const [body, headers, status, code, data] of cases) {
+			const r = await raw(body, headers);
+			const json = (await r.json()) as any;
+			expect({ status: r.status, code: json.code, data: json.data }).toEqual({ status, code, data });
+			expect(json.trace_id).toMatch(/^[0-9a-f]{32}$/);
+			expect(r.headers.get("x-trace-id")).toBe(json.trace_id);
+			expect(r.headers.get("x-content-type-options")).toBe("nosniff");
+		}
+	});
+
+	it("wins with the envelope and trace id, sends CORS and security headers, and is counted under its route", async () => {
+		const pid = await newProduct(mall, admin);
+		await arm(mall, admin, { product_id: pid, stock: 1 });
+		const [b] = await makeBuyers(mall, 1, "lanewin");
+		const r = await raw(JSON.stringify({ product_id: pid }), { "content-type": "application/json", authorization: `Bearer ${b.token}`, origin: "https://shop.example" });
+		const json = (await r.json()) as any;
+		expect(r.status).toBe(200);
+		expect(json).toEqual({ code: 0, message: "success", data: { order_no: expect.stringMatching(/^\d{24}$/), success: true, status: "queued", message: expect.any(String) }, trace_id: expect.stringMatching(/^[0-9a-f]{32}$/) });
+		expect(r.headers.get("access-control-allow-origin")).toBe("*");
+		expect(r.headers.get("x-frame-options")).toBe("DENY");
+		const text = await (await fetch(`${mall.baseUrl}/metrics`)).text();
+		expect(text).toMatch(/gomall_http_requests_total\{method="POST",route="\/api\/seckill",status="200"\} [1-9]/);
+		expect(text).toMatch(/gomall_http_requests_total\{method="POST",route="\/api\/seckill",status="401"\} [1-9]/);
+	});
+});
+
 describe("metrics", () => {
 	it("counts flash-sale requests by result and created orders", async () => {
 		const pid = await newProduct(mall, admin);

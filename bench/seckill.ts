@@ -1,0 +1,327 @@
+/**
+ * `npm run bench`: the flash sale through the full gateway, against a ceiling measured in the
+ * same run.
+ *
+ * Starts the mall as an operator would (`node dist/scripts/gomall.js`, a database and namespace
+ * of its own, rate limiter ON with limits raised above the load, metrics and tracing on,
+ * request log off), makes BENCH_BUYERS buyers' tokens, then alternates (A B A B ...):
+ *   ceiling  bench/ceiling.ts: bare node:http, body + HS256 JWT + one EVALSHA, nothing else
+ *   full     POST /api/seckill through the api actor and the stock actor
+ * each driven by wrk (-t1, BENCH_CONNECTIONS connections, BENCH_SECONDS s) on a fresh arming
+ * of BENCH_STOCK units, so each run is a few hundred wins and then sold-out traffic. It prints
+ * req/s, p50/p90/p99, errors, answers by status and code, the medians and their ratio; then a
+ * drain run (BENCH_DRAIN_STOCK winners, orders/s from the first reservation to the last order
+ * row); and checks after every full run that orders = winners and nothing is oversold.
+ *   BENCH_WORKERS=2 npm run bench      the mall as two processes sharing the port
+ *   BENCH_PROFILE=dir npm run bench    the mall runs with --cpu-prof into dir
+ */
+import { ChildProcess, execFileSync, spawn } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import mysql from "mysql2/promise";
+import Redis from "ioredis";
+import { loadConfig } from "../config";
+import { TokenService } from "../lib/jwt";
+import { PROJECT_ROOT } from "../lib/paths";
+import { redisKeyPrefix } from "../lib/redis";
+import { activityKeys, parseReservation } from "../lib/seckill";
+
+const num = (k: string, d: number) => Number(process.env[k] ?? d);
+const SECONDS = num("BENCH_SECONDS", 10);
+const CONNECTIONS = num("BENCH_CONNECTIONS", 256);
+const ROUNDS = num("BENCH_ROUNDS", 2);
+const STOCK = num("BENCH_STOCK", 500);
+const BUYERS = num("BENCH_BUYERS", 2000);
+const DRAIN_STOCK = num("BENCH_DRAIN_STOCK", 5000);
+const WORKERS = num("BENCH_WORKERS", 1);
+const PROFILE = process.env.BENCH_PROFILE ?? "";
+const ADMIN = { username: "bench_admin", password: "bench-admin-password" };
+
+const BENCH_DIR = path.join(PROJECT_ROOT, "bench");
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-bench-"));
+const id = crypto.randomBytes(4).toString("hex");
+const children: ChildProcess[] = [];
+
+interface WrkResult {
+	requests: number;
+	duration_us: number;
+	connect: number;
+	read: number;
+	write: number;
+	timeout: number;
+	p50: number;
+	p90: number;
+	p99: number;
+	max: number;
+	answers: Record<string, number>;
+}
+
+const freePort = async (): Promise<number> => {
+	const net = await import("node:net");
+	return new Promise(resolve => {
+		const s = net.createServer().listen(0, "127.0.0.1", () => {
+			const p = (s.address() as import("node:net").AddressInfo).port;
+			s.close(() => resolve(p));
+		});
+	});
+};
+
+function ensureWrk(): void {
+	try {
+		execFileSync("wrk", ["--version"], { stdio: "ignore" });
+	} catch (err) {
+		// wrk prints its version and exits 1; only a missing binary is ENOENT.
+		if ((err as NodeJS.ErrnoException).code !== "ENOENT") return;
+		console.log("bench: installing wrk (Debian package)");
+		execFileSync("bash", ["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null"], { stdio: "inherit" });
+	}
+}
+
+function start(args: string[], env: Record<string, string>, name: string): ChildProcess {
+	const child = spawn(process.execPath, args, { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+	let tail = "";
+	const keep = (d: Buffer) => (tail = (tail + d.toString()).slice(-4000));
+	child.stdout!.on("data", keep);
+	child.stderr!.on("data", keep);
+	child.on("exit", code => {
+		if (code && code !== 0 && !stopping) console.error(`bench: ${name} exited with ${code}:\n${tail}`);
+	});
+	children.push(child);
+	return child;
+}
+
+/** A request on a connection of its own: the bench idles between runs longer than keep-alive lasts. */
+function postJson(port: number, p: string, body: unknown, token?: string): Promise<{ status: number; body: any }> {
+	const data = JSON.stringify(body);
+	return new Promise((resolve, reject) => {
+		const req = http.request({ host: "127.0.0.1", port, path: p, method: "POST", agent: false, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data), ...(token ? { authorization: `Bearer ${token}` } : {}) } }, res => {
+			let text = "";
+			res.on("data", d => (text += d));
+			res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+		});
+		req.on("error", reject);
+		req.end(data);
+	});
+}
+
+async function waitReady(url: string, timeoutMs = 60000): Promise<void> {
+	const end = Date.now() + timeoutMs;
+	while (Date.now() < end) {
+		const ok = await fetch(url).then(r => r.status === 200, () => false);
+		if (ok) return;
+		await new Promise(r => setTimeout(r, 200));
+	}
+	throw new Error(`${url} not ready in time`);
+}
+
+const median = (xs: number[]) => {
+	const s = [...xs].sort((a, b) => a - b);
+	return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+function wrk(port: number, productId: number, tokensFile: string, seconds: number): WrkResult {
+	const out = execFileSync("wrk", ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--timeout", "5s", "-s", path.join(BENCH_DIR, "wrk-seckill.lua"), `http://127.0.0.1:${port}`], {
+		env: { ...process.env, BENCH_TOKENS: tokensFile, BENCH_PRODUCT: String(productId) },
+		encoding: "utf8",
+		maxBuffer: 1 << 24
+	});
+	const line = out.split("\n").find(l => l.startsWith("BENCH_RESULT "));
+	const answers = out.split("\n").find(l => l.startsWith("BENCH_ANSWERS "));
+	if (!line || !answers) throw new Error(`wrk printed no result:\n${out}`);
+	return { ...JSON.parse(line.slice("BENCH_RESULT ".length)), answers: JSON.parse(answers.slice("BENCH_ANSWERS ".length)) };
+}
+
+let stopping = false;
+async function stopAll(): Promise<void> {
+	stopping = true;
+	await Promise.all(
+		children.map(
+			c =>
+				new Promise<void>(resolve => {
+					if (c.exitCode !== null || c.signalCode !== null) return resolve();
+					c.once("exit", () => resolve());
+					c.kill("SIGTERM");
+					setTimeout(() => c.kill("SIGKILL"), 20000).unref();
+				})
+		)
+	);
+}
+
+async function main(): Promise<void> {
+	ensureWrk();
+	const cfg = loadConfig({ env: "dev" });
+	const namespace = `bench${id}`;
+	const dbName = `gomall_bench_${id}`;
+	const mallPort = await freePort();
+	const mallConfig = {
+		namespace,
+		db: { name: dbName },
+		http: { port: mallPort, host: "127.0.0.1" },
+		admin: ADMIN,
+		log: { level: "warn", format: "json", requests: false },
+		// The limiter stays on; its limits are raised above what the load generator sends.
+		rate_limit: { enabled: true, global: { rate: 1e6, burst: 1e6 }, api: { rate: 1e6, burst: 1e6 }, seckill: { rate: 1e4, burst: 1e4 }, login: { rate: 1e4, burst: 1e4 } },
+		seckill: { reconcile_interval: 0 },
+		order: { sweep_interval: 0 }
+	};
+	const configFile = path.join(tmp, "mall.json");
+	fs.writeFileSync(configFile, JSON.stringify(mallConfig));
+	const nodeArgs = PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(PROFILE)}`] : [];
+	start([...nodeArgs, path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"), "--env", "dev", "--config", configFile, "--workers", String(WORKERS)], {}, "mall");
+	const base = `http://127.0.0.1:${mallPort}`;
+	await waitReady(`${base}/ready`);
+	if (WORKERS > 1) await new Promise(r => setTimeout(r, 3000)); // every worker listening and joined
+
+	const db = await mysql.createConnection({ host: cfg.db.host, port: cfg.db.port, user: cfg.db.user, password: cfg.db.password, database: dbName });
+	const redis = new Redis(cfg.redis.url, { keyPrefix: redisKeyPrefix(namespace) });
+	try {
+		const post = async (p: string, body: unknown, token?: string) => {
+			const r = await postJson(mallPort, p, body, token);
+			if (r.status !== 200) throw new Error(`${p}: ${r.status} ${JSON.stringify(r.body)}`);
+			return r.body.data;
+		};
+		const admin = (await post("/api/user/login", ADMIN)).token as string;
+		const tokens = new TokenService(cfg.jwt.secret, 3600);
+		const makeTokens = async (n: number, tag: string) => {
+			for (let i = 0; i < n; i += 1000) {
+				const values = Array.from({ length: Math.min(1000, n - i) }, (_, j) => `('${tag}_${i + j}', 'x', 1, 1)`).join(",");
+				await db.query(`INSERT INTO users (username, password_hash, role, status) VALUES ${values}`);
+			}
+			const [rows] = (await db.query("SELECT id FROM users WHERE username LIKE ? ORDER BY id", [`${tag}\\_%`])) as any;
+			const file = path.join(tmp, `${tag}.tokens`);
+			fs.writeFileSync(file, rows.map((r: { id: number }) => tokens.sign({ id: Number(r.id), role: 1 })).join("\n") + "\n");
+			return file;
+		};
+		const buyers = await makeTokens(BUYERS, "buyer");
+		const armed = async (stock: number) => {
+			const product = await post("/api/product", { name: "Bench phone", price: 999, stock: 1 }, admin);
+			const a = await post("/api/seckill/init", { product_id: product.id, stock }, admin);
+			return { productId: Number(product.id), activityId: Number(a.id), arming: String(a.arming_id) };
+		};
+		const counts = async (a: { activityId: number; arming: string }) => {
+			const k = activityKeys(a.arming);
+			const resv = Object.entries(await redis.hgetall(k.resv)).map(([no, v]) => parseReservation(no, v)!);
+			const [[row]] = (await db.query("SELECT total_stock, stock FROM seckill_activities WHERE id = ?", [a.activityId])) as any;
+			const [[o]] = (await db.query("SELECT COUNT(*) AS orders, COUNT(DISTINCT user_id, seckill_seq) AS distinct_seq, MAX(created_at) AS last FROM orders WHERE activity_id = ?", [a.activityId])) as any;
+			return {
+				initial: Number(row.total_stock),
+				redisRemaining: Number(await redis.hget(k.info, "stock")),
+				reservations: resv.length,
+				firstReservation: Math.min(...resv.map(r => r.reserved_at)),
+				dbStock: Number(row.stock),
+				orders: Number(o.orders),
+				distinct: Number(o.distinct_seq),
+				last: o.last ? new Date(o.last).getTime() : 0
+			};
+		};
+		/** Waits for the drain, then checks the sale: every winner an order, nothing oversold. */
+		const settle = async (a: { activityId: number; arming: string }, winners: number) => {
+			const end = Date.now() + 120000;
+			let c = await counts(a);
+			while (c.orders < c.reservations && Date.now() < end) {
+				await new Promise(r => setTimeout(r, 100));
+				c = await counts(a);
+			}
+			const ok = c.reservations === winners && c.orders === winners && c.distinct === winners && c.redisRemaining + c.reservations === c.initial && c.dbStock + c.orders === c.initial && c.redisRemaining >= 0;
+			if (!ok) throw new Error(`invariant broken: winners ${winners}, ${JSON.stringify(c)}`);
+			return c;
+		};
+
+		const ceilingPort = await freePort();
+		const ceilingArming = { current: "" };
+		const startCeiling = async () => {
+			const a = await armed(STOCK);
+			ceilingArming.current = a.arming;
+			const child = start([path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")], { BENCH_PORT: String(ceilingPort), BENCH_REDIS_URL: cfg.redis.url, BENCH_NAMESPACE: namespace, BENCH_JWT_SECRET: cfg.jwt.secret, BENCH_ARMING: a.arming }, "ceiling");
+			await new Promise<void>((resolve, reject) => {
+				child.stdout!.on("data", d => String(d).includes("ceiling listening") && resolve());
+				child.once("exit", () => reject(new Error("ceiling exited")));
+			});
+			return { child, productId: a.productId };
+		};
+
+		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, mall workers: ${WORKERS}`);
+		console.log("run  path      req/s     p50 ms  p90 ms  p99 ms  errors  answers (status/code: count)");
+		const results: { ceiling: WrkResult[]; full: WrkResult[] } = { ceiling: [], full: [] };
+		const row = (label: string, r: WrkResult) => {
+			const rps = r.requests / (r.duration_us / 1e6);
+			const errors = r.connect + r.read + r.write + r.timeout;
+			const answers = Object.entries(r.answers).map(([k, v]) => `${k}: ${v}`).join(", ");
+			console.log(`${label.padEnd(14)} ${rps.toFixed(0).padStart(7)}  ${(r.p50 / 1000).toFixed(1).padStart(6)}  ${(r.p90 / 1000).toFixed(1).padStart(6)}  ${(r.p99 / 1000).toFixed(1).padStart(6)}  ${String(errors).padStart(6)}  ${answers}`);
+		};
+		// Warm both (JIT, connection pools, token caches) before anything is measured.
+		{
+			const c = await startCeiling();
+			wrk(ceilingPort, c.productId, buyers, 2);
+			c.child.kill("SIGTERM");
+			const a = await armed(STOCK);
+			wrk(mallPort, a.productId, buyers, 2);
+			await settle(a, STOCK);
+		}
+		for (let round = 1; round <= ROUNDS; round++) {
+			const c = await startCeiling();
+			const rc = wrk(ceilingPort, c.productId, buyers, SECONDS);
+			c.child.kill("SIGTERM");
+			results.ceiling.push(rc);
+			row(`A${round}   ceiling`, rc);
+
+			const a = await armed(STOCK);
+			const rf = wrk(mallPort, a.productId, buyers, SECONDS);
+			results.full.push(rf);
+			row(`B${round}   full`, rf);
+			const wins = rf.answers["200/0"] ?? 0;
+			if (wins !== STOCK) throw new Error(`run B${round}: ${wins} winners for ${STOCK} units`);
+			await settle(a, wins);
+			const bad = Object.keys(rf.answers).filter(k => !/^(200\/0|409\/600\d\d)$/.test(k));
+			if (bad.length || rf.connect + rf.read + rf.write + rf.timeout) throw new Error(`run B${round}: errors or unexpected answers: ${JSON.stringify(rf)}`);
+		}
+		const rps = (r: WrkResult) => r.requests / (r.duration_us / 1e6);
+		const med = (rs: WrkResult[], f: (r: WrkResult) => number) => median(rs.map(f));
+		const [mc, mf] = [med(results.ceiling, rps), med(results.full, rps)];
+		console.log(
+			`median         ceiling ${mc.toFixed(0)} req/s (p99 ${(med(results.ceiling, r => r.p99) / 1000).toFixed(1)} ms); full ${mf.toFixed(0)} req/s ` +
+				`(p50 ${(med(results.full, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.full, r => r.p90) / 1000).toFixed(1)}, p99 ${(med(results.full, r => r.p99) / 1000).toFixed(1)} ms); ratio full/ceiling ${(mf / mc).toFixed(2)}`
+		);
+		console.log(`every full run: ${STOCK} winners, ${STOCK} orders, no buyer twice, nothing oversold, Redis and MySQL agree`);
+
+		// Drain: many winners at once, then how fast the queue becomes order rows.
+		const drainTokens = await makeTokens(DRAIN_STOCK, "drain");
+		const d = await armed(DRAIN_STOCK);
+		const rd = wrk(mallPort, d.productId, drainTokens, Math.max(2, Math.ceil(SECONDS / 2)));
+		const winners = rd.answers["200/0"] ?? 0;
+		if (winners !== DRAIN_STOCK) throw new Error(`drain run: ${winners} winners for ${DRAIN_STOCK} units`);
+		const c = await settle(d, winners);
+		const seconds = (c.last - c.firstReservation) / 1000;
+		console.log(`drain          ${winners} winners -> ${c.orders} orders in ${seconds.toFixed(2)} s from the first reservation to the last order row: ${(winners / seconds).toFixed(0)} orders/s`);
+	} finally {
+		await db.end();
+		redis.disconnect();
+		await stopAll();
+		await dropDatabase(cfg, dbName);
+		await cleanup(cfg.redis.url, cfg.amqp.url, namespace);
+		fs.rmSync(tmp, { recursive: true, force: true });
+	}
+}
+
+async function dropDatabase(cfg: ReturnType<typeof loadConfig>, name: string): Promise<void> {
+	const conn = await mysql.createConnection({ host: cfg.db.host, port: cfg.db.port, user: cfg.db.user, password: cfg.db.password });
+	await conn.query(`DROP DATABASE IF EXISTS \`${name}\``);
+	await conn.end();
+}
+
+/** Removes the bench namespace's keys and queues. */
+async function cleanup(redisUrl: string, amqpUrl: string, namespace: string): Promise<void> {
+	const { cleanupNamespace } = await import("../test/helpers/node");
+	const cfg = loadConfig({ env: "dev", overrides: { namespace, redis: { url: redisUrl }, amqp: { url: amqpUrl } } });
+	await cleanupNamespace(cfg);
+}
+
+process.on("SIGINT", () => void stopAll().then(() => process.exit(130)));
+main().catch(async err => {
+	console.error(`bench failed: ${err.message}${err.cause ? ` (${err.cause.message ?? err.cause})` : ""}`);
+	await stopAll();
+	process.exit(1);
+});

@@ -1,0 +1,37 @@
+-- wrk script for bench/seckill.ts: POST /api/seckill, each request with the next buyer's token
+-- (BENCH_TOKENS: a file with one token per line); counts answers by HTTP status and envelope
+-- code, and prints a JSON summary at the end.
+local tokens = {}
+for line in io.lines(os.getenv("BENCH_TOKENS")) do tokens[#tokens + 1] = line end
+local body = '{"product_id":' .. os.getenv("BENCH_PRODUCT") .. '}'
+local i = 0
+answers = {}
+
+request = function()
+  i = i + 1
+  local t = tokens[(i - 1) % #tokens + 1]
+  return wrk.format("POST", "/api/seckill", { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. t }, body)
+end
+
+response = function(status, headers, body)
+  local key = status .. "/" .. (string.match(body, '"code":(%-?%d+)') or "?")
+  answers[key] = (answers[key] or 0) + 1
+end
+
+-- done() runs in the main script's state: the counts live in each thread's.
+local threads = {}
+setup = function(thread) threads[#threads + 1] = thread end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCH_RESULT {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+  local total = {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("answers")) do total[k] = (total[k] or 0) + v end
+  end
+  local parts = {}
+  for k, v in pairs(total) do parts[#parts + 1] = string.format('"%s":%d', k, v) end
+  io.write("BENCH_ANSWERS {" .. table.concat(parts, ",") .. "}\n")
+end

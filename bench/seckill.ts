@@ -290,7 +290,7 @@ async function main(): Promise<void> {
 		// Drain: many winners at once, then how fast the queue becomes order rows.
 		const drainTokens = await makeTokens(DRAIN_STOCK, "drain");
 		const d = await armed(DRAIN_STOCK);
-		const rd = wrk(mallPort, d.productId, drainTokens, Math.max(2, Math.ceil(SECONDS / 2)));
+		const rd = wrk(mallPort, d.productId, drainTokens, Math.min(SECONDS, 2));
 		const winners = rd.answers["200/0"] ?? 0;
 		if (winners !== DRAIN_STOCK) throw new Error(`drain run: ${winners} winners for ${DRAIN_STOCK} units`);
 		const c = await settle(d, winners);

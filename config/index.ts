@@ -34,7 +34,7 @@ export interface Config {
 	shutdown: { drain_delay: number; timeout: number };
 	cache: { product_ttl: number };
 	order: { pay_timeout: number; sweep_interval: number };
-	seckill: { reconcile_interval: number; reconcile_age: number; max_deliveries: number };
+	seckill: { reconcile_interval: number; reconcile_age: number; max_deliveries: number; batch_size: number };
 	rate_limit: {
 		enabled: boolean;
 		/** the per-IP token bucket in each gateway process */
@@ -135,7 +135,7 @@ const schema = {
 		shutdown: obj({ drain_delay: num(0, 600000), timeout: num(0, 600000) }),
 		cache: obj({ product_ttl: num(0, 86400) }),
 		order: obj({ pay_timeout: num(0.1, 86400 * 7, false), sweep_interval: num(0, 86400, false) }),
-		seckill: obj({ reconcile_interval: num(0, 86400, false), reconcile_age: num(0, 86400, false), max_deliveries: num(1, 100) }),
+		seckill: obj({ reconcile_interval: num(0, 86400, false), reconcile_age: num(0, 86400, false), max_deliveries: num(1, 100), batch_size: num(1, 1000) }),
 		rate_limit: obj({
 			enabled: bool,
 			local: bool,

@@ -206,6 +206,20 @@ export interface ConsumerOptions {
 	/** Where a message goes when it is permanent or out of tries. */
 	deadLetter: { exchange: string; routingKey: string };
 	onOutcome?: (outcome: MessageOutcome) => void;
+	/**
+	 * Optional: the messages that arrived together are handled together (the order writer
+	 * writes them in one transaction), up to maxSize at a time. The batch handler says, per
+	 * message, whether it is done; the others, and every message of a batch that throws, go
+	 * through the single-message handler, whose failures are parked as above. So a batch is
+	 * only a faster way to the same outcome.
+	 */
+	batch?: { maxSize: number; handler: (bodies: unknown[]) => Promise<boolean[]> };
+}
+
+interface Delivery {
+	channel: ConfirmingChannel;
+	msg: ConsumeMessage;
+	body: unknown;
 }
 
 /** Headers the consumer writes on a message it parks: tries so far, and why it failed. */
@@ -227,6 +241,8 @@ export class QueueConsumer {
 	private current: { ch: Channel; tag: string } | null = null;
 	private readonly inflight = new Set<Promise<void>>();
 	private stopped = false;
+	private pending: Delivery[] = [];
+	private flushScheduled = false;
 
 	constructor(
 		amqpConn: AmqpConnection,
@@ -251,15 +267,47 @@ export class QueueConsumer {
 		} catch {
 			body = undefined;
 		}
-		const work = this.handler(body, msg).then(
-			() => {
-				safely(() => channel.ch.ack(msg));
-				this.opts.onOutcome?.("acked");
-			},
-			(err: Error) => this.park(channel, msg, err)
-		);
+		const delivery = { channel, msg, body };
+		if (!this.opts.batch) return this.track(this.handleOne(delivery));
+		// What arrives in the same turn of the event loop (one socket read) becomes one batch:
+		// no timer, so a lone message waits for nothing.
+		this.pending.push(delivery);
+		if (!this.flushScheduled) {
+			this.flushScheduled = true;
+			setImmediate(() => this.flush());
+		}
+	}
+
+	private flush(): void {
+		this.flushScheduled = false;
+		while (this.pending.length) this.track(this.handleBatch(this.pending.splice(0, this.opts.batch!.maxSize)));
+	}
+
+	private track(work: Promise<void>): void {
 		this.inflight.add(work);
 		work.finally(() => this.inflight.delete(work));
+	}
+
+	private async handleBatch(items: Delivery[]): Promise<void> {
+		let done: boolean[] = [];
+		try {
+			done = await this.opts.batch!.handler(items.map(d => d.body));
+		} catch (err) {
+			this.logger.debug(`amqp ${this.queue}: batch of ${items.length} failed (${(err as Error).message}); handling its messages one by one`);
+		}
+		await Promise.all(items.map((d, i) => (done[i] ? this.ack(d) : this.handleOne(d))));
+	}
+
+	private handleOne(d: Delivery): Promise<void> {
+		return this.handler(d.body, d.msg).then(
+			() => this.ack(d),
+			(err: Error) => this.park(d.channel, d.msg, err)
+		);
+	}
+
+	private ack(d: Delivery): void {
+		safely(() => d.channel.ch.ack(d.msg));
+		this.opts.onOutcome?.("acked");
 	}
 
 	private async park(channel: ConfirmingChannel, msg: ConsumeMessage, err: Error): Promise<void> {
@@ -299,6 +347,7 @@ export class QueueConsumer {
 		const c = this.current;
 		this.current = null;
 		if (c) await c.ch.cancel(c.tag).catch(() => undefined);
+		this.flush();
 		await Promise.allSettled([...this.inflight]);
 	}
 }

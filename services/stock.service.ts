@@ -62,6 +62,7 @@ interface StockThis extends Service, DbThis, AmqpThis {
 	reserve(productId: number, userId: number): Promise<Rejection | { order_no: string; success: true; status: "queued"; message: string }>;
 	handOff(meta: ActivityMeta, userId: number, seq: number, orderNo: string): Promise<void>;
 	release(arming: string, orderNo: string, mode: "unclaimed" | "any"): Promise<number>;
+	markMany(arming: string, orderNos: string[], state: "C" | "O"): Promise<(1 | 0 | -1)[]>;
 	armActivity(ctx: Context, p: InitParams): Promise<unknown>;
 	reconcileActivity(activityId: number): Promise<ReconcileReport>;
 	recheckSoldOut(): Promise<void>;
@@ -91,7 +92,10 @@ const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {
 };
 
 const productId = { type: "number", integer: true, positive: true, convert: true };
-const reservationRef = { arming_id: { type: "string", pattern: ARMING_ID }, order_no: "string" };
+const armingId = { type: "string", pattern: ARMING_ID };
+const reservationRef = { arming_id: armingId, order_no: "string" };
+/** Several reservations of one arming: the order actor writes its orders in batches. */
+const reservationsRef = { arming_id: armingId, order_nos: { type: "array", items: "string", min: 1, max: 1000 } };
 
 /** What a claim found: the consumer writes the order only for "claimed". */
 export type ClaimResult = "claimed" | "released" | "unknown_arming";
@@ -199,23 +203,21 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			}
 		},
 
-		/** Internal (order actor): R -> C before the order is written. */
+		/** Internal (order actor): R -> C before the orders are written; one result per order_no. */
 		claim: {
 			visibility: "public",
-			params: reservationRef,
-			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string }>): Promise<ClaimResult> {
-				const k = activityKeys(ctx.params.arming_id);
-				return CLAIM_RESULTS[await this.redis.seckillMark(k.resv, k.info, ctx.params.order_no, "C")];
+			params: reservationsRef,
+			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_nos: string[] }>): Promise<ClaimResult[]> {
+				return (await this.markMany(ctx.params.arming_id, ctx.params.order_nos, "C")).map(r => CLAIM_RESULTS[r]);
 			}
 		},
 
-		/** Internal (order actor): the order is committed. */
+		/** Internal (order actor): the orders are committed. */
 		markOrdered: {
 			visibility: "public",
-			params: reservationRef,
-			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string }>) {
-				const k = activityKeys(ctx.params.arming_id);
-				return (await this.redis.seckillMark(k.resv, k.info, ctx.params.order_no, "O")) === 1;
+			params: reservationsRef,
+			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_nos: string[] }>) {
+				return (await this.markMany(ctx.params.arming_id, ctx.params.order_nos, "O")).filter(r => r === 1).length;
 			}
 		},
 
@@ -257,6 +259,17 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 	},
 
 	methods: {
+		/** seckill_mark.lua for each order_no, in one round trip (all keys share the arming's slot). */
+		async markMany(this: StockThis, arming: string, orderNos: string[], state: "C" | "O"): Promise<(1 | 0 | -1)[]> {
+			const k = activityKeys(arming);
+			const pipeline = this.redis.pipeline() as unknown as { seckillMark(...args: string[]): void; exec(): Promise<[Error | null, unknown][] | null> };
+			for (const no of orderNos) pipeline.seckillMark(k.resv, k.info, no, state);
+			return ((await pipeline.exec()) ?? []).map(([err, r]) => {
+				if (err) throw err;
+				return r as 1 | 0 | -1;
+			});
+		},
+
 		reject(result: string, key: CodeKey): Rejection {
 			this.broker.metrics.increment("gomall_seckill_requests_total", { result });
 			return rejection(key);

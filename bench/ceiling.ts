@@ -2,9 +2,11 @@
  * The ceiling a flash-sale request is measured against: a bare node:http server doing only
  * the work no implementation can skip (read and parse the JSON body, verify the HS256 JWT
  * with a pre-built KeyObject, one EVALSHA of the reservation script, a JSON envelope back).
- * No framework, no limiter, no metrics, no tracing, no queue. Run by bench/seckill.ts.
- *   BENCH_PORT, BENCH_REDIS_URL, BENCH_NAMESPACE, BENCH_JWT_SECRET, BENCH_ARMING
+ * No framework, no limiter, no metrics, no tracing, no queue. Run by bench/seckill.ts, with as
+ * many processes sharing the port (Node's cluster module) as the mall it is compared with.
+ *   BENCH_PORT, BENCH_REDIS_URL, BENCH_NAMESPACE, BENCH_JWT_SECRET, BENCH_ARMING, BENCH_WORKERS
  */
+import cluster from "node:cluster";
 import http from "node:http";
 import { TokenService } from "../lib/jwt";
 import { createRedis } from "../lib/redis";
@@ -12,46 +14,58 @@ import { activityKeys } from "../lib/seckill";
 
 type ReserveRedis = ReturnType<typeof createRedis> & { seckillReserve(...args: (string | number)[]): Promise<[number, number, number]> };
 
-const env = (k: string) => {
-	const v = process.env[k];
-	if (v === undefined) throw new Error(`${k} is not set`);
-	return v;
-};
-
-const tokens = new TokenService(env("BENCH_JWT_SECRET"), 3600);
-const redis = createRedis(env("BENCH_REDIS_URL"), env("BENCH_NAMESPACE"), { seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 } }, "bench-ceiling") as ReserveRedis;
-const k = activityKeys(env("BENCH_ARMING"));
-let n = 0;
-
-const send = (res: http.ServerResponse, status: number, body: unknown) => {
-	res.writeHead(status, { "Content-Type": "application/json; charset=utf-8" });
-	res.end(JSON.stringify(body));
-};
-
-const server = http.createServer((req, res) => {
-	const chunks: Buffer[] = [];
-	req.on("data", c => chunks.push(c));
-	req.on("end", () => {
-		let productId: number;
-		try {
-			productId = Number(JSON.parse(Buffer.concat(chunks).toString("utf8")).product_id);
-		} catch {
-			return send(res, 400, { code: 400, message: "malformed JSON body", data: null, trace_id: null });
-		}
-		const header = req.headers.authorization ?? "";
-		const user = tokens.verify(header.startsWith("Bearer ") ? header.slice(7) : "");
-		if (typeof user === "string") return send(res, 401, { code: 401, message: user, data: null, trace_id: null });
-		const traceId = (++n).toString(16).padStart(32, "0");
-		redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, user.id, `${productId}${n}`).then(
-			([code]) => send(res, code === 1 ? 200 : 409, { code: code === 1 ? 0 : 60003, message: code === 1 ? "success" : "sold out", data: null, trace_id: traceId }),
-			() => send(res, 503, { code: 503, message: "unavailable", data: null, trace_id: traceId })
-		);
+const workers = Number(process.env.BENCH_WORKERS ?? 1);
+if (workers > 1 && cluster.isPrimary) {
+	let listening = 0;
+	for (let i = 0; i < workers; i++) cluster.fork().on("listening", () => ++listening === workers && console.log("ceiling listening"));
+	process.on("SIGTERM", () => {
+		for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
+		process.exit(0);
 	});
-});
+} else serve();
 
-server.listen(Number(env("BENCH_PORT")), "127.0.0.1", () => console.log("ceiling listening"));
-process.on("SIGTERM", () => {
-	server.close();
-	redis.disconnect();
-	process.exit(0);
-});
+function serve(): void {
+	const env = (k: string) => {
+		const v = process.env[k];
+		if (v === undefined) throw new Error(`${k} is not set`);
+		return v;
+	};
+
+	const tokens = new TokenService(env("BENCH_JWT_SECRET"), 3600);
+	const redis = createRedis(env("BENCH_REDIS_URL"), env("BENCH_NAMESPACE"), { seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 } }, "bench-ceiling") as ReserveRedis;
+	const k = activityKeys(env("BENCH_ARMING"));
+	let n = 0;
+
+	const send = (res: http.ServerResponse, status: number, body: unknown) => {
+		res.writeHead(status, { "Content-Type": "application/json; charset=utf-8" });
+		res.end(JSON.stringify(body));
+	};
+
+	const server = http.createServer((req, res) => {
+		const chunks: Buffer[] = [];
+		req.on("data", c => chunks.push(c));
+		req.on("end", () => {
+			let productId: number;
+			try {
+				productId = Number(JSON.parse(Buffer.concat(chunks).toString("utf8")).product_id);
+			} catch {
+				return send(res, 400, { code: 400, message: "malformed JSON body", data: null, trace_id: null });
+			}
+			const header = req.headers.authorization ?? "";
+			const user = tokens.verify(header.startsWith("Bearer ") ? header.slice(7) : "");
+			if (typeof user === "string") return send(res, 401, { code: 401, message: user, data: null, trace_id: null });
+			const traceId = (++n).toString(16).padStart(32, "0");
+			redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, user.id, `${process.pid}${n}`).then(
+				([code]) => send(res, code === 1 ? 200 : 409, { code: code === 1 ? 0 : 60003, message: code === 1 ? "success" : "sold out", data: null, trace_id: traceId }),
+				() => send(res, 503, { code: 503, message: "unavailable", data: null, trace_id: traceId })
+			);
+		});
+	});
+
+	server.listen(Number(env("BENCH_PORT")), "127.0.0.1", () => workers === 1 && console.log("ceiling listening"));
+	process.on("SIGTERM", () => {
+		server.close();
+		redis.disconnect();
+		process.exit(0);
+	});
+}

@@ -12,7 +12,7 @@
  * req/s, p50/p90/p99, errors, answers by status and code, the medians and their ratio; then a
  * drain run (BENCH_DRAIN_STOCK winners, orders/s from the first reservation to the last order
  * row); and checks after every full run that orders = winners and nothing is oversold.
- *   BENCH_WORKERS=2 npm run bench      the mall as two processes sharing the port
+ *   BENCH_WORKERS=2 npm run bench      the mall, and the ceiling, as two processes sharing the port
  *   BENCH_PROFILE=dir npm run bench    the mall runs with --cpu-prof into dir
  */
 import { ChildProcess, execFileSync, spawn } from "node:child_process";
@@ -235,7 +235,7 @@ async function main(): Promise<void> {
 		const startCeiling = async () => {
 			const a = await armed(STOCK);
 			ceilingArming.current = a.arming;
-			const child = start([path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")], { BENCH_PORT: String(ceilingPort), BENCH_REDIS_URL: cfg.redis.url, BENCH_NAMESPACE: namespace, BENCH_JWT_SECRET: cfg.jwt.secret, BENCH_ARMING: a.arming }, "ceiling");
+			const child = start([path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")], { BENCH_PORT: String(ceilingPort), BENCH_REDIS_URL: cfg.redis.url, BENCH_NAMESPACE: namespace, BENCH_JWT_SECRET: cfg.jwt.secret, BENCH_ARMING: a.arming, BENCH_WORKERS: String(WORKERS) }, "ceiling");
 			await new Promise<void>((resolve, reject) => {
 				child.stdout!.on("data", d => String(d).includes("ceiling listening") && resolve());
 				child.once("exit", () => reject(new Error("ceiling exited")));
@@ -243,7 +243,7 @@ async function main(): Promise<void> {
 			return { child, productId: a.productId };
 		};
 
-		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, mall workers: ${WORKERS}`);
+		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${WORKERS}`);
 		console.log("run  path      req/s     p50 ms  p90 ms  p99 ms  errors  answers (status/code: count)");
 		const results: { ceiling: WrkResult[]; full: WrkResult[] } = { ceiling: [], full: [] };
 		const row = (label: string, r: WrkResult) => {

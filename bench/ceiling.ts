@@ -51,6 +51,7 @@ function serve(): void {
 			} catch {
 				return send(res, 400, { code: 400, message: "malformed JSON body", data: null, trace_id: null });
 			}
+			if (!Number.isSafeInteger(productId) || productId <= 0) return send(res, 400, { code: 400, message: "validation failed", data: null, trace_id: null });
 			const header = req.headers.authorization ?? "";
 			const user = tokens.verify(header.startsWith("Bearer ") ? header.slice(7) : "");
 			if (typeof user === "string") return send(res, 401, { code: 401, message: user, data: null, trace_id: null });

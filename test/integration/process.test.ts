@@ -41,6 +41,40 @@ describe("a cluster over NATS", () => {
 	});
 });
 
+describe("--workers", () => {
+	it("runs N whole nodes sharing the port, each with its own node id, and stops them all on SIGTERM", async () => {
+		const env = clusterEnv();
+		const port = await freePort();
+		const http = new HttpClient(`http://127.0.0.1:${port}`);
+		const p = run(["--workers", "2"], { ...env, GOMALL_HTTP_PORT: String(port), GOMALL_NODE_ID: "mall", GOMALL_LOG_LEVEL: "info" });
+		await p.waitFor(/"node":"mall-w1"[^\n]*API Gateway listening|API Gateway listening[^\n]*"node":"mall-w1"/, 60000);
+		await p.waitFor(/"node":"mall-w2"[^\n]*API Gateway listening|API Gateway listening[^\n]*"node":"mall-w2"/, 60000);
+		// A worker answers 503 until its own broker has started (as /ready says); wait for both.
+		await eventually(async () => (await Promise.all(Array.from({ length: 20 }, () => http.get("/ready")))).every(r => r.status === 200), 30000);
+		// Trace ids start with a prefix of the process that made them: answers come from both.
+		const prefixes = new Set<string>();
+		for (let round = 0; round < 10 && prefixes.size < 2; round++) {
+			const answers = await Promise.all(Array.from({ length: 20 }, () => http.get("/api/product")));
+			for (const a of answers) {
+				expect(a.status).toBe(200);
+				prefixes.add(String(a.body.trace_id).slice(0, 16));
+			}
+		}
+		expect(prefixes.size).toBe(2);
+		p.kill("SIGTERM");
+		expect(await p.exited).toBe(0);
+	});
+
+	it("refuses --workers with --repl, and a bad count", async () => {
+		const repl = run(["--workers", "2", "--repl"], clusterEnv());
+		expect(await repl.exited).not.toBe(0);
+		expect(repl.output()).toMatch(/--repl needs a single process/);
+		const bad = run(["--workers", "zero"], clusterEnv());
+		expect(await bad.exited).not.toBe(0);
+		expect(bad.output()).toMatch(/--workers must be a whole number/);
+	});
+});
+
 describe("process signals and start-up checks", () => {
 	it("stops start-up on a bad config value and names the key", async () => {
 		const p = run([], { ...clusterEnv(), GOMALL_HTTP_PORT: "eighty" });

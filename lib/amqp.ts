@@ -301,7 +301,7 @@ export class QueueConsumer {
 	private handleOne(d: Delivery): Promise<void> {
 		return this.handler(d.body, d.msg).then(
 			() => this.ack(d),
-			(err: Error) => this.park(d.channel, d.msg, err)
+			(err: Error) => this.park(d, err)
 		);
 	}
 
@@ -310,7 +310,7 @@ export class QueueConsumer {
 		this.opts.onOutcome?.("acked");
 	}
 
-	private async park(channel: ConfirmingChannel, msg: ConsumeMessage, err: Error): Promise<void> {
+	private async park({ channel, msg }: Delivery, err: Error): Promise<void> {
 		const attempts = Number(msg.properties.headers?.[ATTEMPTS_HEADER] ?? 0) + 1;
 		const permanent = err instanceof PermanentMessageError;
 		const toDlq = permanent || attempts >= this.opts.maxAttempts;

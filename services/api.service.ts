@@ -313,6 +313,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 					await this.limitDistributed(user, SECKILL_LANE.action, req, res);
 				}
 				const data = await this.broker.call(SECKILL_LANE.action, params, { meta: { user }, requestID: traceId });
+				// A gateway that started after the broadcast learns "sold out" from the answer.
+				if (isRejection(data) && data.$rejected === "SECKILL_SOLD_OUT") this.soldOut.add(Number((params as { product_id?: unknown }).product_id));
 				const out = resultEnvelope(data, traceId);
 				this.sendJson(res, out.status, out.body, traceId);
 			} catch (err) {

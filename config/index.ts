@@ -27,6 +27,9 @@ export interface Config {
 	log: { level: LogLevel; format: "json" | "pretty"; output: "stdout" | "file"; file: string; requests: boolean };
 	broker: {
 		request_timeout: number;
+		/** seconds between a node's heartbeats, and without one before peers drop it */
+		heartbeat_interval: number;
+		heartbeat_timeout: number;
 		retry: { enabled: boolean; retries: number; delay: number; max_delay: number };
 		circuit_breaker: { enabled: boolean; threshold: number; min_request_count: number; window_time: number; half_open_time: number };
 		bulkhead: { enabled: boolean; concurrency: number; max_queue_size: number };
@@ -128,6 +131,8 @@ const schema = {
 		}),
 		broker: obj({
 			request_timeout: num(0, 600000),
+			heartbeat_interval: num(1, 60),
+			heartbeat_timeout: num(2, 600),
 			retry: obj({ enabled: bool, retries: num(0, 10), delay: num(0, 60000), max_delay: num(0, 600000) }),
 			circuit_breaker: obj({ enabled: bool, threshold: num(0, 1, false), min_request_count: num(1), window_time: num(1), half_open_time: num(1) }),
 			bulkhead: obj({ enabled: bool, concurrency: num(1), max_queue_size: num(0) })
@@ -240,6 +245,8 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 	if (cfg.env === "prod" && (cfg.jwt.secret === DEV_JWT_SECRET || cfg.jwt.secret.length < 32)) {
 		throw new ConfigError("config: jwt.secret (GOMALL_JWT_SECRET) must be set to a secret of at least 32 characters in prod, not the development secret");
 	}
+	// A peer that misses one beat (GC pause, busy event loop) must not be dropped at once.
+	if (cfg.broker.heartbeat_timeout < 2 * cfg.broker.heartbeat_interval) throw new ConfigError("config: broker.heartbeat_timeout must be at least twice broker.heartbeat_interval");
 	if (cfg.log.output === "file" && !cfg.log.file) throw new ConfigError("config: log.file must be set when log.output is file");
 	return deepFreeze(cfg);
 }

@@ -91,7 +91,7 @@ export const replCommands: ReplCommand[] = [
 			const nodes = (broker.registry.getNodeList({ onlyAvailable: true, withServices: true }) as any[]).sort((a, b) => String(a.id).localeCompare(String(b.id)));
 			const rows = await Promise.all(
 				nodes.map(async nd => {
-					const actors = nd.services.map((s: any) => s.name).filter((s: string) => !s.startsWith("$"));
+					const actors = nd.services.map((s: any) => s.name).filter((s: string) => !s.startsWith("$")).sort();
 					// Each node's own view: its uptime, and the calls its local actions handled.
 					const [health, metrics] = await Promise.all([
 						broker.call<any, any>("$node.health", {}, { nodeID: nd.id, timeout: NODE_CALL_TIMEOUT, retries: 0 }).catch(() => null),

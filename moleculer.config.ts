@@ -12,12 +12,15 @@ import { OtlpTraceExporter } from "./lib/otlp-exporter";
  */
 export class GatewayPrometheusReporter extends MetricReporters.Prometheus {
 	override init(registry: any): void {
-		// Skip Prometheus.init (it listens on :3030) but keep the base reporter's wiring.
+		// With metrics.port set, every node (not only a gateway) serves its own /metrics there,
+		// so Prometheus can scrape the stock and order nodes' counters one by one.
+		if ((this as any).opts.listen) return super.init(registry);
+		// Otherwise skip Prometheus.init (it would listen on :3030) but keep the base wiring.
 		(MetricReporters.Base.prototype as any).init.call(this, registry);
 	}
 
 	override stop(): Promise<void> {
-		return Promise.resolve();
+		return (this as any).server ? super.stop() : Promise.resolve();
 	}
 
 	/**
@@ -138,7 +141,7 @@ export function brokerOptions(cfg: Config, logging: GomallLogging, extra: Partia
 		tracking: { enabled: true, shutdownTimeout: cfg.shutdown.timeout },
 		registry: { strategy: "RoundRobin", preferLocal: true },
 		validator: true,
-		metrics: { enabled: true, reporter: [new GatewayPrometheusReporter({}) as any] },
+		metrics: { enabled: true, reporter: [new GatewayPrometheusReporter(cfg.metrics.port > 0 ? ({ listen: true, port: cfg.metrics.port, host: "0.0.0.0", path: "/metrics" } as object) : {}) as any] },
 		tracing: {
 			enabled: cfg.tracing.enabled,
 			exporter: cfg.tracing.otlp_endpoint ? [new OtlpTraceExporter({ endpoint: cfg.tracing.otlp_endpoint, serviceName: cfg.tracing.service_name }) as any] : [],

@@ -36,6 +36,8 @@ export interface Config {
 	};
 	shutdown: { drain_delay: number; timeout: number };
 	cache: { product_ttl: number };
+	/** 0: /metrics only on a gateway node's API port; else every node also serves it on this port */
+	metrics: { port: number };
 	order: { pay_timeout: number; sweep_interval: number };
 	seckill: { reconcile_interval: number; reconcile_age: number; max_deliveries: number };
 	rate_limit: {
@@ -89,7 +91,8 @@ export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_RATE_LIMIT_ENABLED: ["rate_limit.enabled", "boolean"],
 	GOMALL_ORDER_PAY_TIMEOUT: ["order.pay_timeout", "number"],
 	GOMALL_AMQP_PREFETCH: ["amqp.prefetch", "number"],
-	GOMALL_OTLP_ENDPOINT: ["tracing.otlp_endpoint", "string"]
+	GOMALL_OTLP_ENDPOINT: ["tracing.otlp_endpoint", "string"],
+	GOMALL_METRICS_PORT: ["metrics.port", "number"]
 };
 
 export class ConfigError extends Error {
@@ -139,6 +142,7 @@ const schema = {
 		}),
 		shutdown: obj({ drain_delay: num(0, 600000), timeout: num(0, 600000) }),
 		cache: obj({ product_ttl: num(0, 86400) }),
+		metrics: obj({ port: num(0, 65535) }),
 		order: obj({ pay_timeout: num(0.1, 86400 * 7, false), sweep_interval: num(0, 86400, false) }),
 		seckill: obj({ reconcile_interval: num(0, 86400, false), reconcile_age: num(0, 86400, false), max_deliveries: num(1, 100) }),
 		rate_limit: obj({

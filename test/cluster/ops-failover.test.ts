@@ -3,7 +3,7 @@
  * user+product+cart node, an order node and two stock nodes, then a third stock node joining.
  */
 import { counts, drained, expectInvariant, sql } from "../helpers/seckill";
-import { eventually } from "../helpers/proc";
+import { eventually, freePort } from "../helpers/proc";
 import { ProcCluster, Tally, drive } from "./nodes";
 
 let cluster: ProcCluster;
@@ -77,6 +77,7 @@ it("finishes a 3,000-buyer sale when a stock node is SIGKILLed mid-sale; every a
 	let stock2Before = 0;
 	let stock3AtJoin = -1;
 	let joining: Promise<unknown> = Promise.resolve();
+	const metricsPort = await freePort(); // stock-3 serves its own /metrics (metrics.port)
 
 	await drive(
 		buyers,
@@ -93,7 +94,7 @@ it("finishes a 3,000-buyer sale when a stock node is SIGKILLed mid-sale; every a
 				void cluster.kill("stock-2", "SIGKILL"); // ...and dies without a goodbye
 			},
 			1000: () => {
-				joining = cluster.start("stock-3", ["stock"]).then(async () => (stock3AtJoin = await served("stock-3")));
+				joining = cluster.start("stock-3", ["stock"], { GOMALL_METRICS_PORT: String(metricsPort) }).then(async () => (stock3AtJoin = await served("stock-3")));
 			},
 			// The feeder waits here (traffic in flight) until stock-3 is in, so it joins mid-sale.
 			2000: () => joining
@@ -110,7 +111,13 @@ it("finishes a 3,000-buyer sale when a stock node is SIGKILLed mid-sale; every a
 
 	// The third node served (its own counter, read from it), and after it joined.
 	expect(stock3AtJoin).toBeGreaterThanOrEqual(0);
-	expect(await served("stock-3")).toBeGreaterThan(stock3AtJoin);
+	const stock3 = await served("stock-3");
+	expect(stock3).toBeGreaterThan(stock3AtJoin);
+	// What Prometheus scrapes from that node says the same, under its nodeID.
+	const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+	expect(text).toMatch(/^gomall_node_info\{node_id="stock-3",[^}]*services="stock"\} 1$/m);
+	const scraped = [...text.matchAll(/^gomall_seckill_requests_total\{[^}]*\} (\d+)$/gm)].reduce((a, m) => a + Number(m[1]), 0);
+	expect(scraped).toBe(stock3);
 
 	const c = await settle(activityId);
 	expectInvariant(c);

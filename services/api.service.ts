@@ -245,7 +245,10 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		 * and it would have run the flash-sale reserve a second time. Retries belong to the
 		 * inner call, where each action's retryPolicy decides what is safe to replay.
 		 */
-		rest: { retryPolicy: { enabled: false } }
+		// Nor does it get a breaker of its own: the errors raised on the gateway itself for any
+		// route (no node for an action, an open breaker further in) would count against this
+		// one handler. The breakers that matter are per actor and node, on the inner calls.
+		rest: { retryPolicy: { enabled: false }, circuitBreaker: { enabled: false } }
 	},
 
 	events: {

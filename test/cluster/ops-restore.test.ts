@@ -28,7 +28,7 @@ beforeAll(async () => {
 afterAll(async () => {
 	await restored?.stop();
 	await mall?.stop();
-	await dropDatabase({ ...mall.cfg, db: { ...mall.cfg.db, name: restoredDb } }).catch(() => undefined);
+	if (mall) await dropDatabase({ ...mall.cfg, db: { ...mall.cfg.db, name: restoredDb } }).catch(() => undefined);
 	fs.rmSync(dir, { recursive: true, force: true });
 }, 60000);
 

@@ -12,12 +12,15 @@ import { OtlpTraceExporter } from "./lib/otlp-exporter";
  */
 export class GatewayPrometheusReporter extends MetricReporters.Prometheus {
 	override init(registry: any): void {
-		// Skip Prometheus.init (it listens on :3030) but keep the base reporter's wiring.
+		// With metrics.port set, every node (not only a gateway) serves its own /metrics there,
+		// so Prometheus can scrape the stock and order nodes' counters one by one.
+		if ((this as any).opts.listen) return super.init(registry);
+		// Otherwise skip Prometheus.init (it would listen on :3030) but keep the base wiring.
 		(MetricReporters.Base.prototype as any).init.call(this, registry);
 	}
 
 	override stop(): Promise<void> {
-		return Promise.resolve();
+		return (this as any).server ? super.stop() : Promise.resolve();
 	}
 
 	/**
@@ -98,6 +101,28 @@ function actionSpanTags(this: unknown, ctx: { params?: any; meta?: any }, res?: 
 	return userId === undefined ? { params } : { params, meta: { user: { id: userId } } };
 }
 
+/**
+ * Errors raised before a request reached any handler of the callee: no endpoint to send it
+ * to, the callee's bulkhead queue full (refused before the handler ran), the transporter
+ * down when publishing. Replaying such a request cannot run the action twice.
+ */
+const NEVER_RAN = new Set(["ServiceNotAvailableError", "ServiceNotFoundError", "QueueIsFullError", "BrokerDisconnectedError"]);
+
+/**
+ * The retry check. Moleculer calls it as `opts.check(err)` with `opts` the broker policy
+ * merged with the action's own `retryPolicy`, which travels to other nodes in the action's
+ * definition (a function would not survive that trip, a flag does). An action that is not
+ * idempotent (the flash-sale reserve: a replay could reserve a second unit) declares
+ * `retryPolicy: { enabled: true, onlyNeverRan: true }` and is retried only for errors that
+ * prove it never ran. A timeout, or a request rejected because its node vanished, may have
+ * run (only the reply was lost), so those reach the buyer as a retryable 503 instead.
+ */
+export function retryable(this: { onlyNeverRan?: boolean } | undefined, err: any): boolean {
+	if (!err) return false;
+	if (this?.onlyNeverRan) return NEVER_RAN.has(err.name);
+	return err.retryable === true;
+}
+
 /** The broker options for a GoMall node, all taken from the node's configuration. */
 export function brokerOptions(cfg: Config, logging: GomallLogging, extra: Partial<BrokerOptions> = {}): BrokerOptions {
 	const b = cfg.broker;
@@ -110,7 +135,14 @@ export function brokerOptions(cfg: Config, logging: GomallLogging, extra: Partia
 		cacher: { type: "Redis", options: { redis: cfg.redis.url as any, ttl: cfg.cache.product_ttl, monitor: false } },
 		serializer: "JSON",
 		requestTimeout: b.request_timeout,
-		retryPolicy: { enabled: b.retry.enabled, retries: b.retry.retries, delay: b.retry.delay, maxDelay: b.retry.max_delay, factor: 2 },
+		// A SIGKILLed node says no goodbye: its peers drop it from their registries only when
+		// its heartbeats stop, and the check runs every heartbeat_timeout seconds, so a dead
+		// node is gone after heartbeat_timeout to 2 x heartbeat_timeout (Moleculer's defaults,
+		// 10 s / 30 s, left calls going to a dead stock node for up to a minute). Until then
+		// calls sent to it fail as 503s; once it is dropped they go to the live nodes only.
+		heartbeatInterval: b.heartbeat_interval,
+		heartbeatTimeout: b.heartbeat_timeout,
+		retryPolicy: { enabled: b.retry.enabled, retries: b.retry.retries, delay: b.retry.delay, maxDelay: b.retry.max_delay, factor: 2, check: retryable },
 		circuitBreaker: {
 			enabled: b.circuit_breaker.enabled,
 			threshold: b.circuit_breaker.threshold,
@@ -125,7 +157,7 @@ export function brokerOptions(cfg: Config, logging: GomallLogging, extra: Partia
 		tracking: { enabled: true, shutdownTimeout: cfg.shutdown.timeout },
 		registry: { strategy: "RoundRobin", preferLocal: true },
 		validator: true,
-		metrics: { enabled: true, reporter: [new GatewayPrometheusReporter({}) as any] },
+		metrics: { enabled: true, reporter: [new GatewayPrometheusReporter(cfg.metrics.port > 0 ? ({ listen: true, port: cfg.metrics.port, host: "0.0.0.0", path: "/metrics" } as object) : {}) as any] },
 		tracing: {
 			enabled: cfg.tracing.enabled,
 			exporter: cfg.tracing.otlp_endpoint ? [new OtlpTraceExporter({ endpoint: cfg.tracing.otlp_endpoint, serviceName: cfg.tracing.service_name }) as any] : [],

@@ -27,12 +27,17 @@ export interface Config {
 	log: { level: LogLevel; format: "json" | "pretty"; output: "stdout" | "file"; file: string; requests: boolean };
 	broker: {
 		request_timeout: number;
+		/** seconds between a node's heartbeats, and without one before peers drop it */
+		heartbeat_interval: number;
+		heartbeat_timeout: number;
 		retry: { enabled: boolean; retries: number; delay: number; max_delay: number };
 		circuit_breaker: { enabled: boolean; threshold: number; min_request_count: number; window_time: number; half_open_time: number };
 		bulkhead: { enabled: boolean; concurrency: number; max_queue_size: number };
 	};
 	shutdown: { drain_delay: number; timeout: number };
 	cache: { product_ttl: number };
+	/** 0: /metrics only on a gateway node's API port; else every node also serves it on this port */
+	metrics: { port: number };
 	order: { pay_timeout: number; sweep_interval: number };
 	seckill: { reconcile_interval: number; reconcile_age: number; max_deliveries: number; batch_size: number };
 	rate_limit: {
@@ -86,7 +91,8 @@ export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_RATE_LIMIT_ENABLED: ["rate_limit.enabled", "boolean"],
 	GOMALL_ORDER_PAY_TIMEOUT: ["order.pay_timeout", "number"],
 	GOMALL_AMQP_PREFETCH: ["amqp.prefetch", "number"],
-	GOMALL_OTLP_ENDPOINT: ["tracing.otlp_endpoint", "string"]
+	GOMALL_OTLP_ENDPOINT: ["tracing.otlp_endpoint", "string"],
+	GOMALL_METRICS_PORT: ["metrics.port", "number"]
 };
 
 export class ConfigError extends Error {
@@ -128,12 +134,15 @@ const schema = {
 		}),
 		broker: obj({
 			request_timeout: num(0, 600000),
+			heartbeat_interval: num(1, 60),
+			heartbeat_timeout: num(2, 600),
 			retry: obj({ enabled: bool, retries: num(0, 10), delay: num(0, 60000), max_delay: num(0, 600000) }),
 			circuit_breaker: obj({ enabled: bool, threshold: num(0, 1, false), min_request_count: num(1), window_time: num(1), half_open_time: num(1) }),
 			bulkhead: obj({ enabled: bool, concurrency: num(1), max_queue_size: num(0) })
 		}),
 		shutdown: obj({ drain_delay: num(0, 600000), timeout: num(0, 600000) }),
 		cache: obj({ product_ttl: num(0, 86400) }),
+		metrics: obj({ port: num(0, 65535) }),
 		order: obj({ pay_timeout: num(0.1, 86400 * 7, false), sweep_interval: num(0, 86400, false) }),
 		seckill: obj({ reconcile_interval: num(0, 86400, false), reconcile_age: num(0, 86400, false), max_deliveries: num(1, 100), batch_size: num(1, 1000) }),
 		rate_limit: obj({
@@ -240,6 +249,8 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 	if (cfg.env === "prod" && (cfg.jwt.secret === DEV_JWT_SECRET || cfg.jwt.secret.length < 32)) {
 		throw new ConfigError("config: jwt.secret (GOMALL_JWT_SECRET) must be set to a secret of at least 32 characters in prod, not the development secret");
 	}
+	// A peer that misses one beat (GC pause, busy event loop) must not be dropped at once.
+	if (cfg.broker.heartbeat_timeout < 2 * cfg.broker.heartbeat_interval) throw new ConfigError("config: broker.heartbeat_timeout must be at least twice broker.heartbeat_interval");
 	if (cfg.log.output === "file" && !cfg.log.file) throw new ConfigError("config: log.file must be set when log.output is file");
 	return deepFreeze(cfg);
 }

@@ -72,6 +72,8 @@ export function renderError(err: unknown, traceId: string | null): RenderedError
 		case "ServiceUnavailableError":
 		case "RequestTimeoutError":
 		case "RequestSkippedError":
+		case "RequestRejectedError":
+		case "BrokerDisconnectedError":
 		case "CircuitBreakerOpenError":
 			return { status: 503, body: fromDef(Codes.UNAVAILABLE, traceId), unexpected: false };
 	}
@@ -81,6 +83,9 @@ export function renderError(err: unknown, traceId: string | null): RenderedError
 		const def = Codes[type];
 		return { status: def.http, body: fromDef(def, traceId, e.data ?? null, e.message || def.message), unexpected: false };
 	}
+
+	// Any other error Moleculer marks retryable is about the cluster, not the request.
+	if ((e as { retryable?: unknown }).retryable === true) return { status: 503, body: fromDef(Codes.UNAVAILABLE, traceId), unexpected: false };
 
 	// body-parser errors carry an HTTP status and a type such as entity.parse.failed.
 	const status = Number(e.status ?? e.statusCode ?? e.code);

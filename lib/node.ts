@@ -40,6 +40,10 @@ export async function startNode(cfg: Config, services: readonly string[] = ALL_S
 		await migrate(cfg.db, msg => logging.root.info(msg));
 	}
 	const broker = new ServiceBroker({ ...brokerOptions(cfg, logging), replOptions: { customCommands: replCommands }, ...extra });
+	// Every node says who it is on /metrics (gateway nodes) and in $node.metrics (all nodes),
+	// so per-node series can be joined to a node and the actors it runs.
+	broker.metrics.register({ name: "gomall_node_info", type: "gauge", labelNames: ["node_id", "namespace", "services"], description: "This node: its nodeID, namespace and actors (always 1)" });
+	broker.metrics.set("gomall_node_info", 1, { node_id: broker.nodeID, namespace: cfg.namespace, services: services.join(",") });
 	for (const schema of schemas) broker.createService(schema);
 	await broker.start();
 

@@ -3,7 +3,8 @@
 #  - starts each local server the mall uses (MariaDB, Redis, RabbitMQ, NATS) that is
 #    installed but not listening on its default port on 127.0.0.1;
 #  - installs the Debian packages the tests use when missing: prometheus (promtool lints
-#    /metrics) and chromium (loads Swagger UI).
+#    /metrics and deploy/prometheus), chromium (loads Swagger UI) and docker-compose (checks
+#    the Compose files; no Docker engine is needed for that).
 # Quick when everything is there already: `npm test` runs it first, and so does CI.
 # Exits 1, naming each one, if something the tests need is still missing at the end.
 set -uo pipefail
@@ -42,6 +43,7 @@ fi
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
 	say "installing Debian packages: ${missing[*]}"
 	if ! { as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then

@@ -97,7 +97,16 @@ async function main(): Promise<void> {
 	process.on("SIGTERM", () => onSignal("SIGTERM"));
 	process.on("SIGINT", () => onSignal("SIGINT"));
 
-	if (args.repl) await broker.repl();
+	if (args.repl) {
+		// Info lines written to the terminal would interleave with the prompt and the tables.
+		// While the REPL is open a node logging to stdout keeps only warnings and errors
+		// (`log.output: "file"` keeps every level in the file instead).
+		if (cfg.log.output === "stdout" && (cfg.log.level === "info" || cfg.log.level === "debug")) {
+			log.warn(`REPL open: terminal log level raised from ${cfg.log.level} to warn (set log.output=file to keep ${cfg.log.level} lines)`);
+			logging.setLevel("warn");
+		}
+		await broker.repl();
+	}
 }
 
 main().catch(err => {

@@ -247,6 +247,22 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		}
 	},
 
+	actions: {
+		/**
+		 * moleculer-web serves every HTTP request through this local action. Moleculer's retry
+		 * must never replay it: the retry middleware re-runs the whole action when an error
+		 * from the call it wraps is retryable, but by then the request's URL has been rewritten
+		 * (the route prefix cut off) and its body consumed, so the replay matches no route and
+		 * answered 404 "route not found" (this was every 404 of a stock node killed mid-sale),
+		 * and it would have run the flash-sale reserve a second time. Retries belong to the
+		 * inner call, where each action's retryPolicy decides what is safe to replay.
+		 */
+		// Nor does it get a breaker of its own: the errors raised on the gateway itself for any
+		// route (no node for an action, an open breaker further in) would count against this
+		// one handler. The breakers that matter are per actor and node, on the inner calls.
+		rest: { retryPolicy: { enabled: false }, circuitBreaker: { enabled: false } }
+	},
+
 	events: {
 		"$broker.started"(this: ApiThis) {
 			this.ready = true;

@@ -35,6 +35,22 @@ type SeckillRedis = Redis & {
 	seckillMark(...args: (string | number)[]): Promise<1 | 0 | -1>;
 };
 
+/** One activity as gomall-status shows it (SPEC invariant terms). */
+interface ActivityStatus {
+	activity_id: number;
+	product_id: number;
+	armed: boolean;
+	initial: number;
+	redis_remaining: number;
+	/** R reserved, C claimed by the order writer, O ordered */
+	reservations: { R: number; C: number; O: number };
+	buyers: number;
+	orders: number;
+	closed: number;
+	db_stock: number;
+	consistent: boolean;
+}
+
 interface ReconcileReport {
 	activity_id: number;
 	product_id: number;
@@ -65,6 +81,7 @@ interface StockThis extends Service, DbThis, AmqpThis {
 	markMany(arming: string, orderNos: string[], state: "C" | "O"): Promise<(1 | 0 | -1)[]>;
 	armActivity(ctx: Context, p: InitParams): Promise<unknown>;
 	reconcileActivity(activityId: number): Promise<ReconcileReport>;
+	activityStatus(productId?: number): Promise<ActivityStatus[]>;
 	recheckSoldOut(): Promise<void>;
 }
 
@@ -153,7 +170,9 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		/** The hot path. Rejections are returned, not thrown (no stack trace per request). */
 		seckill: {
 			auth: "user",
-			retryPolicy: { enabled: false },
+			// Not idempotent (a replay can reserve a second unit): retried, when retries are on,
+			// only after errors proving it never ran (moleculer.config.ts, retryable()).
+			retryPolicy: { onlyNeverRan: true } as any,
 			params: { product_id: productId },
 			handler(this: StockThis, ctx: Context<{ product_id: number }, { user: AuthUser }>) {
 				return this.reserve(ctx.params.product_id, ctx.meta.user.id);
@@ -227,6 +246,30 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			params: reservationRef,
 			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string }>) {
 				return (await this.release(ctx.params.arming_id, ctx.params.order_no, "any")) === 1;
+			}
+		},
+
+		/** Operators (gomall-status): one row per activity, read only, nothing repaired. */
+		status: {
+			visibility: "public",
+			params: { product_id: { type: "number", integer: true, positive: true, optional: true, convert: true } },
+			handler(this: StockThis, ctx: Context<{ product_id?: number }>) {
+				return this.activityStatus(ctx.params.product_id);
+			}
+		},
+
+		/**
+		 * Operators (gomall-nodes, gomall-seckill), called on each stock node by nodeID: what
+		 * this node alone has served and which products it believes sold out. Only the
+		 * gateway node serves /metrics, so this is how the counters of the others are read.
+		 */
+		node: {
+			visibility: "public",
+			handler(this: StockThis) {
+				const served: Record<string, number> = {};
+				const metric = this.broker.metrics.getMetric("gomall_seckill_requests_total") as any;
+				for (const item of metric?.snapshot() ?? []) served[item.labels.result] = item.value;
+				return { node_id: this.broker.nodeID, sold_out: [...this.soldOut].sort((a, b) => a - b), seckill: served };
 			}
 		},
 
@@ -445,6 +488,46 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				this.logger.warn(`reconcile activity ${activityId}: republished ${report.republished.length}, released ${report.released.length}, released after close ${report.released_closed}, orphan orders ${report.orphan_orders.length}`);
 			}
 			return report;
+		},
+
+		/** The SPEC invariant's terms for the armed (or last day's) activities, as they are now. */
+		async activityStatus(this: StockThis, productId?: number): Promise<ActivityStatus[]> {
+			const db = this.adapter.db;
+			const rows = (await db.query(
+				`SELECT id, arming_id, product_id, total_stock, stock, limit_per_user, status FROM seckill_activities
+				  WHERE ${productId ? "product_id = ?" : "status = 1 OR updated_at > NOW(3) - INTERVAL 1 DAY"} ORDER BY id`,
+				{ replacements: productId ? [productId] : [], type: QueryTypes.SELECT }
+			)) as Record<string, any>[];
+			const out: ActivityStatus[] = [];
+			for (const a of rows) {
+				const k = activityKeys(a.arming_id);
+				const [remaining, resv, buyers] = await Promise.all([this.redis.hget(k.info, "stock"), this.redis.hgetall(k.resv), this.redis.hlen(k.bought)]);
+				const states = { R: 0, C: 0, O: 0 };
+				for (const [no, v] of Object.entries(resv)) {
+					const r = parseReservation(no, v);
+					if (r) states[r.state]++;
+				}
+				const [o] = (await db.query("SELECT COUNT(*) AS orders, COALESCE(SUM(status = 5), 0) AS closed FROM orders WHERE activity_id = ?", { replacements: [a.id], type: QueryTypes.SELECT })) as Record<string, any>[];
+				const initial = Number(a.total_stock);
+				const reservations = states.R + states.C + states.O;
+				const orders = Number(o.orders);
+				const closed = Number(o.closed);
+				const redisRemaining = Number(remaining ?? 0);
+				out.push({
+					activity_id: Number(a.id),
+					product_id: Number(a.product_id),
+					armed: Number(a.status) === 1,
+					initial,
+					redis_remaining: redisRemaining,
+					reservations: states,
+					buyers,
+					orders,
+					closed,
+					db_stock: Number(a.stock),
+					consistent: initial === redisRemaining + reservations && initial === Number(a.stock) + orders - closed
+				});
+			}
+			return out;
 		},
 
 		/** A sold-out flag whose stock came back (a release raced the broadcast) is dropped. */

@@ -8,12 +8,20 @@ import net from "node:net";
 export class TcpProxy {
 	private server: net.Server | null = null;
 	private readonly sockets = new Set<net.Socket>();
+	private stalled = false;
 	port = 0;
 
 	constructor(private readonly targetHost: string, private readonly targetPort: number) {}
 
 	async up(): Promise<void> {
 		const server = net.createServer(client => {
+			if (this.stalled) {
+				// Accepted and never answered: the client waits until its own timeout.
+				this.sockets.add(client);
+				client.on("close", () => this.sockets.delete(client));
+				client.on("error", () => undefined);
+				return;
+			}
 			const upstream = net.connect(this.targetPort, this.targetHost);
 			for (const s of [client, upstream]) {
 				this.sockets.add(s);
@@ -30,6 +38,20 @@ export class TcpProxy {
 		});
 		this.port = (server.address() as net.AddressInfo).port;
 		this.server = server;
+	}
+
+	/**
+	 * A database that hangs instead of refusing: open connections are cut, new ones are
+	 * accepted and never answered. `resume()` forwards again.
+	 */
+	stall(): void {
+		this.stalled = true;
+		for (const s of this.sockets) s.destroy();
+	}
+
+	resume(): void {
+		this.stalled = false;
+		for (const s of this.sockets) s.destroy();
 	}
 
 	async down(): Promise<void> {

@@ -48,6 +48,10 @@ describe("loadConfig", () => {
 		expect(loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: "x".repeat(40) } }).env).toBe("prod");
 	});
 
+	it("refuses a heartbeat timeout shorter than two heartbeats", () => {
+		expect(() => loadConfig({ env: "test", overrides: { broker: { heartbeat_interval: 5, heartbeat_timeout: 6 } } })).toThrow(/heartbeat_timeout/);
+	});
+
 	it("refuses an unknown environment", () => {
 		expect(() => loadConfig({ env: "staging", environ: {} })).toThrow(/env/);
 	});

@@ -2,6 +2,7 @@ import { Errors } from "moleculer";
 import { bizError, rejection } from "../../lib/errors";
 import { renderError } from "../../lib/envelope";
 import { Codes } from "../../lib/codes";
+import { retryable } from "../../moleculer.config";
 
 describe("renderError", () => {
 	it("renders a business error with its code and status", () => {
@@ -25,6 +26,11 @@ describe("renderError", () => {
 		}
 	});
 
+	it("maps a request rejected because its node vanished, and any other retryable error, to 503", () => {
+		expect(renderError(new Errors.RequestRejectedError({ action: "stock.seckill", nodeID: "stock-2" }), null)).toMatchObject({ status: 503, body: { code: 503 } });
+		expect(renderError({ name: "SomeNewRetryableError", message: "x", retryable: true }, null)).toMatchObject({ status: 503, unexpected: false });
+	});
+
 	it("hides anything unknown behind a 500 that says nothing", () => {
 		const err = Object.assign(new Error("ER_PARSE_ERROR near 'SELECT * FROM users'"), { name: "SequelizeDatabaseError" });
 		const out = renderError(err, null);
@@ -43,5 +49,20 @@ describe("rejection", () => {
 		expect(rejection("SECKILL_SOLD_OUT")).toBe(rejection("SECKILL_SOLD_OUT"));
 		expect(rejection("SECKILL_SOLD_OUT")).not.toBeInstanceOf(Error);
 		expect(Object.isFrozen(rejection("SECKILL_ENDED"))).toBe(true);
+	});
+});
+
+describe("retry check", () => {
+	const lost = [new Errors.RequestTimeoutError({ action: "a", nodeID: "n" }), new Errors.RequestRejectedError({ action: "a", nodeID: "n" })];
+	const neverRan = [new Errors.ServiceNotAvailableError({ action: "a" }), new Errors.QueueIsFullError({ action: "a" })];
+
+	it("retries any retryable error of an ordinary action", () => {
+		for (const err of [...lost, ...neverRan]) expect(retryable.call({}, err)).toBe(true);
+		expect(retryable.call({}, bizError("SECKILL_SOLD_OUT"))).toBe(false);
+	});
+
+	it("retries an action marked onlyNeverRan only when the request cannot have run", () => {
+		for (const err of lost) expect(retryable.call({ onlyNeverRan: true }, err)).toBe(false);
+		for (const err of neverRan) expect(retryable.call({ onlyNeverRan: true }, err)).toBe(true);
 	});
 });

@@ -204,8 +204,13 @@ async function main(): Promise<void> {
 		const counts = async (a: { activityId: number; arming: string }) => {
 			const k = activityKeys(a.arming);
 			const resv = Object.entries(await redis.hgetall(k.resv)).map(([no, v]) => parseReservation(no, v)!);
-			const [[row]] = (await db.query("SELECT total_stock, stock FROM seckill_activities WHERE id = ?", [a.activityId])) as any;
-			const [[o]] = (await db.query("SELECT COUNT(*) AS orders, COUNT(DISTINCT user_id, seckill_seq) AS distinct_seq, MAX(created_at) AS last FROM orders WHERE activity_id = ?", [a.activityId])) as any;
+			// One statement, so stock and orders are read at the same moment while the drain commits.
+			const [[row]] = (await db.query(
+				`SELECT a.total_stock, a.stock, COUNT(o.id) AS orders, COUNT(DISTINCT o.user_id, o.seckill_seq) AS distinct_seq, MAX(o.created_at) AS last
+				   FROM seckill_activities a LEFT JOIN orders o ON o.activity_id = a.id WHERE a.id = ? GROUP BY a.id`,
+				[a.activityId]
+			)) as any;
+			const o = row;
 			return {
 				initial: Number(row.total_stock),
 				redisRemaining: Number(await redis.hget(k.info, "stock")),
@@ -292,7 +297,7 @@ async function main(): Promise<void> {
 		const d = await armed(DRAIN_STOCK);
 		const rd = wrk(mallPort, d.productId, drainTokens, Math.min(SECONDS, 2));
 		const winners = rd.answers["200/0"] ?? 0;
-		if (winners !== DRAIN_STOCK) throw new Error(`drain run: ${winners} winners for ${DRAIN_STOCK} units`);
+		if (winners !== DRAIN_STOCK) throw new Error(`drain run: ${winners} winners for ${DRAIN_STOCK} units: ${JSON.stringify(rd.answers)}`);
 		const c = await settle(d, winners);
 		const seconds = (c.last - c.firstReservation) / 1000;
 		console.log(`drain          ${winners} winners -> ${c.orders} orders in ${seconds.toFixed(2)} s from the first reservation to the last order row: ${(winners / seconds).toFixed(0)} orders/s`);

@@ -170,7 +170,7 @@ async function main(): Promise<void> {
 	const configFile = path.join(tmp, "mall.json");
 	fs.writeFileSync(configFile, JSON.stringify(mallConfig));
 	const nodeArgs = PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(PROFILE)}`] : [];
-	start([...nodeArgs, path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"), "--env", "dev", "--config", configFile, "--workers", String(WORKERS)], {}, "mall");
+	start([...nodeArgs, path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"), "--env", "dev", "--config", configFile, ...(WORKERS > 1 ? ["--workers", String(WORKERS)] : [])], {}, "mall");
 	const base = `http://127.0.0.1:${mallPort}`;
 	await waitReady(`${base}/ready`);
 	if (WORKERS > 1) await new Promise(r => setTimeout(r, 3000)); // every worker listening and joined

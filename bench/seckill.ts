@@ -236,16 +236,17 @@ async function main(): Promise<void> {
 		};
 
 		const ceilingPort = await freePort();
-		const ceilingArming = { current: "" };
+		/** The ceiling runs once, warm, for every round; each round gets its units back. */
 		const startCeiling = async () => {
 			const a = await armed(STOCK);
-			ceilingArming.current = a.arming;
 			const child = start([path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")], { BENCH_PORT: String(ceilingPort), BENCH_REDIS_URL: cfg.redis.url, BENCH_NAMESPACE: namespace, BENCH_JWT_SECRET: cfg.jwt.secret, BENCH_ARMING: a.arming, BENCH_WORKERS: String(WORKERS) }, "ceiling");
 			await new Promise<void>((resolve, reject) => {
 				child.stdout!.on("data", d => String(d).includes("ceiling listening") && resolve());
 				child.once("exit", () => reject(new Error("ceiling exited")));
 			});
-			return { child, productId: a.productId };
+			const k = activityKeys(a.arming);
+			const refill = async () => void (await redis.multi().del(k.bought, k.seqs, k.resv, k.last).hset(k.info, "stock", STOCK).exec());
+			return { child, productId: a.productId, refill };
 		};
 
 		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${WORKERS}`);
@@ -258,18 +259,16 @@ async function main(): Promise<void> {
 			console.log(`${label.padEnd(14)} ${rps.toFixed(0).padStart(7)}  ${(r.p50 / 1000).toFixed(1).padStart(6)}  ${(r.p90 / 1000).toFixed(1).padStart(6)}  ${(r.p99 / 1000).toFixed(1).padStart(6)}  ${String(errors).padStart(6)}  ${answers}`);
 		};
 		// Warm both (JIT, connection pools, token caches) before anything is measured.
+		const ceiling = await startCeiling();
+		wrk(ceilingPort, ceiling.productId, buyers, 2);
 		{
-			const c = await startCeiling();
-			wrk(ceilingPort, c.productId, buyers, 2);
-			c.child.kill("SIGTERM");
 			const a = await armed(STOCK);
 			wrk(mallPort, a.productId, buyers, 2);
 			await settle(a, STOCK);
 		}
 		for (let round = 1; round <= ROUNDS; round++) {
-			const c = await startCeiling();
-			const rc = wrk(ceilingPort, c.productId, buyers, SECONDS);
-			c.child.kill("SIGTERM");
+			await ceiling.refill();
+			const rc = wrk(ceilingPort, ceiling.productId, buyers, SECONDS);
 			results.ceiling.push(rc);
 			row(`A${round}   ceiling`, rc);
 
@@ -283,6 +282,7 @@ async function main(): Promise<void> {
 			const bad = Object.keys(rf.answers).filter(k => !/^(200\/0|409\/600\d\d)$/.test(k));
 			if (bad.length || rf.connect + rf.read + rf.write + rf.timeout) throw new Error(`run B${round}: errors or unexpected answers: ${JSON.stringify(rf)}`);
 		}
+		ceiling.child.kill("SIGTERM");
 		const rps = (r: WrkResult) => r.requests / (r.duration_us / 1e6);
 		const med = (rs: WrkResult[], f: (r: WrkResult) => number) => median(rs.map(f));
 		const [mc, mf] = [med(results.ceiling, rps), med(results.full, rps)];

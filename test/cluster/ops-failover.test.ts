@@ -63,6 +63,12 @@ async function expectOneOrderPerWinner(activityId: number, wins: Map<number, str
 	return orders.length;
 }
 
+/** Whether the gateway's own registry has the node among stock.seckill's endpoints. */
+async function gatewayRoutesTo(nodeID: string): Promise<boolean> {
+	const actions = (await cluster.observer.call("$node.actions", { onlyAvailable: true, withEndpoints: true, skipInternal: true }, { nodeID: "gateway" })) as any[];
+	return actions.some(a => a.name === "stock.seckill" && a.endpoints?.some((e: any) => e.nodeID === nodeID && e.available !== false));
+}
+
 it("finishes a 3,000-buyer sale when a stock node is SIGKILLed mid-sale; every answer a win, a 409 or a 503; a third stock node joins and serves", async () => {
 	// The reserve's retry flag reaches the other nodes with its definition (no function would).
 	const seckill = (cluster.observer.registry.getActionList({}) as any[]).find(a => a.name === "stock.seckill");
@@ -94,7 +100,12 @@ it("finishes a 3,000-buyer sale when a stock node is SIGKILLed mid-sale; every a
 				void cluster.kill("stock-2", "SIGKILL"); // ...and dies without a goodbye
 			},
 			1000: () => {
-				joining = cluster.start("stock-3", ["stock"], { GOMALL_METRICS_PORT: String(metricsPort) }).then(async () => (stock3AtJoin = await served("stock-3")));
+				joining = cluster
+					.start("stock-3", ["stock"], { GOMALL_METRICS_PORT: String(metricsPort) })
+					// Joined for the gateway too, not only for the test's observer: each node learns of
+					// a newcomer from its own INFO packet, so the gateway may route to it a moment later.
+					.then(() => eventually(async () => gatewayRoutesTo("stock-3"), 20000, 100))
+					.then(async () => (stock3AtJoin = await served("stock-3")));
 			},
 			// The feeder waits here (traffic in flight) until stock-3 is in, so it joins mid-sale.
 			2000: () => joining

@@ -57,6 +57,9 @@ const CartService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 	actions: {
 		add: {
 			auth: "user",
+			// Adds to the line, so a replay after a lost reply would add twice: retried only after
+			// errors proving it never ran (moleculer.config.ts, retryable()).
+			retryPolicy: { onlyNeverRan: true } as any,
 			params: { $$strict: "remove", product_id: productId, quantity },
 			handler(this: CartThis, ctx: UserCtx<{ product_id: number; quantity: number }>) {
 				return this.setLine(ctx, ctx.params.product_id, ctx.params.quantity, "add");

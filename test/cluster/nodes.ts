@@ -266,11 +266,16 @@ export class Tally {
 export async function drive<T>(items: T[], concurrency: number, send: (item: T, i: number) => Promise<void>, at: Record<number, () => unknown> = {}, deadlineMs = 180000): Promise<void> {
 	const end = Date.now() + deadlineMs;
 	let next = 0;
+	// A hook holds every worker, not only the one that reached it: the others finish the
+	// request they have in flight, then wait at the gate until the hook is done.
+	let gate: Promise<unknown> = Promise.resolve();
 	const worker = async () => {
-		while (next < items.length) {
+		for (;;) {
+			await gate;
+			if (next >= items.length) return;
 			if (Date.now() > end) throw new Error(`drive: not done within ${deadlineMs} ms`);
 			const i = next++;
-			if (at[i]) await at[i]();
+			if (at[i]) await (gate = Promise.resolve().then(at[i]));
 			await send(items[i], i);
 		}
 	};

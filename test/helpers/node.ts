@@ -118,6 +118,17 @@ export class HttpClient {
 	}
 }
 
+/**
+ * Removes everything the nodes of a clusterEnv() (test/helpers/proc.ts) left behind: the
+ * database, the RabbitMQ queues, the Redis keys. Durable quorum queues left by every run pile
+ * up in the broker until it stops answering.
+ */
+export async function removeClusterEnv(env: Record<string, string>): Promise<void> {
+	const cfg = loadConfig({ env: "test", overrides: { namespace: env.GOMALL_NAMESPACE, db: { name: env.GOMALL_DB_NAME } } });
+	await dropDatabase(cfg);
+	await cleanupNamespace(cfg);
+}
+
 /** Deletes what a test namespace left in RabbitMQ and Redis (queues are durable, keys live on). */
 export async function cleanupNamespace(cfg: Config): Promise<void> {
 	const conn = await amqp.connect(cfg.amqp.url);

@@ -1,25 +1,23 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { loadConfig } from "../../config";
-import { HttpClient, dropDatabase } from "../helpers/node";
+import { HttpClient, removeClusterEnv } from "../helpers/node";
 import { clusterEnv, eventually, freePort, NodeProcess, spawnNode } from "../helpers/proc";
 
 const started: NodeProcess[] = [];
-const databases: string[] = [];
+const envs = new Map<string, Record<string, string>>();
 
 function run(args: string[], env: Record<string, string>): NodeProcess {
 	const p = spawnNode(args, env);
 	started.push(p);
-	if (env.GOMALL_DB_NAME) databases.push(env.GOMALL_DB_NAME);
+	if (env.GOMALL_NAMESPACE) envs.set(env.GOMALL_NAMESPACE, env);
 	return p;
 }
 
 afterAll(async () => {
 	for (const p of started) p.kill("SIGKILL");
 	await Promise.all(started.map(p => p.exited));
-	const base = loadConfig({ env: "test" });
-	for (const name of new Set(databases)) await dropDatabase({ ...base, db: { ...base.db, name } });
+	for (const env of envs.values()) await removeClusterEnv(env);
 });
 
 describe("a cluster over NATS", () => {

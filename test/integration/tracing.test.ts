@@ -1,7 +1,6 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { loadConfig } from "../../config";
-import { dropDatabase, HttpClient } from "../helpers/node";
+import { HttpClient, removeClusterEnv } from "../helpers/node";
 import { clusterEnv, eventually, freePort, NodeProcess, spawnNode } from "../helpers/proc";
 
 interface ReceivedSpan {
@@ -53,8 +52,7 @@ afterAll(async () => {
 	for (const n of nodes) n.kill("SIGKILL");
 	await Promise.all(nodes.map(n => n.exited));
 	receiver?.close();
-	const base = loadConfig({ env: "test" });
-	await dropDatabase({ ...base, db: { ...base.db, name: env.GOMALL_DB_NAME } });
+	await removeClusterEnv(env);
 });
 
 it("exports spans from two nodes over OTLP as one trace with correct parent links and GoMall attributes", async () => {

@@ -37,7 +37,7 @@ ensure 4222 NATS nats-server bash -c 'mkdir -p /var/lib/nats-server && start-sto
 
 # RabbitMQ accepts TCP before it accepts AMQP logins; wait until it is really serving.
 if up 5672 && command -v rabbitmqctl >/dev/null; then
-	for _ in $(seq 1 60); do as_root rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
+	for _ in $(seq 1 6); do as_root timeout 10 rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
 fi
 
 missing=()

@@ -81,6 +81,7 @@ interface OrderThis extends Service, DbThis, AmqpThis, RedisThis {
 	whyUnwritable(m: SeckillOrderMessage, transaction?: Transaction): Promise<string | null>;
 	createSeckillOrders(bodies: unknown[]): Promise<boolean[]>;
 	writeSeckillGroup(messages: SeckillOrderMessage[]): Promise<void>;
+	seckillOrdersWritten(written: SeckillOrderMessage[]): Promise<void>;
 	deadLetters(queue: DlqName, limit: number, replay: boolean): Promise<{ queue: string; messages: unknown[]; replayed: number }>;
 }
 
@@ -452,11 +453,7 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					else if (key.includes("uk_orders_activity_buyer_seq")) throw new PermanentMessageError((await this.whyUnwritable(m)) ?? `buyer ${m.user_id} already holds reservation #${m.seq} of activity ${m.activity_id} under another order number`);
 					else throw err;
 				}
-				if (inserted) {
-					this.broker.metrics.increment("gomall_orders_created_total", { kind: "seckill" });
-					this.broker.emit("order.created", { order_no: m.order_no, user_id: m.user_id, product_id: m.product_id, quantity: 1, total_price: Number(m.price), activity_id: m.activity_id });
-					await this.scheduleClose([m.order_no]);
-				}
+				if (inserted) await this.seckillOrdersWritten([m]);
 			}
 			await this.broker.call("stock.markOrdered", { arming_id: m.arming_id, order_nos: [m.order_no] });
 		},
@@ -522,12 +519,17 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					})) as unknown as [unknown, number];
 					if (affected !== 1) throw new Error(`activity ${activity_id} refused ${write.length} units`);
 				});
-				this.broker.metrics.increment("gomall_orders_created_total", { kind: "seckill" }, write.length);
-				for (const m of write) this.broker.emit("order.created", { order_no: m.order_no, user_id: m.user_id, product_id: m.product_id, quantity: 1, total_price: Number(m.price), activity_id: m.activity_id });
-				await this.scheduleClose(write.map(m => m.order_no));
+				await this.seckillOrdersWritten(write);
 			}
 			const ordered = [...existing, ...write.map(m => m.order_no)];
 			if (ordered.length) await this.broker.call("stock.markOrdered", { arming_id, order_nos: ordered });
+		},
+
+		/** What follows committed flash-sale orders, however they were written: count, announce, schedule the close. */
+		async seckillOrdersWritten(this: OrderThis, written: SeckillOrderMessage[]) {
+			this.broker.metrics.increment("gomall_orders_created_total", { kind: "seckill" }, written.length);
+			for (const m of written) this.broker.emit("order.created", { order_no: m.order_no, user_id: m.user_id, product_id: m.product_id, quantity: 1, total_price: Number(m.price), activity_id: m.activity_id });
+			await this.scheduleClose(written.map(m => m.order_no));
 		},
 
 		/**

@@ -32,7 +32,7 @@ function serve(): void {
 	};
 
 	const tokens = new TokenService(env("BENCH_JWT_SECRET"), 3600);
-	const redis = createRedis(env("BENCH_REDIS_URL"), env("BENCH_NAMESPACE"), { seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 } }, "bench-ceiling") as ReserveRedis;
+	const redis = createRedis({ url: env("BENCH_REDIS_URL"), cluster_nodes: [] }, env("BENCH_NAMESPACE"), { seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 } }, "bench-ceiling") as ReserveRedis;
 	const k = activityKeys(env("BENCH_ARMING"));
 	let n = 0;
 

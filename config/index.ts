@@ -18,7 +18,7 @@ export interface Config {
 	node_id: string;
 	http: { port: number; host: string; body_limit: string; cors_origins: string[]; trusted_proxies: string[] };
 	db: { host: string; port: number; user: string; password: string; name: string; pool_max: number };
-	redis: { url: string };
+	redis: RedisConfig;
 	amqp: { url: string; prefetch: number; retry_delays_ms: number[] };
 	nats: { url: string };
 	jwt: { secret: string; expires_in: number; verify_cache_size: number };
@@ -58,6 +58,17 @@ export interface Config {
 	tracing: { enabled: boolean; otlp_endpoint: string; service_name: string };
 }
 
+export interface RedisConfig {
+	/** one Redis (used when cluster_nodes is empty) */
+	url: string;
+	/** Redis Cluster seed nodes, `host:port` or `redis://host:port`; set: every Redis user goes through ioredis' Cluster client */
+	cluster_nodes: string[];
+	/** replicas that must hold a flash-sale reservation (Redis WAIT) before the buyer is told "queued"; 0: no wait */
+	wait_replicas: number;
+	/** how long WAIT may take; when fewer replicas answer, the reservation is released and the buyer asked to retry */
+	wait_timeout_ms: number;
+}
+
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
 export const DEV_JWT_SECRET = defaults.jwt.secret;
@@ -67,7 +78,8 @@ export const RELOADABLE_KEYS = ["log.level", "log.requests", "rate_limit", "brok
 
 const ENV_FILES: Record<EnvName, unknown> = { dev, prod, test };
 
-type EnvType = "string" | "number" | "boolean";
+/** list: comma-separated, spaces around items ignored */
+type EnvType = "string" | "number" | "boolean" | "list";
 /** Environment variables (SPEC "Config") and the key each one overrides. */
 export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_HTTP_PORT: ["http.port", "number"],
@@ -77,6 +89,8 @@ export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_DB_PASSWORD: ["db.password", "string"],
 	GOMALL_DB_NAME: ["db.name", "string"],
 	GOMALL_REDIS_URL: ["redis.url", "string"],
+	GOMALL_REDIS_CLUSTER_NODES: ["redis.cluster_nodes", "list"],
+	GOMALL_REDIS_WAIT_REPLICAS: ["redis.wait_replicas", "number"],
 	GOMALL_AMQP_URL: ["amqp.url", "string"],
 	GOMALL_NATS_URL: ["nats.url", "string"],
 	GOMALL_NAMESPACE: ["namespace", "string"],
@@ -119,9 +133,15 @@ const schema = {
 			trusted_proxies: { type: "array", items: "string" }
 		}),
 		db: obj({ host: { type: "string", min: 1 }, port: num(1, 65535), user: str, password: str, name: { type: "string", pattern: /^[A-Za-z0-9_]+$/ }, pool_max: num(1, 1000) }),
-		redis: obj({ url: { type: "string", pattern: /^rediss?:\/\// } }),
+		redis: obj({
+			url: { type: "string", pattern: /^rediss?:\/\// },
+			cluster_nodes: { type: "array", max: 100, items: { type: "string", pattern: /^(rediss?:\/\/)?[^\s/:]+:\d{1,5}\/?$/ } },
+			wait_replicas: num(0, 16),
+			wait_timeout_ms: num(1, 60000)
+		}),
 		amqp: obj({ url: { type: "string", pattern: /^amqps?:\/\// }, prefetch: num(1, 65535), retry_delays_ms: { type: "array", min: 1, max: 10, items: num(10, 3_600_000) } }),
-		nats: obj({ url: { type: "string", pattern: /^(nats:\/\/.*)?$/ } }),
+		// One server or several, comma-separated (a NATS cluster: the client fails over between them).
+		nats: obj({ url: { type: "string", pattern: /^(nats:\/\/[^,\s]+(,\s*nats:\/\/[^,\s]+)*)?$/ } }),
 		jwt: obj({ secret: str, expires_in: num(60, 365 * 86400), verify_cache_size: num(0, 10_000_000) }),
 		bcrypt: obj({ cost: num(4, 15) }),
 		admin: obj({ username: str, password: str }),
@@ -191,6 +211,7 @@ function setPath(obj: Record<string, unknown>, path: string, value: unknown): vo
 
 function parseEnvValue(name: string, key: string, raw: string, type: EnvType): unknown {
 	if (type === "string") return raw;
+	if (type === "list") return raw.split(",").map(s => s.trim()).filter(Boolean);
 	if (type === "number") {
 		const n = Number(raw);
 		if (raw.trim() === "" || !Number.isFinite(n)) throw new ConfigError(`config: ${key} (from ${name}) must be a number, got "${raw}"`);

@@ -1,6 +1,6 @@
 import { LRUCache } from "lru-cache";
-import type Redis from "ioredis";
 import type { RateTier } from "../config";
+import { isCluster, RedisClient } from "./redis";
 
 export interface Verdict {
 	allowed: boolean;
@@ -48,7 +48,7 @@ export class LocalBuckets {
 	}
 }
 
-export type GcraRedis = Redis & { rateLimitGcra(key: string, intervalMs: number, burst: number): Promise<[number, number]> };
+export type GcraRedis = RedisClient & { rateLimitGcra(key: string, intervalMs: number, burst: number): Promise<[number, number]> };
 
 export interface DistributedCheck {
 	key: string;
@@ -58,11 +58,18 @@ export interface DistributedCheck {
 /**
  * The shared layer: GCRA in Redis (lua/ratelimit_gcra.lua), one key per tier, every check of
  * a request sent in one pipeline (one round trip). All gateway nodes share the budget.
+ * On a Redis Cluster the tiers' keys live in different slots (one hot global key must not pull
+ * every user's key onto its node), so the checks go out at once, one per key's node.
  */
 export async function checkDistributed(redis: GcraRedis, checks: DistributedCheck[]): Promise<Verdict> {
-	const pipeline = redis.pipeline();
-	for (const c of checks) (pipeline as any).rateLimitGcra(c.key, 1000 / c.tier.rate, c.tier.burst);
-	const results = (await pipeline.exec()) ?? [];
+	let results: [Error | null, unknown][];
+	if (isCluster(redis)) {
+		results = await Promise.all(checks.map(c => redis.rateLimitGcra(c.key, 1000 / c.tier.rate, c.tier.burst).then(r => [null, r] as [null, unknown], err => [err, null] as [Error, unknown])));
+	} else {
+		const pipeline = redis.pipeline();
+		for (const c of checks) (pipeline as any).rateLimitGcra(c.key, 1000 / c.tier.rate, c.tier.burst);
+		results = ((await pipeline.exec()) ?? []) as [Error | null, unknown][];
+	}
 	let retry = 0;
 	for (const [err, res] of results) {
 		if (err) throw err;

@@ -173,6 +173,8 @@ export const replCommands: ReplCommand[] = [
 					released: a.released.length,
 					released_closed: a.released_closed,
 					marked: a.marked_ordered,
+					rebuilt: a.rebuilt ? "yes" : "no",
+					restored: a.restored.length,
 					orphans: a.orphan_orders.length,
 					invariant: a.consistent ? "holds" : "BROKEN"
 				}))
@@ -180,6 +182,7 @@ export const replCommands: ReplCommand[] = [
 			const fixes = report.activities.flatMap(a => [
 				...a.republished.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "republished" })),
 				...a.released.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "released" })),
+				...a.restored.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "reservation restored from its order" })),
 				...a.orphan_orders.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "orphan (needs an operator)" }))
 			]);
 			if (fixes.length) print("repairs", fixes);

@@ -5,7 +5,6 @@ import type { AddressInfo } from "node:net";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import ApiGateway, { ApiSettingsSchema } from "moleculer-web";
 import mysql from "mysql2/promise";
-import type Redis from "ioredis";
 import { getConfig } from "../config";
 import { Codes } from "../lib/codes";
 import { bizError, isRejection } from "../lib/errors";
@@ -14,7 +13,7 @@ import { AuthUser, ROLE_ADMIN, TokenService } from "../lib/jwt";
 import { AmqpConnection } from "../lib/amqp";
 import { parseByteLimit, readJsonBody } from "../lib/http-body";
 import { counter, labelSets } from "../lib/metrics";
-import { createRedis } from "../lib/redis";
+import { createRedis, redisHealthy, RedisClient } from "../lib/redis";
 import { PROJECT_ROOT } from "../lib/paths";
 import { ActionInfo, buildOpenApi } from "../lib/openapi";
 import { checkDistributed, clientIp, DistributedCheck, GcraRedis, LocalBuckets, Verdict } from "../lib/ratelimit";
@@ -39,7 +38,7 @@ interface ApiThis extends Service<ApiSettingsSchema> {
 	tokens: TokenService;
 	ready: boolean;
 	draining: boolean;
-	redis: Redis;
+	redis: RedisClient;
 	amqp: AmqpConnection;
 	dbPool: mysql.Pool;
 	server: import("node:http").Server;
@@ -454,7 +453,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			const transit = this.broker.transit as any;
 			const [database, redis, rabbitmq, nats] = await Promise.all([
 				probe(this.dbPool.query("SELECT 1")),
-				probe(this.redis.ping()),
+				probe(redisHealthy(this.redis)),
 				probe(this.amqp.probe()),
 				transit ? probe(transit.connected ? transit.tx.client.flush() : Promise.resolve(false)) : Promise.resolve<Probe>("disabled")
 			]);
@@ -499,13 +498,13 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in, c.jwt.verify_cache_size);
 		this.bodyLimit = parseByteLimit(c.http.body_limit);
 		this.soldOut = new Set();
-		this.redis = createRedis(c.redis.url, c.namespace, {}, "gomall-api");
+		this.redis = createRedis(c.redis, c.namespace, {}, "gomall-api");
 		this.amqp = new AmqpConnection(c.amqp.url, this.logger, "gomall-api-health");
 		this.buckets = new LocalBuckets(c.rate_limit.local_max_keys);
 		this.trusted = new Set(c.http.trusted_proxies);
 		this.limiterWarnedAt = 0;
 		// Fail fast when Redis is away: no offline queue, no retries, a short timeout.
-		this.limiterRedis = createRedis(c.rate_limit.redis_url || c.redis.url, c.namespace, { rateLimitGcra: { file: "ratelimit_gcra.lua", numberOfKeys: 1 } }, "gomall-ratelimit", {
+		this.limiterRedis = createRedis(c.rate_limit.redis_url ? { url: c.rate_limit.redis_url, cluster_nodes: [] } : c.redis, c.namespace, { rateLimitGcra: { file: "ratelimit_gcra.lua", numberOfKeys: 1 } }, "gomall-ratelimit", {
 			enableOfflineQueue: false,
 			maxRetriesPerRequest: 0,
 			commandTimeout: 500

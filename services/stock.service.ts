@@ -1,5 +1,4 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import type Redis from "ioredis";
 import { DataTypes, QueryTypes } from "sequelize";
 import { getConfig } from "../config";
 import { ConfirmPublisher } from "../lib/amqp";
@@ -14,6 +13,7 @@ import { assertSeckillTopology, deliveryPolicy, names, SECKILL_ROUTING_KEY } fro
 import { AmqpMixin, AmqpThis } from "../mixins/amqp.mixin";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 import { RedisMixin } from "../mixins/redis.mixin";
+import type { RedisClient } from "../lib/redis";
 import type { Product } from "./product.service";
 
 /** What a node remembers about the activity armed for a product (cheap rejections). */
@@ -29,10 +29,11 @@ interface ActivityMeta {
 	loadedAt: number;
 }
 
-type SeckillRedis = Redis & {
+type SeckillRedis = RedisClient & {
 	seckillReserve(...args: (string | number)[]): Promise<[number, number, number]>;
 	seckillRelease(...args: (string | number)[]): Promise<[number, number]>;
 	seckillMark(...args: (string | number)[]): Promise<1 | 0 | -1>;
+	seckillRestore(...args: (string | number)[]): Promise<[number, number]>;
 };
 
 /** One activity as gomall-status shows it (SPEC invariant terms). */
@@ -61,6 +62,11 @@ interface ReconcileReport {
 	released: string[];
 	marked_ordered: number;
 	released_closed: number;
+	/** Redis had lost the arming itself; rebuilt from its row */
+	rebuilt: boolean;
+	/** live orders whose lost reservation was put back */
+	restored: string[];
+	/** live orders that could not be put back (see the log) */
 	orphan_orders: string[];
 	consistent: boolean;
 }
@@ -77,6 +83,7 @@ interface StockThis extends Service, DbThis, AmqpThis {
 	reject(result: string, key: CodeKey): Rejection;
 	reserve(productId: number, userId: number): Promise<Rejection | { order_no: string; success: true; status: "queued"; message: string }>;
 	handOff(meta: ActivityMeta, userId: number, seq: number, orderNo: string): Promise<void>;
+	runReserve(k: ReturnType<typeof activityKeys>, userId: number, orderNo: string): Promise<[number, number, number, number]>;
 	release(arming: string, orderNo: string, mode: "unclaimed" | "any"): Promise<number>;
 	markMany(arming: string, orderNos: string[], state: "C" | "O"): Promise<(1 | 0 | -1)[]>;
 	armActivity(ctx: Context, p: InitParams): Promise<unknown>;
@@ -144,7 +151,8 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		RedisMixin("gomall-stock", {
 			seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 },
 			seckillRelease: { file: "seckill_release.lua", numberOfKeys: 4 },
-			seckillMark: { file: "seckill_mark.lua", numberOfKeys: 2 }
+			seckillMark: { file: "seckill_mark.lua", numberOfKeys: 2 },
+			seckillRestore: { file: "seckill_restore.lua", numberOfKeys: 5 }
 		}),
 		AmqpMixin("gomall-stock")
 	],
@@ -207,7 +215,8 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					  ORDER BY a.start_time, a.id`,
 					{ type: QueryTypes.SELECT }
 				)) as Record<string, any>[];
-				const live = rows.length ? await this.redis.pipeline(rows.map(r => ["hget", activityKeys(r.arming_id).info, "stock"])).exec() : [];
+				// One command per activity: on a Redis Cluster their keys live in different slots.
+				const live = await Promise.all(rows.map(r => this.redis.hget(activityKeys(r.arming_id).info, "stock")));
 				return rows.map((r, i) => ({
 					id: Number(r.id),
 					product_id: Number(r.product_id),
@@ -215,7 +224,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					product_image: r.product_image,
 					original_price: Number(r.original_price),
 					seckill_price: Number(r.seckill_price),
-					stock: live?.[i]?.[1] != null ? Number(live[i][1]) : Number(r.db_stock),
+					stock: live[i] != null ? Number(live[i]) : Number(r.db_stock),
 					start_time: r.start_time,
 					end_time: r.end_time
 				}));
@@ -344,11 +353,17 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 			const orderNo = this.orderNos.next();
 			const k = activityKeys(meta.arming);
-			const [code, seq, left] = await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo);
+			const [code, seq, left, replicas] = await this.runReserve(k, userId, orderNo);
 			if (code !== SeckillResult.WON) {
 				if (code === SeckillResult.SOLD_OUT) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
 				const [result, key] = RESULT_BY_CODE[code];
 				return this.reject(result, key);
+			}
+			if (replicas < getConfig().redis.wait_replicas) {
+				// Not on enough replicas in time: a failover now could forget this reservation
+				// while its buyer holds a "queued". Give it back instead (the buyer may retry).
+				await this.release(meta.arming, orderNo, "unclaimed");
+				return this.reject("unreplicated", "SECKILL_ORDER_FAILED");
 			}
 			if (left === 0) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
 
@@ -365,6 +380,23 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			this.broker.metrics.increment("gomall_seckill_requests_total", { result: "queued" });
 			this.broker.metrics.increment("gomall_seckill_success_total");
 			return { order_no: orderNo, success: true as const, status: "queued" as const, message: "queued: poll /api/seckill/result for the order" };
+		},
+
+		/**
+		 * seckill_reserve.lua; with redis.wait_replicas set, followed in the same pipeline (so on
+		 * the same master, one round trip) by WAIT, which answers how many replicas hold every
+		 * write this connection made so far, the reservation included.
+		 */
+		async runReserve(this: StockThis, k: ReturnType<typeof activityKeys>, userId: number, orderNo: string): Promise<[number, number, number, number]> {
+			const { wait_replicas: want, wait_timeout_ms: timeout } = getConfig().redis;
+			if (!want) return [...(await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo)), 0];
+			const pipeline = this.redis.pipeline() as unknown as { seckillReserve(...args: (string | number)[]): unknown; wait(n: number, ms: number): unknown; exec(): Promise<[Error | null, unknown][] | null> };
+			pipeline.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo);
+			pipeline.wait(want, timeout);
+			const [[reserveErr, result], [waitErr, replicas]] = (await pipeline.exec()) ?? [];
+			if (reserveErr) throw reserveErr;
+			if (waitErr) throw waitErr;
+			return [...(result as [number, number, number]), Number(replicas)];
 		},
 
 		handOff(this: StockThis, meta: ActivityMeta, userId: number, seq: number, orderNo: string) {
@@ -406,12 +438,13 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				)) as unknown as [number];
 				return Number(insertId);
 			});
-			const k = activityKeys(arming);
-			const tx = this.redis.multi();
-			for (const old of previous) tx.hset(activityKeys(old.arming_id).info, "active", "0");
-			tx.hset(k.info, { stock: p.stock, start, end, limit, active: 1, activity_id: id, product_id: p.product_id, price, name: product.name, image: product.image_url });
-			tx.set(productActivityKey(p.product_id), arming);
-			await tx.exec();
+			// Three steps, not one MULTI: on a Redis Cluster the old armings, the new one and the
+			// product's pointer live in different slots. The order keeps every moment safe: the old
+			// sale stops first, then the new one exists, and only then do buyers find it (between
+			// the first and the last step a buyer is told "no activity" for a few milliseconds).
+			await Promise.all(previous.map(old => this.redis.hset(activityKeys(old.arming_id).info, "active", "0")));
+			await this.redis.hset(activityKeys(arming).info, { stock: p.stock, start, end, limit, active: 1, activity_id: id, product_id: p.product_id, price, name: product.name, image: product.image_url });
+			await this.redis.set(productActivityKey(p.product_id), arming);
 			this.broker.broadcast("seckill.armed", { product_id: p.product_id, activity_id: id });
 			return { id, arming_id: arming, product_id: p.product_id, stock: p.stock, seckill_price: Number(price), start_time: new Date(start), end_time: new Date(end), limit_per_user: limit };
 		},
@@ -422,12 +455,15 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		 *  - reservation with a live order not marked ordered -> marked;
 		 *  - reservation older than seckill.reconcile_age with no order -> re-published (the
 		 *    consumer is idempotent), or released if that fails;
-		 *  - live order with no reservation -> reported (Redis lost data; needs an operator).
+		 *  - the arming's keys gone from Redis (a failover or a restore lost them) -> rebuilt from
+		 *    its row, stock = the initial stock, so the next step puts every live order back;
+		 *  - live order with no reservation -> its reservation restored as ordered (the unit taken
+		 *    from Redis stock again), so the invariant is restored from the database.
 		 */
 		async reconcileActivity(this: StockThis, activityId: number): Promise<ReconcileReport> {
 			const db = this.adapter.db;
 			const [activity] = (await db.query(
-				`SELECT a.id, a.arming_id, a.product_id, a.total_stock, a.seckill_price, p.name, p.image_url
+				`SELECT a.id, a.arming_id, a.product_id, a.total_stock, a.seckill_price, a.limit_per_user, a.start_time, a.end_time, a.status, p.name, p.image_url
 				   FROM seckill_activities a LEFT JOIN products p ON p.id = a.product_id WHERE a.id = ?`,
 				{ replacements: [activityId], type: QueryTypes.SELECT }
 			)) as Record<string, any>[];
@@ -444,17 +480,35 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				released: [],
 				marked_ordered: 0,
 				released_closed: 0,
+				rebuilt: false,
+				restored: [],
 				orphan_orders: [],
 				consistent: false
 			};
-			const orders = new Map(
-				((await db.query("SELECT order_no, status FROM orders WHERE activity_id = ?", { replacements: [activityId], type: QueryTypes.SELECT })) as { order_no: string; status: number }[]).map(o => [o.order_no, o.status])
-			);
+			const rows = (await db.query("SELECT order_no, status, user_id, seckill_seq, created_at FROM orders WHERE activity_id = ?", { replacements: [activityId], type: QueryTypes.SELECT })) as {
+				order_no: string;
+				status: number;
+				user_id: number;
+				seckill_seq: number;
+				created_at: Date;
+			}[];
+			const orders = new Map(rows.map(o => [o.order_no, Number(o.status)]));
+			const price = centsToDecimal(toCents(activity.seckill_price));
+			if (!(await this.redis.exists(k.info))) {
+				const armed = Number(activity.status) === 1;
+				const start = new Date(activity.start_time).getTime();
+				const end = new Date(activity.end_time).getTime();
+				await this.redis.hset(k.info, { stock: report.initial, start, end, limit: Number(activity.limit_per_user), active: armed ? 1 : 0, activity_id: activityId, product_id: report.product_id, price, name: activity.name ?? "", image: activity.image_url ?? "" });
+				if (armed) await this.redis.set(productActivityKey(report.product_id), arming);
+				report.rebuilt = true;
+				this.logger.warn(`reconcile activity ${activityId}: its Redis keys were gone; rebuilt from the database`);
+				this.broker.broadcast("seckill.armed", { product_id: report.product_id, activity_id: activityId });
+			}
 			const raw = await this.redis.hgetall(k.resv);
 			const reservations = Object.entries(raw).map(([no, v]) => parseReservation(no, v)).filter((r): r is Reservation => r !== null);
 			const [redisNow] = await this.redis.time();
 			const ageLimitMs = getConfig().seckill.reconcile_age * 1000;
-			const meta: ActivityMeta = { id: activityId, arming, product_id: report.product_id, price: centsToDecimal(toCents(activity.seckill_price)), name: activity.name ?? "", image: activity.image_url ?? "", start: 0, end: 0, loadedAt: 0 };
+			const meta: ActivityMeta = { id: activityId, arming, product_id: report.product_id, price, name: activity.name ?? "", image: activity.image_url ?? "", start: 0, end: 0, loadedAt: 0 };
 
 			for (const r of reservations) {
 				const status = orders.get(r.order_no);
@@ -475,8 +529,14 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				}
 			}
 
+			const held = new Set(Object.keys(await this.redis.hgetall(k.resv)));
+			for (const o of rows) {
+				if (Number(o.status) === 5 || held.has(o.order_no)) continue;
+				const [restored] = await this.redis.seckillRestore(k.info, k.bought, k.seqs, k.resv, k.last, o.order_no, Number(o.user_id), Number(o.seckill_seq), new Date(o.created_at).getTime());
+				if (restored === -1) report.orphan_orders.push(o.order_no);
+				else if (restored === 1) report.restored.push(o.order_no);
+			}
 			const live = new Set(Object.keys(await this.redis.hgetall(k.resv)));
-			for (const [no, status] of orders) if (status !== 5 && !live.has(no)) report.orphan_orders.push(no);
 			const [dbRow] = (await db.query("SELECT stock FROM seckill_activities WHERE id = ?", { replacements: [activityId], type: QueryTypes.SELECT })) as { stock: number }[];
 			report.redis.remaining = Number((await this.redis.hget(k.info, "stock")) ?? 0);
 			report.redis.reservations = live.size;
@@ -484,9 +544,15 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			report.db.live_orders = [...orders.values()].filter(s => s !== 5).length;
 			report.consistent =
 				report.initial === report.redis.remaining + report.redis.reservations && report.initial === report.db.stock + report.db.live_orders;
-			if (report.republished.length || report.released.length || report.released_closed || report.orphan_orders.length) {
-				this.logger.warn(`reconcile activity ${activityId}: republished ${report.republished.length}, released ${report.released.length}, released after close ${report.released_closed}, orphan orders ${report.orphan_orders.length}`);
+			if (report.republished.length || report.released.length || report.released_closed || report.restored.length || report.orphan_orders.length) {
+				this.logger.warn(
+					`reconcile activity ${activityId}: republished ${report.republished.length}, released ${report.released.length}, released after close ${report.released_closed}, restored from orders ${report.restored.length}, orphan orders ${report.orphan_orders.length}`
+				);
 			}
+			// More units held in Redis than it had: the same unit was sold twice in Redis (a
+			// reservation lost to a failover, its unit sold again). The database's guarded UPDATE
+			// kept MySQL exact; say it loudly, because a buyer told "queued" may have no order.
+			if (report.redis.remaining < 0) this.logger.error(`reconcile activity ${activityId}: Redis holds ${-report.redis.remaining} more reservations than stock (lost writes; see redis.wait_replicas)`);
 			return report;
 		},
 
@@ -547,7 +613,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		this.metas = new Map();
 		this.timers = [];
 		this.publisher = new ConfirmPublisher(this.amqp, ch => assertSeckillTopology(ch, c.namespace, deliveryPolicy(c)));
-		const results = ["queued", "handoff_failed", ...Object.values(RESULT_BY_CODE).map(([result]) => result)];
+		const results = ["queued", "handoff_failed", "unreplicated", ...Object.values(RESULT_BY_CODE).map(([result]) => result)];
 		counter(this.broker.metrics, "gomall_seckill_requests_total", "Flash-sale requests by result", labelSets({ result: results }));
 		counter(this.broker.metrics, "gomall_seckill_success_total", "Flash-sale reservations handed to the order queue");
 	},

@@ -1,8 +1,9 @@
 import crypto from "node:crypto";
 import amqp from "amqplib";
-import Redis from "ioredis";
+import Redis, { Cluster } from "ioredis";
 import { Config, loadConfig } from "../../config";
 import { names } from "../../lib/topology";
+import { clusterOptions, isCluster, masters, RedisClient } from "../../lib/redis";
 import { connectAdmin } from "../../lib/migrate";
 import { ALL_SERVICES, GomallNode, startNode } from "../../lib/node";
 
@@ -129,6 +130,13 @@ export async function removeClusterEnv(env: Record<string, string>): Promise<voi
 	await cleanupNamespace(cfg);
 }
 
+/** A client of the mall's Redis (or Redis Cluster) without the key prefix: it sees every key. */
+export function plainRedis(cfg: Config): RedisClient {
+	if (!cfg.redis.cluster_nodes.length) return new Redis(cfg.redis.url);
+	const c = clusterOptions(cfg.redis, {});
+	return new Cluster(c.nodes, c.options);
+}
+
 /** Deletes what a test namespace left in RabbitMQ and Redis (queues are durable, keys live on). */
 export async function cleanupNamespace(cfg: Config): Promise<void> {
 	const conn = await amqp.connect(cfg.amqp.url);
@@ -143,15 +151,20 @@ export async function cleanupNamespace(cfg: Config): Promise<void> {
 	} finally {
 		await conn.close();
 	}
-	const redis = new Redis(cfg.redis.url);
+	// No key prefix: the cacher's keys are not under the mall's prefix. On a cluster every
+	// master is scanned, and keys are deleted one by one (they live in different slots).
+	const redis = plainRedis(cfg);
 	try {
-		for (const pattern of [`gomall:${cfg.namespace}:*`, `MOL-${cfg.namespace}-*`]) {
-			let cursor = "0";
-			do {
-				const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-				if (keys.length) await redis.del(...keys);
-				cursor = next;
-			} while (cursor !== "0");
+		if (isCluster(redis)) await new Promise<void>(resolve => redis.once("ready", resolve));
+		for (const node of masters(redis)) {
+			for (const pattern of [`gomall:${cfg.namespace}:*`, `MOL-${cfg.namespace}-*`]) {
+				let cursor = "0";
+				do {
+					const [next, keys] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+					for (const key of keys) await node.del(key);
+					cursor = next;
+				} while (cursor !== "0");
+			}
 		}
 	} finally {
 		redis.disconnect();

@@ -53,7 +53,7 @@ export interface Counts {
 
 /** Everything the SPEC invariant speaks of, read straight from Redis and MySQL. */
 export async function counts(mall: TestMall, activityId: number): Promise<Counts> {
-	const redis = createRedis(mall.cfg.redis.url, mall.cfg.namespace);
+	const redis = createRedis(mall.cfg.redis, mall.cfg.namespace);
 	try {
 		const [a] = await sql(mall, "SELECT arming_id, total_stock, stock FROM seckill_activities WHERE id = ?", [activityId]);
 		const k = activityKeys(a.arming_id);

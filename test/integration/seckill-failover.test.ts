@@ -1,5 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { GomallNode, startNode } from "../../lib/node";
+import { createRedis } from "../../lib/redis";
+import { activityKeys, parseReservation, productActivityKey } from "../../lib/seckill";
 import { startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
 import { arm, buy, Buyer, counts, drained, expectInvariant, makeBuyers, newProduct, sql } from "../helpers/seckill";
@@ -96,3 +98,53 @@ it("ends every reservation as an order or a release when RabbitMQ drops every co
 	expect((await ordersOf(activity.id)).sort()).toEqual(wins.sort());
 	expect(c.distinctBuyerSeq).toBe(c.orders);
 }, 120000);
+
+it("repairs Redis from the database when Redis loses reservations, and even the whole arming, behind live orders", async () => {
+	if (!consumers.some(c => c.broker.started)) await startConsumer("c4");
+	const pid = await newProduct(mall, admin);
+	const activity = await arm(mall, admin, { product_id: pid, stock: 20 });
+	const buyers = await makeBuyers(mall, 30, "redisloss");
+	const results = await Promise.all(buyers.slice(0, 12).map(b => buy(mall, b, pid)));
+	expect(results.every(r => r.status === 200)).toBe(true);
+	await drained(mall, activity.id);
+
+	// What a failover without replication can do: three reservations gone, their units back
+	// in stock and their buyers' counts back, as if the reservations had never been made.
+	const redis = createRedis(mall.cfg.redis, mall.cfg.namespace);
+	const k = activityKeys(activity.arming_id);
+	try {
+		const lost = Object.entries(await redis.hgetall(k.resv)).slice(0, 3);
+		for (const [no, v] of lost) {
+			const r = parseReservation(no, v)!;
+			await redis.hdel(k.resv, no);
+			await redis.hincrby(k.info, "stock", 1);
+			await redis.hdel(k.bought, String(r.user_id));
+		}
+		let report = ((await mall.node.broker.call("stock.reconcile", { activity_id: activity.id })) as any).activities[0];
+		expect(report).toMatchObject({ rebuilt: false, orphan_orders: [], consistent: true });
+		expect(report.restored.sort()).toEqual(lost.map(([no]) => no).sort());
+		expectInvariant(await counts(mall, activity.id));
+
+		// Everything of the arming gone (a Redis restored from an empty snapshot).
+		await redis.del(k.info, k.resv, k.bought, k.seqs, k.last);
+		await redis.del(productActivityKey(pid));
+		report = ((await mall.node.broker.call("stock.reconcile", { activity_id: activity.id })) as any).activities[0];
+		expect(report).toMatchObject({ rebuilt: true, orphan_orders: [], consistent: true, redis: { remaining: 8, reservations: 12 } });
+		expect(report.restored).toHaveLength(12);
+		const c = await counts(mall, activity.id);
+		expectInvariant(c);
+		expect(c.ordered).toBe(12);
+	} finally {
+		redis.disconnect();
+	}
+
+	// The sale goes on from the rebuilt state: an earlier winner is still at the limit, new
+	// buyers take exactly the 8 units left, and the result poll still finds the old orders.
+	await eventually(async () => (await buy(mall, buyers[0], pid)).body.code === 60004, 10000, 200);
+	const more = await Promise.all(buyers.slice(12).map(b => buy(mall, b, pid)));
+	expect(more.filter(r => r.status === 200)).toHaveLength(8);
+	expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, buyers[1].token)).body.data).toMatchObject({ status: "success" });
+	const c = await drained(mall, activity.id);
+	expect(c).toMatchObject({ orders: 20, reservations: 20, redisRemaining: 0, dbStock: 0 });
+	expectInvariant(c);
+}, 60000);

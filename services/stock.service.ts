@@ -83,7 +83,8 @@ interface StockThis extends Service, DbThis, AmqpThis {
 	reject(result: string, key: CodeKey): Rejection;
 	reserve(productId: number, userId: number): Promise<Rejection | { order_no: string; success: true; status: "queued"; message: string }>;
 	handOff(meta: ActivityMeta, userId: number, seq: number, orderNo: string): Promise<void>;
-	runReserve(k: ReturnType<typeof activityKeys>, userId: number, orderNo: string): Promise<[number, number, number, number]>;
+	runReserve(k: ReturnType<typeof activityKeys>, userId: number, orderNo: string, attempt?: number): Promise<[number, number, number, number]>;
+	reserveAndWait(k: ReturnType<typeof activityKeys>, userId: number, orderNo: string, want: number, timeout: number): Promise<[number, number, number, number]>;
 	release(arming: string, orderNo: string, mode: "unclaimed" | "any"): Promise<number>;
 	markMany(arming: string, orderNos: string[], state: "C" | "O"): Promise<(1 | 0 | -1)[]>;
 	armActivity(ctx: Context, p: InitParams): Promise<unknown>;
@@ -353,7 +354,17 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 			const orderNo = this.orderNos.next();
 			const k = activityKeys(meta.arming);
-			const [code, seq, left, replicas] = await this.runReserve(k, userId, orderNo);
+			let reserved: [number, number, number, number];
+			try {
+				reserved = await this.runReserve(k, userId, orderNo);
+			} catch (err) {
+				// Redis unreachable or mid-failover: "retry" (503). If the script did run and only
+				// its reply was lost, the reservation has no message yet; reconciliation publishes
+				// it after seckill.reconcile_age, so the buyer still gets that order.
+				this.logger.warn(`seckill ${orderNo}: Redis did not answer the reservation (${(err as Error).message})`);
+				return this.reject("redis_error", "UNAVAILABLE");
+			}
+			const [code, seq, left, replicas] = reserved;
 			if (code !== SeckillResult.WON) {
 				if (code === SeckillResult.SOLD_OUT) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
 				const [result, key] = RESULT_BY_CODE[code];
@@ -387,9 +398,23 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		 * the same master, one round trip) by WAIT, which answers how many replicas hold every
 		 * write this connection made so far, the reservation included.
 		 */
-		async runReserve(this: StockThis, k: ReturnType<typeof activityKeys>, userId: number, orderNo: string): Promise<[number, number, number, number]> {
+		async runReserve(this: StockThis, k: ReturnType<typeof activityKeys>, userId: number, orderNo: string, attempt = 1): Promise<[number, number, number, number]> {
 			const { wait_replicas: want, wait_timeout_ms: timeout } = getConfig().redis;
 			if (!want) return [...(await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo)), 0];
+			try {
+				return await this.reserveAndWait(k, userId, orderNo, want, timeout);
+			} catch (err) {
+				// A cluster redirection proves the script did not run; ioredis follows it for a
+				// lone command but not inside a pipeline whose other command (WAIT) succeeded.
+				if (attempt < 3 && /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test((err as Error).message)) {
+					await new Promise(resolve => setTimeout(resolve, 100 * attempt));
+					return this.runReserve(k, userId, orderNo, attempt + 1);
+				}
+				throw err;
+			}
+		},
+
+		async reserveAndWait(this: StockThis, k: ReturnType<typeof activityKeys>, userId: number, orderNo: string, want: number, timeout: number): Promise<[number, number, number, number]> {
 			const pipeline = this.redis.pipeline() as unknown as { seckillReserve(...args: (string | number)[]): unknown; wait(n: number, ms: number): unknown; exec(): Promise<[Error | null, unknown][] | null> };
 			pipeline.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo);
 			pipeline.wait(want, timeout);
@@ -613,7 +638,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		this.metas = new Map();
 		this.timers = [];
 		this.publisher = new ConfirmPublisher(this.amqp, ch => assertSeckillTopology(ch, c.namespace, deliveryPolicy(c)));
-		const results = ["queued", "handoff_failed", "unreplicated", ...Object.values(RESULT_BY_CODE).map(([result]) => result)];
+		const results = ["queued", "handoff_failed", "unreplicated", "redis_error", ...Object.values(RESULT_BY_CODE).map(([result]) => result)];
 		counter(this.broker.metrics, "gomall_seckill_requests_total", "Flash-sale requests by result", labelSets({ result: results }));
 		counter(this.broker.metrics, "gomall_seckill_success_total", "Flash-sale reservations handed to the order queue");
 	},

@@ -1,4 +1,5 @@
 import crypto from "node:crypto";
+import type { RedisClient } from "./redis";
 
 /**
  * Flash-sale Redis keys and messages, shared by the stock actor (which owns the Redis state)
@@ -71,4 +72,69 @@ export function isSeckillOrderMessage(m: any): m is SeckillOrderMessage {
 		typeof m.product_name === "string" && typeof m.product_image === "string" &&
 		typeof m.price === "string" && /^\d+(\.\d{1,2})?$/.test(m.price)
 	);
+}
+
+/** A client with lua/seckill_reserve.lua defined as `seckillReserve` (KEYS info, bought, seqs, resv, last; ARGV user_id, order_no). */
+export type ReserveRedis = RedisClient & { seckillReserve(...args: (string | number)[]): Promise<[number, number, number]> };
+
+type ReserveResult = [code: number, seq: number, left: number, replicas: number];
+
+interface Waiting {
+	userId: number;
+	orderNo: string;
+	resolve(r: ReserveResult): void;
+	reject(err: Error): void;
+}
+
+/**
+ * Reservations that are answered only once `replicas` replicas hold them (Redis WAIT), with
+ * one WAIT per batch, not per buyer (group commit). For each arming, one pipeline is in flight
+ * at a time: its reservation scripts, then WAIT. A pipeline goes to one master over one
+ * connection, so that WAIT covers every script before it; reservations that arrive meanwhile
+ * wait and leave together as the next pipeline. WAIT blocks its connection until the replicas
+ * answer, so one WAIT per reservation would serialise the sale behind replication round trips.
+ */
+export class ReplicatedReserver {
+	private readonly queues = new Map<string, Waiting[]>();
+	private readonly busy = new Set<string>();
+
+	constructor(private readonly redis: ReserveRedis, private readonly replicas: number, private readonly timeoutMs: number, private readonly maxBatch = 500) {}
+
+	/** [code, seq, stock_left] of the script, and how many replicas acknowledged it in time. */
+	reserve(arming: string, userId: number, orderNo: string): Promise<ReserveResult> {
+		return new Promise((resolve, reject) => {
+			let queue = this.queues.get(arming);
+			if (!queue) this.queues.set(arming, (queue = []));
+			queue.push({ userId, orderNo, resolve, reject });
+			if (!this.busy.has(arming)) void this.flush(arming);
+		});
+	}
+
+	private async flush(arming: string): Promise<void> {
+		const queue = this.queues.get(arming);
+		if (!queue?.length) {
+			this.queues.delete(arming);
+			this.busy.delete(arming);
+			return;
+		}
+		this.busy.add(arming);
+		const batch = queue.splice(0, this.maxBatch);
+		const k = activityKeys(arming);
+		const pipeline = this.redis.pipeline() as unknown as { seckillReserve(...args: (string | number)[]): unknown; wait(n: number, ms: number): unknown; exec(): Promise<[Error | null, unknown][] | null> };
+		for (const w of batch) pipeline.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, w.userId, w.orderNo);
+		pipeline.wait(this.replicas, this.timeoutMs);
+		try {
+			const results = (await pipeline.exec()) ?? [];
+			const [waitErr, acked] = results[batch.length] ?? [new Error("no WAIT reply"), 0];
+			batch.forEach((w, i) => {
+				const [err, r] = results[i] ?? [new Error("no reply"), null];
+				if (err) w.reject(err);
+				else if (waitErr) w.reject(waitErr);
+				else w.resolve([...(r as [number, number, number]), Number(acked)]);
+			});
+		} catch (err) {
+			for (const w of batch) w.reject(err as Error);
+		}
+		await this.flush(arming);
+	}
 }

@@ -8,12 +8,11 @@ import { AuthUser } from "../lib/jwt";
 import { centsToDecimal, toCents } from "../lib/money";
 import { counter, labelSets } from "../lib/metrics";
 import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
-import { activityKeys, ARMING_ID, newArmingId, parseReservation, productActivityKey, Reservation, SeckillOrderMessage, SeckillResult } from "../lib/seckill";
+import { activityKeys, ARMING_ID, newArmingId, parseReservation, productActivityKey, ReplicatedReserver, Reservation, ReserveRedis, SeckillOrderMessage, SeckillResult } from "../lib/seckill";
 import { assertSeckillTopology, deliveryPolicy, names, SECKILL_ROUTING_KEY } from "../lib/topology";
 import { AmqpMixin, AmqpThis } from "../mixins/amqp.mixin";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 import { RedisMixin } from "../mixins/redis.mixin";
-import type { RedisClient } from "../lib/redis";
 import type { Product } from "./product.service";
 
 /** What a node remembers about the activity armed for a product (cheap rejections). */
@@ -29,8 +28,7 @@ interface ActivityMeta {
 	loadedAt: number;
 }
 
-type SeckillRedis = RedisClient & {
-	seckillReserve(...args: (string | number)[]): Promise<[number, number, number]>;
+type SeckillRedis = ReserveRedis & {
 	seckillRelease(...args: (string | number)[]): Promise<[number, number]>;
 	seckillMark(...args: (string | number)[]): Promise<1 | 0 | -1>;
 	seckillRestore(...args: (string | number)[]): Promise<[number, number]>;
@@ -83,8 +81,8 @@ interface StockThis extends Service, DbThis, AmqpThis {
 	reject(result: string, key: CodeKey): Rejection;
 	reserve(productId: number, userId: number): Promise<Rejection | { order_no: string; success: true; status: "queued"; message: string }>;
 	handOff(meta: ActivityMeta, userId: number, seq: number, orderNo: string): Promise<void>;
-	runReserve(k: ReturnType<typeof activityKeys>, userId: number, orderNo: string, attempt?: number): Promise<[number, number, number, number]>;
-	reserveAndWait(k: ReturnType<typeof activityKeys>, userId: number, orderNo: string, want: number, timeout: number): Promise<[number, number, number, number]>;
+	runReserve(arming: string, userId: number, orderNo: string, attempt?: number): Promise<[number, number, number, number]>;
+	replicated: ReplicatedReserver | null;
 	release(arming: string, orderNo: string, mode: "unclaimed" | "any"): Promise<number>;
 	markMany(arming: string, orderNos: string[], state: "C" | "O"): Promise<(1 | 0 | -1)[]>;
 	armActivity(ctx: Context, p: InitParams): Promise<unknown>;
@@ -353,10 +351,9 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			if (now >= meta.end + CLOCK_SLACK_MS) return this.reject("ended", "SECKILL_ENDED");
 
 			const orderNo = this.orderNos.next();
-			const k = activityKeys(meta.arming);
 			let reserved: [number, number, number, number];
 			try {
-				reserved = await this.runReserve(k, userId, orderNo);
+				reserved = await this.runReserve(meta.arming, userId, orderNo);
 			} catch (err) {
 				// Redis unreachable or mid-failover: "retry" (503). If the script did run and only
 				// its reply was lost, the reservation has no message yet; reconciliation publishes
@@ -393,35 +390,23 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			return { order_no: orderNo, success: true as const, status: "queued" as const, message: "queued: poll /api/seckill/result for the order" };
 		},
 
-		/**
-		 * seckill_reserve.lua; with redis.wait_replicas set, followed in the same pipeline (so on
-		 * the same master, one round trip) by WAIT, which answers how many replicas hold every
-		 * write this connection made so far, the reservation included.
-		 */
-		async runReserve(this: StockThis, k: ReturnType<typeof activityKeys>, userId: number, orderNo: string, attempt = 1): Promise<[number, number, number, number]> {
-			const { wait_replicas: want, wait_timeout_ms: timeout } = getConfig().redis;
-			if (!want) return [...(await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo)), 0];
+		/** seckill_reserve.lua, acknowledged by WAIT when redis.wait_replicas is set (lib/seckill.ts ReplicatedReserver). */
+		async runReserve(this: StockThis, arming: string, userId: number, orderNo: string, attempt = 1): Promise<[number, number, number, number]> {
+			if (!this.replicated) {
+				const k = activityKeys(arming);
+				return [...(await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo)), 0];
+			}
 			try {
-				return await this.reserveAndWait(k, userId, orderNo, want, timeout);
+				return await this.replicated.reserve(arming, userId, orderNo);
 			} catch (err) {
 				// A cluster redirection proves the script did not run; ioredis follows it for a
 				// lone command but not inside a pipeline whose other command (WAIT) succeeded.
 				if (attempt < 3 && /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test((err as Error).message)) {
 					await new Promise(resolve => setTimeout(resolve, 100 * attempt));
-					return this.runReserve(k, userId, orderNo, attempt + 1);
+					return this.runReserve(arming, userId, orderNo, attempt + 1);
 				}
 				throw err;
 			}
-		},
-
-		async reserveAndWait(this: StockThis, k: ReturnType<typeof activityKeys>, userId: number, orderNo: string, want: number, timeout: number): Promise<[number, number, number, number]> {
-			const pipeline = this.redis.pipeline() as unknown as { seckillReserve(...args: (string | number)[]): unknown; wait(n: number, ms: number): unknown; exec(): Promise<[Error | null, unknown][] | null> };
-			pipeline.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo);
-			pipeline.wait(want, timeout);
-			const [[reserveErr, result], [waitErr, replicas]] = (await pipeline.exec()) ?? [];
-			if (reserveErr) throw reserveErr;
-			if (waitErr) throw waitErr;
-			return [...(result as [number, number, number]), Number(replicas)];
 		},
 
 		handOff(this: StockThis, meta: ActivityMeta, userId: number, seq: number, orderNo: string) {
@@ -644,6 +629,8 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 	},
 
 	async started(this: StockThis) {
+		const { wait_replicas: replicas, wait_timeout_ms: timeout } = getConfig().redis;
+		this.replicated = replicas > 0 ? new ReplicatedReserver(this.redis, replicas, timeout) : null;
 		this.orderNos = new OrderNoGenerator(await acquireWorkerId(this.redis));
 		await this.amqp.start();
 		this.timers.push(setInterval(() => this.recheckSoldOut().catch(() => undefined), 2000));

@@ -98,7 +98,7 @@ export class ReplicatedReserver {
 	private readonly queues = new Map<string, Waiting[]>();
 	private readonly busy = new Set<string>();
 
-	constructor(private readonly redis: ReserveRedis, private readonly replicas: number, private readonly timeoutMs: number, private readonly maxBatch = 500) {}
+	constructor(private readonly redis: ReserveRedis, readonly replicas: number, private readonly timeoutMs: number, private readonly maxBatch = 500) {}
 
 	/** [code, seq, stock_left] of the script, and how many replicas acknowledged it in time. */
 	reserve(arming: string, userId: number, orderNo: string): Promise<ReserveResult> {

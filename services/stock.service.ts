@@ -367,7 +367,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				const [result, key] = RESULT_BY_CODE[code];
 				return this.reject(result, key);
 			}
-			if (replicas < getConfig().redis.wait_replicas) {
+			if (this.replicated && replicas < this.replicated.replicas) {
 				// Not on enough replicas in time: a failover now could forget this reservation
 				// while its buyer holds a "queued". Give it back instead (the buyer may retry).
 				await this.release(meta.arming, orderNo, "unclaimed");

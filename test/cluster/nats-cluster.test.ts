@@ -84,6 +84,5 @@ it("keeps serving a sale when the NATS server the gateway is connected to is SIG
 	const byNo = new Map(orders.map(o => [o.order_no, Number(o.user_id)]));
 	for (const [user, orderNo] of wins) expect([orderNo, byNo.get(orderNo)]).toEqual([orderNo, user]);
 	expect(new Set(orders.map(o => Number(o.user_id))).size).toBe(orders.length);
-	// eslint-disable-next-line no-console
 	console.log(`NATS server ${killed} SIGKILLed; gateway moved ${before} -> ${serverOf(mall.node)}; first win ${firstWinAfterKill} ms after the kill; answers during the sale ${JSON.stringify(blip)}; after retries ${JSON.stringify(tally)}`);
 }, 240000);

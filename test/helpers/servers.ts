@@ -52,6 +52,15 @@ class Processes {
 		this.procs.delete(port);
 	}
 
+	/** SIGSTOP / SIGCONT: a server that stops answering (a long GC, a stalled disk) and comes back. */
+	pause(port: number): void {
+		this.procs.get(port)?.kill("SIGSTOP");
+	}
+
+	resume(port: number): void {
+		this.procs.get(port)?.kill("SIGCONT");
+	}
+
 	log(port: number): string {
 		return fs.readFileSync(path.join(this.dir, `${port}.log`), "utf8");
 	}
@@ -147,6 +156,11 @@ export class RedisCluster extends Processes {
 			if (!range?.[2]) throw new Error(`no master serves slot ${slot}`);
 			return Number(range[2][1]);
 		});
+	}
+
+	/** Runs a command on one node (CLIENT KILL, CONFIG, ...). */
+	command(port: number, ...args: (string | number)[]): Promise<unknown> {
+		return this.ask(port, r => r.call(String(args[0]), ...args.slice(1)));
 	}
 
 	/** The replica ports of a master. */

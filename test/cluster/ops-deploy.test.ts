@@ -35,6 +35,15 @@ it("has Compose files that docker-compose accepts, each provisioning Grafana wit
 	}
 	const cluster = (await run("docker-compose", ["-f", deploy("docker-compose.cluster.yml"), "config"], { env })).stdout;
 	expect(cluster).toMatch(/GOMALL_METRICS_PORT: '9100'/);
+	// The high-availability layer: Redis Cluster, NATS cluster and WAIT on every actor node.
+	const ha = (await run("docker-compose", ["-f", deploy("docker-compose.cluster.yml"), "-f", deploy("docker-compose.ha.yml"), "config"], { env })).stdout;
+	for (const node of ["gateway", "stock", "order"]) {
+		const service = new RegExp(`\\n  ${node}:\\n((?:    .*\\n)*)`).exec(ha)?.[1] ?? "";
+		expect(service).toMatch(/GOMALL_REDIS_CLUSTER_NODES: (172\.28\.0\.1\d:6379,?){6}/);
+		expect(service).toMatch(/GOMALL_NATS_URL: nats:\/\/nats-1:4222,nats:\/\/nats-2:4222,nats:\/\/nats-3:4222/);
+		expect(service).toMatch(/GOMALL_REDIS_WAIT_REPLICAS: '1'/);
+	}
+	expect(ha).toMatch(/redis-cluster-init:/);
 });
 
 it("has a dashboard whose every query is valid PromQL (promtool) and covers routes, flash sale, queue drain, breakers and nodes", async () => {

@@ -6,7 +6,9 @@
 import { redisKeyPrefix } from "../../lib/redis";
 import { activityKeys } from "../../lib/seckill";
 import { GomallNode, startNode } from "../../lib/node";
-import { startMall, TestMall } from "../helpers/node";
+import type { Cluster } from "ioredis";
+import { checkDistributed, GcraRedis } from "../../lib/ratelimit";
+import { plainRedis, startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
 import { RedisCluster } from "../helpers/servers";
 import { arm, buy, Buyer, counts, drained, expectInvariant, makeBuyers, newProduct, sql } from "../helpers/seckill";
@@ -126,6 +128,33 @@ it("completes a sale when the master holding its slot is SIGKILLed mid-sale: the
 	console.log(`Redis master ${dead} SIGKILLed; replica ${replica} promoted after ${promotedAfterMs} ms; answers ${JSON.stringify(tally)}; reconcile ${JSON.stringify({ republished: report.republished.length, released: report.released.length, restored: report.restored.length })}`);
 	for (const key of tally.byKey.keys()) expect(["200/0", "409/60003", "409/60004", "503/60005", "503/503"]).toContain(key);
 }, 240000);
+
+it("runs every Redis user on the cluster: health, the gateway's limiter, the cacher, order-number worker ids", async () => {
+	const health = await mall.http.get("/health");
+	expect(health.body.components.redis).toBe("up");
+
+	// The gateway's own limiter client: two tiers whose keys live in different slots.
+	const limiter = (mall.node.broker.getLocalService("api") as any).limiterRedis as GcraRedis;
+	const tier = { rate: 0.01, burst: 2 };
+	const checks = [{ key: "rl:global-test", tier }, { key: "rl:seckill:4242", tier }];
+	expect(await checkDistributed(limiter, checks)).toMatchObject({ allowed: true });
+	expect(await checkDistributed(limiter, checks)).toMatchObject({ allowed: true });
+	expect(await checkDistributed(limiter, checks)).toMatchObject({ allowed: false });
+
+	// A product detail read is cached by Moleculer's cacher in the cluster; worker ids too.
+	const pid = await newProduct(mall, admin);
+	expect((await mall.http.get(`/api/product/${pid}`)).status).toBe(200);
+	const keys: string[] = [];
+	const redis = plainRedis(mall.cfg) as Cluster;
+	try {
+		await new Promise(resolve => redis.once("ready", resolve));
+		for (const node of redis.nodes("master")) keys.push(...(await node.keys(`*${mall.cfg.namespace}*`)));
+	} finally {
+		redis.disconnect();
+	}
+	expect(keys.some(k => k.startsWith(`MOL-${mall.cfg.namespace}-`) && k.includes("product.get"))).toBe(true);
+	expect(keys).toContain(`${redisKeyPrefix(mall.cfg.namespace)}order-no:worker-seq`);
+}, 60000);
 
 /**
  * The hole WAIT closes, made to happen: the replica freezes (SIGSTOP) and its link to the

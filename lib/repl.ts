@@ -1,4 +1,5 @@
 import type { ServiceBroker } from "moleculer";
+import { callEachNode } from "./each-node";
 
 interface ReplCommand {
 	command: string;
@@ -40,24 +41,6 @@ const print = (title: string, rows: Row[], columns?: string[]) => console.log(`$
 
 const n = (v: unknown) => (v === undefined || v === null ? 0 : Number(v));
 
-/** The stock nodes now available, for calls that must reach each of them by nodeID. */
-function nodesRunning(broker: ServiceBroker, service: string): string[] {
-	const nodes = broker.registry.getNodeList({ onlyAvailable: true, withServices: true }) as any[];
-	return nodes.filter(nd => nd.services.some((s: any) => s.name === service)).map(nd => nd.id).sort();
-}
-
-/** Calls an action on every node running its service; a node that does not answer is shown, not fatal. */
-async function onEachNode<T>(broker: ServiceBroker, service: string, action: string): Promise<{ node: string; result?: T; error?: string }[]> {
-	return Promise.all(
-		nodesRunning(broker, service).map(node =>
-			broker.call<T, Record<string, never>>(action, {}, { nodeID: node, timeout: NODE_CALL_TIMEOUT, retries: 0 }).then(
-				result => ({ node, result }),
-				err => ({ node, error: (err as Error).name })
-			)
-		)
-	);
-}
-
 interface StockNodeState {
 	node_id: string;
 	sold_out: number[];
@@ -66,7 +49,7 @@ interface StockNodeState {
 
 /** Flash-sale answers given by each stock node, one row per node. */
 async function seckillRows(broker: ServiceBroker): Promise<Row[]> {
-	const states = await onEachNode<StockNodeState>(broker, "stock", "stock.node");
+	const states = await callEachNode<StockNodeState>(broker, "stock", "stock.node", {}, NODE_CALL_TIMEOUT);
 	return states.map(({ node, result, error }) => {
 		const c = result?.seckill ?? {};
 		const total = Object.values(c).reduce((a, b) => a + b, 0);

@@ -21,7 +21,16 @@ export interface Config {
 	redis: RedisConfig;
 	amqp: { url: string; prefetch: number; retry_delays_ms: number[] };
 	nats: { url: string };
-	jwt: { secret: string; expires_in: number; verify_cache_size: number };
+	jwt: {
+		secret: string;
+		/** seconds an access token lives: also how long a revoked session is remembered by the gateways */
+		expires_in: number;
+		/** seconds a refresh token lives; each refresh issues a new one */
+		refresh_expires_in: number;
+		verify_cache_size: number;
+		/** seconds between a gateway's reloads of revoked sessions (catching up on broadcasts it missed) */
+		revocation_sync_interval: number;
+	};
 	bcrypt: { cost: number };
 	admin: { username: string; password: string };
 	log: { level: LogLevel; format: "json" | "pretty"; output: "stdout" | "file"; file: string; requests: boolean };
@@ -96,6 +105,8 @@ export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_NAMESPACE: ["namespace", "string"],
 	GOMALL_NODE_ID: ["node_id", "string"],
 	GOMALL_JWT_SECRET: ["jwt.secret", "string"],
+	GOMALL_JWT_EXPIRES_IN: ["jwt.expires_in", "number"],
+	GOMALL_JWT_REFRESH_EXPIRES_IN: ["jwt.refresh_expires_in", "number"],
 	GOMALL_ADMIN_USERNAME: ["admin.username", "string"],
 	GOMALL_ADMIN_PASSWORD: ["admin.password", "string"],
 	GOMALL_LOG_LEVEL: ["log.level", "string"],
@@ -142,7 +153,13 @@ const schema = {
 		amqp: obj({ url: { type: "string", pattern: /^amqps?:\/\// }, prefetch: num(1, 65535), retry_delays_ms: { type: "array", min: 1, max: 10, items: num(10, 3_600_000) } }),
 		// One server or several, comma-separated (a NATS cluster: the client fails over between them).
 		nats: obj({ url: { type: "string", pattern: /^(nats:\/\/[^,\s]+(,\s*nats:\/\/[^,\s]+)*)?$/ } }),
-		jwt: obj({ secret: str, expires_in: num(60, 365 * 86400), verify_cache_size: num(0, 10_000_000) }),
+		jwt: obj({
+			secret: str,
+			expires_in: num(60, 365 * 86400),
+			refresh_expires_in: num(60, 365 * 86400),
+			verify_cache_size: num(0, 10_000_000),
+			revocation_sync_interval: num(1, 86400)
+		}),
 		bcrypt: obj({ cost: num(4, 15) }),
 		admin: obj({ username: str, password: str }),
 		log: obj({

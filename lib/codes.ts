@@ -32,6 +32,9 @@ export const Codes = Object.freeze({
 	USER_ALREADY_EXISTS: def(10002, 409, "username or email already registered"),
 	USER_DISABLED: def(10003, 403, "user is disabled"),
 	USER_WRONG_PASSWORD: def(10004, 401, "wrong username or password"),
+	// The same business code for a logged-in user's wrong old password, but not a 401: the caller
+	// is authenticated, and clients log out on a 401.
+	USER_OLD_PASSWORD_WRONG: def(10004, 400, "old password is wrong"),
 	TOKEN_EXPIRED: def(10005, 401, "token expired"),
 	TOKEN_INVALID: def(10006, 401, "token invalid"),
 	NOT_ADMIN: def(10010, 403, "admin role required"),

@@ -6,7 +6,11 @@ import type { CodeKey } from "./codes";
 export interface AuthUser {
 	id: number;
 	role: number;
+	/** The session that issued the token (lib/sessions): ending the session ends the token. */
+	sid?: string;
 }
+
+const SID = /^[0-9a-f]{32}$/;
 
 export const ROLE_USER = 1;
 export const ROLE_ADMIN = 2;
@@ -30,8 +34,8 @@ export class TokenService {
 		this.verified = verifyCacheSize > 0 ? new LRUCache({ max: verifyCacheSize }) : null;
 	}
 
-	sign(user: AuthUser): string {
-		return jwt.sign({ role: user.role }, this.key, { algorithm: "HS256", subject: String(user.id), expiresIn: this.expiresInSeconds });
+	sign(user: AuthUser, sid?: string): string {
+		return jwt.sign(sid ? { role: user.role, sid } : { role: user.role }, this.key, { algorithm: "HS256", subject: String(user.id), expiresIn: this.expiresInSeconds });
 	}
 
 	/** The user, or the code key saying why the token is refused. */
@@ -48,7 +52,11 @@ export class TokenService {
 			const id = Number(claims.sub);
 			const role = Number(claims.role);
 			if (!Number.isSafeInteger(id) || id <= 0 || (role !== ROLE_USER && role !== ROLE_ADMIN)) return "TOKEN_INVALID";
-			const user = { id, role };
+			const user: AuthUser = { id, role };
+			if (claims.sid !== undefined) {
+				if (typeof claims.sid !== "string" || !SID.test(claims.sid)) return "TOKEN_INVALID";
+				user.sid = claims.sid;
+			}
 			// Only tokens that expire are remembered: the cache must never outlive a token.
 			if (this.verified && typeof claims.exp === "number") this.verified.set(token, { user, exp: claims.exp });
 			return user;

@@ -14,6 +14,7 @@ import { AmqpConnection } from "../lib/amqp";
 import { parseByteLimit, readJsonBody } from "../lib/http-body";
 import { counter, labelSets } from "../lib/metrics";
 import { createRedis, redisHealthy, RedisClient } from "../lib/redis";
+import { RevokedSession, RevokedSessions } from "../lib/sessions";
 import { PROJECT_ROOT } from "../lib/paths";
 import { ActionInfo, buildOpenApi } from "../lib/openapi";
 import { checkDistributed, clientIp, DistributedCheck, GcraRedis, LocalBuckets, Verdict } from "../lib/ratelimit";
@@ -59,6 +60,11 @@ interface ApiThis extends Service<ApiSettingsSchema> {
 	observe(req: Req, res: Res): void;
 	sendJson(res: Res, status: number, body: unknown, traceId?: string | null): void;
 	probeAll(): Promise<Record<string, Probe>>;
+	revoked: RevokedSessions;
+	revocationsLoaded: boolean;
+	revocationTimer: NodeJS.Timeout | null;
+	syncRevocations(): Promise<boolean>;
+	scheduleRevocationSync(delayMs: number): void;
 }
 
 /** Declared on an action (`auth: "user"` or `"admin"`); enforced here, in one place. */
@@ -97,6 +103,10 @@ const API_ALIASES: Record<string, string> = {
 	"POST /user/register": "user.register",
 	"POST /user/login": "user.login",
 	"GET /user/profile": "user.profile",
+
+	"POST /auth/refresh-token": "user.refresh",
+	"POST /auth/logout": "user.logout",
+	"POST /auth/change-password": "user.changePassword",
 
 	"GET /product": "product.list",
 	"GET /product/:id": "product.get",
@@ -152,6 +162,7 @@ const SWAGGER_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 
 
 /** Thrown for every refused request: made once, so a refusal costs no stack trace. */
 const RATE_LIMITED = bizError("TOO_MANY_REQUESTS");
+const SESSION_ENDED = bizError("TOKEN_INVALID", undefined, "session ended, log in again");
 
 /**
  * The gateway actor: the REST contract of the SPEC over moleculer-web. Every response is the
@@ -259,7 +270,17 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		// Nor does it get a breaker of its own: the errors raised on the gateway itself for any
 		// route (no node for an action, an open breaker further in) would count against this
 		// one handler. The breakers that matter are per actor and node, on the inner calls.
-		rest: { retryPolicy: { enabled: false }, circuitBreaker: { enabled: false } }
+		rest: { retryPolicy: { enabled: false }, circuitBreaker: { enabled: false } },
+
+		/** The user actor, on every gateway, when sessions end (logout, a reused refresh token, a password change). */
+		revokeSessions: {
+			visibility: "public",
+			params: { sessions: { type: "array", max: 100000, items: { type: "object", strict: "remove", props: { sid: { type: "string", length: 32 }, until: { type: "number", integer: true } } } } },
+			handler(this: ApiThis, ctx: Context<{ sessions: RevokedSession[] }>) {
+				this.revoked.add(ctx.params.sessions);
+				return { revoked: this.revoked.size };
+			}
+		}
 	},
 
 	events: {
@@ -362,6 +383,11 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				if (need) throw bizError(verdict);
 				return null;
 			}
+			// Also on the verify cache's hits: a session can end while its token is remembered.
+			if (verdict.sid !== undefined && this.revoked.has(verdict.sid)) {
+				if (need) throw SESSION_ENDED;
+				return null;
+			}
 			return verdict;
 		},
 
@@ -384,7 +410,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				{ key: "rl:global", tier: rl.global },
 				{ key: `rl:api:${ip}`, tier: rl.api }
 			];
-			if (action === "user.login") checks.push({ key: `rl:login:${ip}`, tier: rl.login });
+			// Everything that checks a password or a refresh token is guessing's target: the login tier, per IP.
+			if (action === "user.login" || action === "user.refresh" || action === "user.changePassword") checks.push({ key: `rl:login:${ip}`, tier: rl.login });
 			else if (action === "stock.seckill" && user) checks.push({ key: `rl:seckill:${user.id}`, tier: rl.seckill });
 			let verdict: Verdict;
 			try {
@@ -485,6 +512,31 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			send(type, body);
 		},
 
+		/**
+		 * Loads the sessions ended recently from the user actor: at start, and then every
+		 * jwt.revocation_sync_interval, which repairs a broadcast missed while this node was cut
+		 * off. True when the list was loaded.
+		 */
+		async syncRevocations(this: ApiThis): Promise<boolean> {
+			try {
+				this.revoked.add(await this.broker.call<RevokedSession[], Record<string, never>>("user.revokedSessions", {}, { retries: 0, timeout: 5000 }));
+				if (!this.revocationsLoaded) this.logger.info(`revoked sessions loaded (${this.revoked.size} within their tokens' lifetime)`);
+				this.revocationsLoaded = true;
+				return true;
+			} catch (err) {
+				if (this.revocationsLoaded) this.logger.warn(`could not reload the revoked sessions (${(err as Error).name}); retrying`);
+				return false;
+			}
+		},
+
+		scheduleRevocationSync(this: ApiThis, delayMs: number): void {
+			this.revocationTimer = setTimeout(async () => {
+				const ok = await this.syncRevocations();
+				if (this.revocationTimer) this.scheduleRevocationSync(ok ? cfg().jwt.revocation_sync_interval * 1000 : 1000);
+			}, delayMs);
+			this.revocationTimer.unref();
+		},
+
 		/** The port actually bound (tests listen on port 0). */
 		port(this: ApiThis): number {
 			return (this.server.address() as AddressInfo).port;
@@ -498,6 +550,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in, c.jwt.verify_cache_size);
 		this.bodyLimit = parseByteLimit(c.http.body_limit);
 		this.soldOut = new Set();
+		this.revoked = new RevokedSessions();
+		this.revocationsLoaded = false;
+		this.revocationTimer = null;
 		this.redis = createRedis(c.redis, c.namespace, {}, "gomall-api");
 		this.amqp = new AmqpConnection(c.amqp.url, this.logger, "gomall-api-health");
 		this.buckets = new LocalBuckets(c.rate_limit.local_max_keys);
@@ -524,11 +579,25 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		// hold the gateway's start-up for more than a moment.
 		const connecting = this.amqp.start().catch(() => undefined);
 		await Promise.race([connecting, new Promise(r => setTimeout(r, 2000).unref())]);
+		// Ended sessions before the first request where the user actor is here or known: on this
+		// node it may still be starting, so a few tries. Otherwise (a gateway started before the
+		// user actor's node) serving does not wait for it; the list is loaded once it can be,
+		// and until then the tokens of sessions ended within the last jwt.expires_in pass here.
+		let loaded = false;
+		if (this.broker.getLocalService("user") || this.broker.registry.getServiceList({ onlyAvailable: true }).some(s => s.name === "user")) {
+			for (const end = Date.now() + 3000; !(loaded = await this.syncRevocations()) && Date.now() < end; ) await new Promise(r => setTimeout(r, 100));
+		}
+		if (!loaded) this.logger.warn("revoked sessions not loaded yet (no user actor answers); retrying every second");
+		// Once more when every node has surely learnt of this one (its INFO reaches them some time
+		// after it starts): a session ended in between was announced to the others only.
+		this.scheduleRevocationSync(loaded ? cfg().broker.heartbeat_timeout * 1000 : 1000);
 	},
 
 	async stopped(this: ApiThis) {
 		// Stop accepting first; accepted requests finish before the clients they use close.
 		this.draining = true;
+		if (this.revocationTimer) clearTimeout(this.revocationTimer);
+		this.revocationTimer = null;
 		if (this.server.listening) {
 			const closed = new Promise<void>(resolve => this.server.close(() => resolve()));
 			this.server.closeIdleConnections();

@@ -1,10 +1,13 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import bcrypt from "bcrypt";
-import { DataTypes, UniqueConstraintError } from "sequelize";
+import { DataTypes, QueryTypes, Transaction, UniqueConstraintError } from "sequelize";
 import { getConfig } from "../config";
 import { bizError } from "../lib/errors";
 import { AuthUser, ROLE_ADMIN, ROLE_USER, TokenService } from "../lib/jwt";
+import { callEachNode } from "../lib/each-node";
 import { counter, labelSets } from "../lib/metrics";
+import { hashRefreshToken, newRefreshToken, newSessionId, RevokedSession } from "../lib/sessions";
+import { inTransaction } from "../lib/tx";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 
 export interface PublicUser {
@@ -32,20 +35,47 @@ const USER_ACTIVE = 1;
 /** Compared against when the username is unknown, so both failures take as long. */
 const DUMMY_HASH = bcrypt.hashSync("gomall-timing-equaliser", 4);
 
+/** The register rules for a new password: bcrypt reads at most 72 bytes. */
+const NEW_PASSWORD = { type: "string", min: 8, max: 72 };
+
 const credentials = {
 	username: { type: "string", pattern: /^[A-Za-z0-9_]{3,32}$/, messages: { stringPattern: "username must be 3-32 letters, digits or _" } },
-	password: { type: "string", min: 8, max: 72 }
+	password: NEW_PASSWORD
 };
+
+/** What login, register and refresh answer: the access token (as before) and the session's refresh token. */
+export interface Tokens {
+	token: string;
+	refresh_token: string;
+	/** seconds the access token lives */
+	expires_in: number;
+}
+
+type RevokeReason = "logout" | "reuse" | "password";
 
 interface UserThis extends Service, DbThis {
 	tokens: TokenService;
 	toPublic(row: UserRow): PublicUser;
-	register(p: { username: string; password: string; email?: string; phone?: string }): Promise<{ token: string; user: PublicUser }>;
-	login(username: string, password: string): Promise<{ token: string; user: PublicUser }>;
+	register(p: { username: string; password: string; email?: string; phone?: string }): Promise<Tokens & { user: PublicUser }>;
+	login(username: string, password: string): Promise<Tokens & { user: PublicUser }>;
 	ensureAdmin(): Promise<void>;
+	openSession(user: PublicUser): Promise<Tokens>;
+	issueRefreshToken(sid: string, t: Transaction): Promise<string>;
+	refresh(refreshToken: string): Promise<Tokens>;
+	logout(user: AuthUser): Promise<void>;
+	changePassword(user: AuthUser, oldPassword: string, newPassword: string): Promise<void>;
+	revokeSessions(where: string, replacements: unknown[], reason: RevokeReason, t: Transaction): Promise<RevokedSession[]>;
+	announceRevoked(sessions: RevokedSession[]): Promise<void>;
+	revokedSessions(): Promise<RevokedSession[]>;
 }
 
-/** The user actor: accounts, bcrypt passwords and JWTs. The hash never leaves this actor. */
+/**
+ * The user actor: accounts, bcrypt passwords, sessions and their tokens. The hash never leaves
+ * this actor. A login opens a session: short-lived access tokens (JWTs carrying the session id)
+ * and a refresh token that rotates on use. Ending a session (logout, a reused refresh token, a
+ * password change) is told to every gateway, which refuses the session's access tokens from
+ * memory (lib/sessions RevokedSessions) until they would have expired anyway.
+ */
 const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, UserThis> = {
 	name: "user",
 	mixins: [
@@ -96,6 +126,41 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			}
 		},
 
+		refresh: {
+			retryPolicy: { enabled: false },
+			params: { $$strict: "remove", refresh_token: { type: "string", min: 1, max: 200 } },
+			handler(this: UserThis, ctx: Context<{ refresh_token: string }>) {
+				return this.refresh(ctx.params.refresh_token);
+			}
+		},
+
+		logout: {
+			auth: "user",
+			retryPolicy: { enabled: false },
+			async handler(this: UserThis, ctx: Context<unknown, { user: AuthUser }>) {
+				await this.logout(ctx.meta.user);
+				return null;
+			}
+		},
+
+		changePassword: {
+			auth: "user",
+			retryPolicy: { enabled: false },
+			params: { $$strict: "remove", old_password: { type: "string", min: 1, max: 72 }, new_password: NEW_PASSWORD },
+			async handler(this: UserThis, ctx: Context<{ old_password: string; new_password: string }, { user: AuthUser }>) {
+				await this.changePassword(ctx.meta.user, ctx.params.old_password, ctx.params.new_password);
+				return null;
+			}
+		},
+
+		/** Internal: the sessions ended recently enough that their access tokens may still be unexpired (a gateway's start and resync). */
+		revokedSessions: {
+			visibility: "public",
+			handler(this: UserThis) {
+				return this.revokedSessions();
+			}
+		},
+
 		/** Internal: another actor resolving a user id. */
 		get: {
 			visibility: "public",
@@ -125,7 +190,7 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				throw err;
 			}
 			const user = this.toPublic(row);
-			return { token: this.tokens.sign(user), user };
+			return { ...(await this.openSession(user)), user };
 		},
 
 		async login(this: UserThis, username: string, password: string) {
@@ -137,7 +202,119 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			if (result === "disabled") throw bizError("USER_DISABLED");
 			if (!row) throw bizError("USER_WRONG_PASSWORD");
 			const user = this.toPublic(row);
-			return { token: this.tokens.sign(user), user };
+			return { ...(await this.openSession(user)), user };
+		},
+
+		async openSession(this: UserThis, user: PublicUser) {
+			const sid = newSessionId();
+			const refreshToken = await inTransaction(this.adapter.db, async t => {
+				await this.adapter.db.query("INSERT INTO user_sessions (id, user_id) VALUES (?, ?)", { replacements: [sid, user.id], transaction: t, type: QueryTypes.INSERT });
+				return this.issueRefreshToken(sid, t);
+			});
+			return { token: this.tokens.sign(user, sid), refresh_token: refreshToken, expires_in: getConfig().jwt.expires_in };
+		},
+
+		async issueRefreshToken(this: UserThis, sid: string, t: Transaction) {
+			const { token, hash } = newRefreshToken();
+			await this.adapter.db.query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, NOW(3) + INTERVAL ? SECOND)", {
+				replacements: [hash, sid, getConfig().jwt.refresh_expires_in],
+				transaction: t,
+				type: QueryTypes.INSERT
+			});
+			return token;
+		},
+
+		/**
+		 * Rotation: the token presented is marked used and a new one issued, in one transaction
+		 * that locks the presented token's row, so of two refreshes racing with one token only one
+		 * rotates. A token presented again after its rotation means it was copied: the session
+		 * ends (the rightful holder logs in again; the thief's tokens stop working).
+		 */
+		async refresh(this: UserThis, refreshToken: string) {
+			type Found = { session_id: string; expired: number; used: number; revoked: number; user_id: number; role: number; status: number };
+			const db = this.adapter.db;
+			const outcome = await inTransaction(db, async t => {
+				const [row] = (await db.query(
+					`SELECT r.session_id, r.expires_at <= NOW(3) AS expired, r.used_at IS NOT NULL AS used, s.revoked_at IS NOT NULL AS revoked, u.id AS user_id, u.role, u.status
+					 FROM refresh_tokens r JOIN user_sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id
+					 WHERE r.token_hash = ? FOR UPDATE`,
+					{ replacements: [hashRefreshToken(refreshToken)], transaction: t, type: QueryTypes.SELECT }
+				)) as Found[];
+				if (!row || Number(row.revoked)) return { refused: "TOKEN_INVALID" as const };
+				if (Number(row.used)) return { refused: "TOKEN_INVALID" as const, reused: await this.revokeSessions("id = ? AND revoked_at IS NULL", [row.session_id], "reuse", t) };
+				if (Number(row.expired)) return { refused: "TOKEN_EXPIRED" as const };
+				if (row.status !== USER_ACTIVE) return { refused: "USER_DISABLED" as const };
+				await db.query("UPDATE refresh_tokens SET used_at = NOW(3) WHERE token_hash = ?", { replacements: [hashRefreshToken(refreshToken)], transaction: t, type: QueryTypes.UPDATE });
+				return { sid: row.session_id, user: { id: Number(row.user_id), role: row.role }, refreshToken: await this.issueRefreshToken(row.session_id, t) };
+			});
+			this.broker.metrics.increment("gomall_user_refreshes_total", { result: outcome.reused ? "reused" : outcome.refused ? "refused" : "success" });
+			if (outcome.reused) {
+				this.logger.warn(`a rotated refresh token was presented again: session ${outcome.reused.map(r => r.sid).join(", ")} ended`);
+				await this.announceRevoked(outcome.reused);
+				throw bizError("TOKEN_INVALID", undefined, "refresh token already used: the session has ended, log in again");
+			}
+			if (outcome.refused) throw bizError(outcome.refused);
+			return { token: this.tokens.sign(outcome.user!, outcome.sid), refresh_token: outcome.refreshToken!, expires_in: getConfig().jwt.expires_in };
+		},
+
+		async logout(this: UserThis, user: AuthUser) {
+			// A token from before sessions existed has no session to end; it expires by itself.
+			if (!user.sid) return;
+			const revoked = await inTransaction(this.adapter.db, t => this.revokeSessions("id = ? AND user_id = ? AND revoked_at IS NULL", [user.sid, user.id], "logout", t));
+			await this.announceRevoked(revoked);
+		},
+
+		/** The old password is checked; every session of the user but the caller's ends. */
+		async changePassword(this: UserThis, user: AuthUser, oldPassword: string, newPassword: string) {
+			const row = (await this.model.findByPk(user.id, { raw: true })) as UserRow | null;
+			if (!row) throw bizError("USER_NOT_FOUND");
+			if (!(await bcrypt.compare(oldPassword, row.password_hash))) throw bizError("USER_OLD_PASSWORD_WRONG");
+			if (oldPassword === newPassword) throw bizError("BAD_REQUEST", [{ field: "new_password", message: "the new password must differ from the old one" }], "validation failed");
+			const hash = await bcrypt.hash(newPassword, getConfig().bcrypt.cost);
+			const revoked = await inTransaction(this.adapter.db, async t => {
+				// Only if the hash is still the one checked: of two concurrent changes, one wins.
+				const [, changed] = (await this.adapter.db.query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?", {
+					replacements: [hash, user.id, row.password_hash],
+					transaction: t,
+					type: QueryTypes.UPDATE
+				})) as unknown as [unknown, number];
+				if (changed !== 1) throw bizError("USER_OLD_PASSWORD_WRONG");
+				return this.revokeSessions("user_id = ? AND id <> ? AND revoked_at IS NULL", [user.id, user.sid ?? ""], "password", t);
+			});
+			await this.announceRevoked(revoked);
+		},
+
+		/** Ends the sessions matching `where` (in t); the sessions ended, with how long gateways must refuse their tokens. */
+		async revokeSessions(this: UserThis, where: string, replacements: unknown[], reason: RevokeReason, t: Transaction) {
+			const db = this.adapter.db;
+			const rows = (await db.query(`SELECT id FROM user_sessions WHERE ${where} FOR UPDATE`, { replacements, transaction: t, type: QueryTypes.SELECT })) as { id: string }[];
+			if (!rows.length) return [];
+			const ids = rows.map(r => r.id);
+			await db.query("UPDATE user_sessions SET revoked_at = NOW(3), revoke_reason = ? WHERE id IN (?)", { replacements: [reason, ids], transaction: t, type: QueryTypes.UPDATE });
+			this.broker.metrics.increment("gomall_user_sessions_revoked_total", { reason }, ids.length);
+			// A token issued just now lives expires_in more seconds; one more for the clock's rounding.
+			const until = Math.ceil(Date.now() / 1000) + getConfig().jwt.expires_in + 1;
+			return ids.map(sid => ({ sid, until }));
+		},
+
+		/**
+		 * Tells every gateway now, and waits for their answers, so that when logout answers, the
+		 * session's access token already fails on every node. A gateway that misses this (cut off
+		 * from NATS) catches up at its next resync (jwt.revocation_sync_interval).
+		 */
+		async announceRevoked(this: UserThis, sessions: RevokedSession[]) {
+			if (!sessions.length) return;
+			const answers = await callEachNode(this.broker, "api", "api.revokeSessions", { sessions }, 2000);
+			for (const a of answers) if (a.error) this.logger.warn(`gateway ${a.node} did not take the revoked sessions (${a.error}); it catches up at its next resync`);
+		},
+
+		async revokedSessions(this: UserThis) {
+			const ttl = getConfig().jwt.expires_in;
+			const rows = (await this.adapter.db.query(
+				"SELECT id, CEIL(UNIX_TIMESTAMP(revoked_at)) AS revoked FROM user_sessions WHERE revoked_at > NOW(3) - INTERVAL ? SECOND",
+				{ replacements: [ttl + 1], type: QueryTypes.SELECT }
+			)) as { id: string; revoked: number }[];
+			return rows.map(r => ({ sid: r.id, until: Number(r.revoked) + ttl + 1 }));
 		},
 
 		/** The first admin, from GOMALL_ADMIN_USERNAME/PASSWORD; several nodes may race here. */
@@ -159,6 +336,8 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		const c = getConfig();
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in);
 		counter(this.broker.metrics, "gomall_user_logins_total", "Logins by result", labelSets({ result: ["success", "wrong_password", "disabled"] }));
+		counter(this.broker.metrics, "gomall_user_refreshes_total", "Refresh-token rotations by result (reused: a rotated token presented again, the session ended)", labelSets({ result: ["success", "refused", "reused"] }));
+		counter(this.broker.metrics, "gomall_user_sessions_revoked_total", "Sessions ended, by reason", labelSets({ reason: ["logout", "reuse", "password"] }));
 	},
 
 	async started(this: UserThis) {

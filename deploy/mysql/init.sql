@@ -57,6 +57,17 @@ CREATE TABLE `products` (
   CONSTRAINT `chk_products_price` CHECK (`price` >= 0)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
+CREATE TABLE `refresh_tokens` (
+  `token_hash` binary(32) NOT NULL COMMENT 'SHA-256 of the token: the token itself is never stored',
+  `session_id` char(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  `expires_at` datetime(3) NOT NULL,
+  `used_at` datetime(3) DEFAULT NULL COMMENT 'set when rotated: presenting it again revokes the session',
+  `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
+  PRIMARY KEY (`token_hash`),
+  KEY `idx_refresh_session` (`session_id`),
+  KEY `idx_refresh_expires` (`expires_at`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
 CREATE TABLE `schema_migrations` (
   `version` int(11) NOT NULL,
   `name` varchar(255) NOT NULL,
@@ -101,8 +112,20 @@ CREATE TABLE `users` (
   UNIQUE KEY `uk_users_email` (`email`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
+CREATE TABLE `user_sessions` (
+  `id` char(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL COMMENT 'the sid claim of its access tokens',
+  `user_id` bigint(20) unsigned NOT NULL,
+  `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
+  `revoked_at` datetime(3) DEFAULT NULL,
+  `revoke_reason` varchar(16) CHARACTER SET ascii COLLATE ascii_general_ci DEFAULT NULL COMMENT 'logout, reuse or password',
+  PRIMARY KEY (`id`),
+  KEY `idx_sessions_user` (`user_id`,`revoked_at`),
+  KEY `idx_sessions_revoked` (`revoked_at`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
 INSERT INTO schema_migrations (version, name) VALUES
   (1, '001_users_products.sql'),
   (2, '002_cart_orders.sql'),
   (3, '003_seckill.sql'),
-  (4, '004_seckill_arming.sql');
+  (4, '004_seckill_arming.sql'),
+  (5, '005_sessions.sql');

@@ -1,4 +1,7 @@
+import crypto from "node:crypto";
+import jwt from "jsonwebtoken";
 import { TokenService } from "../../lib/jwt";
+import { RevokedSessions } from "../../lib/sessions";
 
 describe("TokenService's cache of verified tokens", () => {
 	afterEach(() => jest.restoreAllMocks());
@@ -31,5 +34,50 @@ describe("TokenService's cache of verified tokens", () => {
 		const now = Date.now();
 		jest.spyOn(Date, "now").mockReturnValue(now + 61_000);
 		expect(tokens.verify(t)).toBe("TOKEN_EXPIRED");
+	});
+});
+
+describe("the session id claim", () => {
+	const secret = "a-secret-of-some-length-for-tests";
+
+	it("comes back from verify, from the cache too", () => {
+		const tokens = new TokenService(secret, 60, 100);
+		const t = tokens.sign({ id: 7, role: 1 }, "0123456789abcdef0123456789abcdef");
+		expect(tokens.verify(t)).toEqual({ id: 7, role: 1, sid: "0123456789abcdef0123456789abcdef" });
+		expect(tokens.verify(t)).toEqual({ id: 7, role: 1, sid: "0123456789abcdef0123456789abcdef" });
+	});
+
+	it("refuses a signed token whose sid is not a session id", () => {
+		const key = crypto.createSecretKey(Buffer.from(secret, "utf8"));
+		for (const sid of ["short", 42, "0123456789ABCDEF0123456789ABCDEF"]) {
+			const t = jwt.sign({ role: 1, sid }, key, { algorithm: "HS256", subject: "7", expiresIn: 60 });
+			expect(new TokenService(secret, 60, 100).verify(t)).toBe("TOKEN_INVALID");
+		}
+	});
+});
+
+describe("RevokedSessions", () => {
+	afterEach(() => jest.restoreAllMocks());
+
+	it("refuses a session until its tokens would have expired anyway, then forgets it", () => {
+		const revoked = new RevokedSessions();
+		const now = Date.now();
+		revoked.add([{ sid: "a".repeat(32), until: Math.floor(now / 1000) + 10 }]);
+		expect(revoked.has("a".repeat(32))).toBe(true);
+		expect(revoked.has("b".repeat(32))).toBe(false);
+		jest.spyOn(Date, "now").mockReturnValue(now + 11_000);
+		expect(revoked.has("a".repeat(32))).toBe(false);
+		jest.spyOn(Date, "now").mockReturnValue(now + 120_000);
+		revoked.has("a".repeat(32));
+		expect(revoked.size).toBe(0);
+	});
+
+	it("keeps the later end when a session is announced twice", () => {
+		const revoked = new RevokedSessions();
+		const now = Math.floor(Date.now() / 1000);
+		revoked.add([{ sid: "a".repeat(32), until: now + 100 }]);
+		revoked.add([{ sid: "a".repeat(32), until: now + 1 }]);
+		jest.spyOn(Date, "now").mockReturnValue((now + 50) * 1000);
+		expect(revoked.has("a".repeat(32))).toBe(true);
 	});
 });

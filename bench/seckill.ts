@@ -12,6 +12,9 @@
  * req/s, p50/p90/p99, errors, answers by status and code, the medians and their ratio; then a
  * drain run (BENCH_DRAIN_STOCK winners, orders/s from the first reservation to the last order
  * row); and checks after every full run that orders = winners and nothing is oversold.
+ * Each buyer's token belongs to a session of its own, and BENCH_REVOKED ended sessions (10,000)
+ * are in the gateways' memory from start, so every request pays the revocation check as in
+ * production; a token of an ended session is checked to be refused before the runs.
  *   BENCH_WORKERS=2 npm run bench      the mall, and the ceiling, as two processes sharing the port
  *   BENCH_PROFILE=dir npm run bench    the mall runs with --cpu-prof into dir
  */
@@ -25,6 +28,8 @@ import mysql from "mysql2/promise";
 import Redis from "ioredis";
 import { loadConfig } from "../config";
 import { TokenService } from "../lib/jwt";
+import { migrate } from "../lib/migrate";
+import { newSessionId } from "../lib/sessions";
 import { PROJECT_ROOT } from "../lib/paths";
 import { redisKeyPrefix } from "../lib/redis";
 import { activityKeys, parseReservation } from "../lib/seckill";
@@ -37,6 +42,7 @@ const STOCK = num("BENCH_STOCK", 500);
 const BUYERS = num("BENCH_BUYERS", 2000);
 const DRAIN_STOCK = num("BENCH_DRAIN_STOCK", 5000);
 const WORKERS = num("BENCH_WORKERS", 1);
+const REVOKED = num("BENCH_REVOKED", 10000);
 const PROFILE = process.env.BENCH_PROFILE ?? "";
 const ADMIN = { username: "bench_admin", password: "bench-admin-password" };
 
@@ -122,9 +128,10 @@ const median = (xs: number[]) => {
 	return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-function wrk(port: number, productId: number, tokensFile: string, seconds: number): WrkResult {
+/** wrk for `seconds`; `untilSoldOut`: until the first sold-out answer (at most `seconds`). */
+function wrk(port: number, productId: number, tokensFile: string, seconds: number, untilSoldOut = false): WrkResult {
 	const out = execFileSync("wrk", ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--timeout", "5s", "-s", path.join(BENCH_DIR, "wrk-seckill.lua"), `http://127.0.0.1:${port}`], {
-		env: { ...process.env, BENCH_TOKENS: tokensFile, BENCH_PRODUCT: String(productId) },
+		env: { ...process.env, BENCH_TOKENS: tokensFile, BENCH_PRODUCT: String(productId), BENCH_UNTIL_SOLD_OUT: untilSoldOut ? "1" : "0" },
 		encoding: "utf8",
 		maxBuffer: 1 << 24
 	});
@@ -169,6 +176,15 @@ async function main(): Promise<void> {
 	};
 	const configFile = path.join(tmp, "mall.json");
 	fs.writeFileSync(configFile, JSON.stringify(mallConfig));
+	// Ended sessions before the mall starts: its gateways load them at start.
+	await migrate({ ...cfg.db, name: dbName });
+	const revokedSids = Array.from({ length: REVOKED }, newSessionId);
+	await withDb(cfg, dbName, async db => {
+		for (let i = 0; i < revokedSids.length; i += 1000) {
+			const values = revokedSids.slice(i, i + 1000).map(sid => `('${sid}', 1, NOW(3), 'logout')`).join(",");
+			await db.query(`INSERT INTO user_sessions (id, user_id, revoked_at, revoke_reason) VALUES ${values}`);
+		}
+	});
 	const nodeArgs = PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(PROFILE)}`] : [];
 	start([...nodeArgs, path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"), "--env", "dev", "--config", configFile, ...(WORKERS > 1 ? ["--workers", String(WORKERS)] : [])], {}, "mall");
 	const base = `http://127.0.0.1:${mallPort}`;
@@ -191,11 +207,20 @@ async function main(): Promise<void> {
 				await db.query(`INSERT INTO users (username, password_hash, role, status) VALUES ${values}`);
 			}
 			const [rows] = (await db.query("SELECT id FROM users WHERE username LIKE ? ORDER BY id", [`${tag}\\_%`])) as any;
+			// A session each, as a login would open.
+			const sessions = rows.map((r: { id: number }) => ({ id: Number(r.id), sid: newSessionId() }));
+			for (let i = 0; i < sessions.length; i += 1000) {
+				await db.query(`INSERT INTO user_sessions (id, user_id) VALUES ${sessions.slice(i, i + 1000).map((x: { id: number; sid: string }) => `('${x.sid}', ${x.id})`).join(",")}`);
+			}
 			const file = path.join(tmp, `${tag}.tokens`);
-			fs.writeFileSync(file, rows.map((r: { id: number }) => tokens.sign({ id: Number(r.id), role: 1 })).join("\n") + "\n");
+			fs.writeFileSync(file, sessions.map((x: { id: number; sid: string }) => tokens.sign({ id: x.id, role: 1 }, x.sid)).join("\n") + "\n");
 			return file;
 		};
 		const buyers = await makeTokens(BUYERS, "buyer");
+		if (REVOKED) {
+			const ended = await postJson(mallPort, "/api/seckill", { product_id: 1 }, tokens.sign({ id: 1, role: 1 }, revokedSids[REVOKED - 1]));
+			if (ended.status !== 401 || ended.body.code !== 10006) throw new Error(`a token of an ended session was not refused: ${ended.status} ${JSON.stringify(ended.body)}`);
+		}
 		const armed = async (stock: number) => {
 			const product = await post("/api/product", { name: "Bench phone", price: 999, stock: 1 }, admin);
 			const a = await post("/api/seckill/init", { product_id: product.id, stock }, admin);
@@ -249,7 +274,7 @@ async function main(): Promise<void> {
 			return { child, productId: a.productId, refill };
 		};
 
-		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${WORKERS}`);
+		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${WORKERS}, a session per buyer and ${REVOKED} ended sessions in the gateways' memory`);
 		console.log("run  path      req/s     p50 ms  p90 ms  p99 ms  errors  answers (status/code: count)");
 		const results: { ceiling: WrkResult[]; full: WrkResult[] } = { ceiling: [], full: [] };
 		const row = (label: string, r: WrkResult) => {
@@ -293,11 +318,15 @@ async function main(): Promise<void> {
 		console.log(`every full run: ${STOCK} winners, ${STOCK} orders, no buyer twice, nothing oversold, Redis and MySQL agree`);
 
 		// Drain: many winners at once, then how fast the queue becomes order rows.
-		const drainTokens = await makeTokens(DRAIN_STOCK, "drain");
+		// Twice as many buyers as units, each once, until sold out however long the wins take on
+		// this machine; the winners are counted where they are decided (Redis), since wrk stops
+		// at the first sold-out answer with some winners' answers still on the way.
+		const drainTokens = await makeTokens(2 * DRAIN_STOCK, "drain");
 		const d = await armed(DRAIN_STOCK);
-		const rd = wrk(mallPort, d.productId, drainTokens, Math.min(SECONDS, 2));
-		const winners = rd.answers["200/0"] ?? 0;
-		if (winners !== DRAIN_STOCK) throw new Error(`drain run: ${winners} winners for ${DRAIN_STOCK} units: ${JSON.stringify(rd.answers)}`);
+		const rd = wrk(mallPort, d.productId, drainTokens, 60, true);
+		const bad = Object.keys(rd.answers).filter(k => !/^(200\/0|409\/60003)$/.test(k));
+		if (!rd.answers["409/60003"] || bad.length || rd.connect + rd.read + rd.write + rd.timeout) throw new Error(`drain run: not sold out, or errors: ${JSON.stringify(rd)}`);
+		const winners = DRAIN_STOCK;
 		const c = await settle(d, winners);
 		const seconds = (c.last - c.firstReservation) / 1000;
 		console.log(`drain          ${winners} winners -> ${c.orders} orders in ${seconds.toFixed(2)} s from the first reservation to the last order row: ${(winners / seconds).toFixed(0)} orders/s`);
@@ -308,6 +337,15 @@ async function main(): Promise<void> {
 		await dropDatabase(cfg, dbName);
 		await cleanup(cfg.redis.url, cfg.amqp.url, namespace);
 		fs.rmSync(tmp, { recursive: true, force: true });
+	}
+}
+
+async function withDb(cfg: ReturnType<typeof loadConfig>, name: string, fn: (db: mysql.Connection) => Promise<void>): Promise<void> {
+	const conn = await mysql.createConnection({ host: cfg.db.host, port: cfg.db.port, user: cfg.db.user, password: cfg.db.password, database: name });
+	try {
+		await fn(conn);
+	} finally {
+		await conn.end();
 	}
 }
 

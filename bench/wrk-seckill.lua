@@ -1,10 +1,14 @@
 -- wrk script for bench/seckill.ts: POST /api/seckill, each request with the next buyer's token
 -- (BENCH_TOKENS: a file with one token per line); counts answers by HTTP status and envelope
--- code, and prints a JSON summary at the end.
+-- code, and prints a JSON summary at the end. With BENCH_UNTIL_SOLD_OUT=1 the thread stops at the
+-- first "sold out" answer, or once every token has an answer (the drain run: buyers arrive at
+-- once until nothing is left, however long the wins take on this machine).
 local tokens = {}
 for line in io.lines(os.getenv("BENCH_TOKENS")) do tokens[#tokens + 1] = line end
 local body = '{"product_id":' .. os.getenv("BENCH_PRODUCT") .. '}'
 local i = 0
+local until_sold_out = os.getenv("BENCH_UNTIL_SOLD_OUT") == "1"
+local answered = 0
 answers = {}
 
 request = function()
@@ -16,6 +20,8 @@ end
 response = function(status, headers, body)
   local key = status .. "/" .. (string.match(body, '"code":(%-?%d+)') or "?")
   answers[key] = (answers[key] or 0) + 1
+  answered = answered + 1
+  if until_sold_out and (key == "409/60003" or answered >= #tokens) then wrk.thread:stop() end
 end
 
 -- done() runs in the main script's state: the counts live in each thread's.

@@ -67,6 +67,8 @@ interface UserThis extends Service, DbThis {
 	revokeSessions(where: string, replacements: unknown[], reason: RevokeReason, t: Transaction): Promise<RevokedSession[]>;
 	announceRevoked(sessions: RevokedSession[]): Promise<void>;
 	revokedSessions(): Promise<RevokedSession[]>;
+	purgeSessions(): Promise<{ tokens: number; sessions: number }>;
+	purgeTimer: NodeJS.Timeout;
 }
 
 /**
@@ -317,6 +319,31 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			return rows.map(r => ({ sid: r.id, until: Number(r.revoked) + ttl + 1 }));
 		},
 
+		/**
+		 * Rows that can no longer matter: refresh tokens a day past their expiry (used or not),
+		 * then sessions with no refresh token left whose access tokens have all expired. In
+		 * batches, so no long lock; several user nodes doing it at once delete nothing twice.
+		 */
+		async purgeSessions(this: UserThis) {
+			const db = this.adapter.db;
+			const ttl = getConfig().jwt.expires_in + 1;
+			const batch = async (sql: string, replacements: unknown[]) => {
+				for (let total = 0; ; ) {
+					// BULKDELETE: Sequelize answers the affected row count.
+					const affected = (await db.query(sql, { replacements, type: QueryTypes.BULKDELETE })) as unknown as number;
+					total += affected;
+					if (affected < 5000) return total;
+				}
+			};
+			const tokens = await batch("DELETE FROM refresh_tokens WHERE expires_at < NOW(3) - INTERVAL 1 DAY LIMIT 5000", []);
+			const sessions = await batch(
+				`DELETE FROM user_sessions WHERE created_at < NOW(3) - INTERVAL ? SECOND AND (revoked_at IS NULL OR revoked_at < NOW(3) - INTERVAL ? SECOND)
+				 AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = user_sessions.id) LIMIT 5000`,
+				[ttl, ttl]
+			);
+			return { tokens, sessions };
+		},
+
 		/** The first admin, from GOMALL_ADMIN_USERNAME/PASSWORD; several nodes may race here. */
 		async ensureAdmin(this: UserThis) {
 			const { username, password } = getConfig().admin;
@@ -342,6 +369,12 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 
 	async started(this: UserThis) {
 		await this.ensureAdmin();
+		this.purgeTimer = setInterval(() => this.purgeSessions().catch(err => this.logger.warn(`purging old sessions failed (${(err as Error).name})`)), 3600_000);
+		this.purgeTimer.unref();
+	},
+
+	stopped(this: UserThis) {
+		clearInterval(this.purgeTimer);
 	}
 };
 

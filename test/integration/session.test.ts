@@ -238,3 +238,22 @@ describe("POST /api/auth/change-password", () => {
 		expect([r.status, r.body.code]).toEqual([401, 401]);
 	});
 });
+
+describe("old sessions are purged", () => {
+	it("removes refresh tokens a day past expiry and sessions with nothing left to live for; keeps the rest", async () => {
+		const live = await register();
+		const stale = await register();
+		const endedRecently = await register();
+		expect((await http.post("/api/auth/logout", undefined, endedRecently.token)).status).toBe(200);
+		await db().query("UPDATE refresh_tokens SET expires_at = NOW(3) - INTERVAL 2 DAY WHERE session_id IN (?)", { replacements: [[sidOf(stale.token), sidOf(endedRecently.token)]] });
+		await db().query("UPDATE user_sessions SET created_at = NOW(3) - INTERVAL 9 DAY WHERE id IN (?)", { replacements: [[sidOf(stale.token), sidOf(endedRecently.token)]] });
+
+		expect(await (mall.node.broker.getLocalService("user") as any).purgeSessions()).toEqual({ tokens: 2, sessions: 1 });
+		const left = (sid: string) => rows<{ n: number }>("SELECT (SELECT COUNT(*) FROM user_sessions WHERE id = ?) + (SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?) AS n", [sid, sid]);
+		expect((await left(sidOf(stale.token)))[0].n).toBe(0);
+		// Its access tokens may still be live: gateways must be able to load it.
+		expect((await left(sidOf(endedRecently.token)))[0].n).toBe(1);
+		expect((await left(sidOf(live.token)))[0].n).toBe(2);
+		expect(await profile(live.token)).toEqual([200, 0]);
+	});
+});

@@ -14,6 +14,8 @@ export interface CartItem {
 	product_id: number;
 	product_name: string;
 	price: number;
+	/** The same as price: the Go version's web client reads the line's price under this name. */
+	product_price: number;
 	product_image: string;
 	quantity: number;
 	sub_total: number;
@@ -166,7 +168,7 @@ const CartService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				const sub = toCents(p.price) * line.quantity;
 				count += line.quantity;
 				totalCents += sub;
-				items.push({ id: Number(line.id), product_id: p.id, product_name: p.name, price: p.price, product_image: p.image_url, quantity: line.quantity, sub_total: fromCents(sub) });
+				items.push({ id: Number(line.id), product_id: p.id, product_name: p.name, price: p.price, product_price: p.price, product_image: p.image_url, quantity: line.quantity, sub_total: fromCents(sub) });
 			}
 			const gone = lines.filter(l => !byId.has(Number(l.product_id))).map(l => l.id);
 			if (gone.length) await this.model.destroy({ where: { id: gone } });

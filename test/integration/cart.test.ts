@@ -16,6 +16,7 @@ async function product(body: Record<string, unknown> = {}) {
 }
 
 describe("cart", () => {
+	// product_price duplicates price for the Go version's web client (README, "The Go version's web client").
 	it("adds to an existing line and lists a product snapshot with exact totals", async () => {
 		const u = await mall.http.newUser();
 		const a = await product({ price: 19.99 });
@@ -27,8 +28,8 @@ describe("cart", () => {
 		expect(r.status).toBe(200);
 		expect(r.body.data).toEqual({
 			items: [
-				{ id: expect.any(Number), product_id: a.id, product_name: "Widget", price: 19.99, product_image: "https://img/w.png", quantity: 3, sub_total: 59.97 },
-				{ id: expect.any(Number), product_id: b.id, product_name: "Gadget", price: 0.1, product_image: "https://img/w.png", quantity: 2, sub_total: 0.2 }
+				{ id: expect.any(Number), product_id: a.id, product_name: "Widget", price: 19.99, product_price: 19.99, product_image: "https://img/w.png", quantity: 3, sub_total: 59.97 },
+				{ id: expect.any(Number), product_id: b.id, product_name: "Gadget", price: 0.1, product_price: 0.1, product_image: "https://img/w.png", quantity: 2, sub_total: 0.2 }
 			],
 			total_count: 5,
 			total_price: 60.17

@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { ALL_SERVICES, GomallNode, startNode } from "../../lib/node";
 import { startMall, TestMall } from "../helpers/node";
 
 /** A real 1x1 PNG and a real 1x1 baseline JPEG. */
@@ -199,5 +200,51 @@ describe("GET /version", () => {
 		const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, "../../package.json"), "utf8"));
 		expect(r.body).toMatchObject({ code: 0, message: "success", data: { version: "v1", api_prefix: "/api", app_version: pkg.version, build: "test-build-42" } });
 		expect(typeof r.body.trace_id).toBe("string");
+	});
+});
+
+describe("the upload actor on another node", () => {
+	let gateway: TestMall;
+	let uploadNode: GomallNode;
+	let dir2: string;
+
+	beforeAll(async () => {
+		dir2 = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-upload-remote-"));
+		gateway = await startMall({ upload: { dir: dir2, max_bytes: MAX_BYTES, max_files: MAX_FILES } }, ALL_SERVICES.filter(s => s !== "upload"));
+		// Same namespace and configuration, another node: the files travel over NATS both ways.
+		uploadNode = await startNode({ ...gateway.cfg, node_id: `${gateway.cfg.node_id}-upload` }, ["upload"]);
+		await gateway.node.broker.waitForServices("upload", 10000);
+	});
+	afterAll(async () => {
+		await uploadNode?.shutdown();
+		await gateway?.stop();
+		fs.rmSync(dir2, { recursive: true, force: true });
+	});
+
+	const send = async (route: string, parts: Part[], auth: string) => {
+		const form = new FormData();
+		for (const p of parts) form.append("files", new Blob([new Uint8Array(p.bytes)]), p.name);
+		const res = await fetch(gateway.baseUrl + route, { method: "POST", body: form, headers: { authorization: `Bearer ${auth}` } });
+		return { status: res.status, body: (await res.json()) as any };
+	};
+
+	it("stores through the gateway, serves back byte for byte, and a refused request leaves nothing on the owner's disk", async () => {
+		expect(gateway.node.broker.getLocalService("upload")).toBeFalsy();
+		const auth = (await gateway.http.newUser("remote")).token;
+		const ok = await send("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "b.jpg", bytes: JPEG }], auth);
+		expect(ok.status).toBe(200);
+		for (const [f, bytes] of [[ok.body.data[0], PNG], [ok.body.data[1], JPEG]] as [any, Buffer][]) {
+			expect(fs.readFileSync(path.join(dir2, f.name)).equals(bytes)).toBe(true);
+			const got = await fetch(gateway.baseUrl + f.url);
+			expect([got.status, got.headers.get("content-type"), got.headers.get("x-content-type-options")]).toEqual([200, f.content_type, "nosniff"]);
+			expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+		}
+		const files = () => (fs.readdirSync(dir2, { recursive: true }) as string[]).filter(f => fs.statSync(path.join(dir2, f)).isFile()).sort();
+		const before = files();
+		const bad = await send("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "evil.png", bytes: SCRIPT }], auth);
+		expect([bad.status, bad.body.code]).toEqual([400, 70003]);
+		const big = await send("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "big.png", bytes: Buffer.concat([PNG, Buffer.alloc(MAX_BYTES)]) }], auth);
+		expect([big.status, big.body.code]).toEqual([413, 70002]);
+		expect(files()).toEqual(before);
 	});
 });

@@ -525,6 +525,11 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			const batch = newBatchId();
 			req.$upload = { batch, failing: false, settled: false };
 			ctx.meta.upload = { batch };
+			// A client that goes away mid-form leaves busboy waiting for a body that never ends:
+			// its files would stay staged (until the sweep) without this.
+			res.once("close", () => {
+				if (!res.writableFinished) this.failUpload(req, res, bizError("UPLOAD_MALFORMED"));
+			});
 		},
 
 		/** Every file of the request is staged: publish them all, then answer. */
@@ -554,7 +559,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			up.failing = true;
 			void this.discardUpload(up.batch).finally(() => {
 				up.settled = true;
-				this.sendError(req, res, uploadFailure(err));
+				if (!res.destroyed) this.sendError(req, res, uploadFailure(err));
 			});
 		},
 

@@ -248,3 +248,23 @@ describe("the upload actor on another node", () => {
 		expect(files()).toEqual(before);
 	});
 });
+
+describe("a client that goes away mid-upload", () => {
+	it("leaves nothing on disk once its connection is gone", async () => {
+		const before = filesOnDisk();
+		const boundary = "gomallabort";
+		const head = Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`), PNG, Buffer.alloc(1000)]);
+		const { request } = await import("node:http");
+		const url = new URL(mall.baseUrl + "/api/upload");
+		const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": `multipart/form-data; boundary=${boundary}` } });
+		req.on("error", () => undefined);
+		req.write(head);
+		// The file is staged (its first bytes were an image) and still open when the client leaves.
+		const staged = () => filesOnDisk().filter(f => f.startsWith(".incoming/")).length;
+		for (let i = 0; i < 50 && staged() === 0; i++) await new Promise(r => setTimeout(r, 20));
+		expect(staged()).toBe(1);
+		req.destroy();
+		for (let i = 0; i < 100 && filesOnDisk().length !== before.length; i++) await new Promise(r => setTimeout(r, 20));
+		expect(filesOnDisk()).toEqual(before);
+	});
+});

@@ -12,6 +12,7 @@ import { renderError, success } from "../lib/envelope";
 import { AuthUser, ROLE_ADMIN, TokenService } from "../lib/jwt";
 import { AmqpConnection } from "../lib/amqp";
 import { parseByteLimit, readJsonBody } from "../lib/http-body";
+import { callEachNode } from "../lib/each-node";
 import { counter, labelSets } from "../lib/metrics";
 import { createRedis, redisHealthy, RedisClient } from "../lib/redis";
 import { RevokedSession, RevokedSessions } from "../lib/sessions";
@@ -592,9 +593,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 
 		/** Every node running the upload actor: the files of one request may have gone to several. */
 		discardUpload(this: ApiThis, batch: string): Promise<unknown> {
-			const nodes = new Set<string>();
-			for (const s of this.broker.registry.getServiceList({ onlyAvailable: true }) as { name: string; nodeID: string }[]) if (s.name === "upload") nodes.add(s.nodeID);
-			return Promise.allSettled([...nodes].map(nodeID => this.broker.call("upload.discard", { batch }, { nodeID, timeout: 10000 })));
+			return callEachNode(this.broker, "upload", "upload.discard", { batch }, 10000);
 		},
 
 		/** moleculer-web logs 5xx with their stack; ours go through sendError without it. */

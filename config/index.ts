@@ -65,6 +65,10 @@ export interface Config {
 		login: RateTier;
 	};
 	tracing: { enabled: boolean; otlp_endpoint: string; service_name: string };
+	/** image uploads, owned by the upload actor: its directory (relative: to the working directory) and limits */
+	upload: { dir: string; max_bytes: number; max_files: number };
+	/** the build's id (a git commit, a CI build number), shown by GET /version; empty: unknown */
+	build: string;
 }
 
 export interface RedisConfig {
@@ -117,7 +121,11 @@ export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_ORDER_PAY_TIMEOUT: ["order.pay_timeout", "number"],
 	GOMALL_AMQP_PREFETCH: ["amqp.prefetch", "number"],
 	GOMALL_OTLP_ENDPOINT: ["tracing.otlp_endpoint", "string"],
-	GOMALL_METRICS_PORT: ["metrics.port", "number"]
+	GOMALL_METRICS_PORT: ["metrics.port", "number"],
+	GOMALL_UPLOAD_DIR: ["upload.dir", "string"],
+	GOMALL_UPLOAD_MAX_BYTES: ["upload.max_bytes", "number"],
+	GOMALL_UPLOAD_MAX_FILES: ["upload.max_files", "number"],
+	GOMALL_BUILD: ["build", "string"]
 };
 
 export class ConfigError extends Error {
@@ -194,7 +202,9 @@ const schema = {
 			seckill: tier,
 			login: tier
 		}),
-		tracing: obj({ enabled: bool, otlp_endpoint: str, service_name: { type: "string", min: 1 } })
+		tracing: obj({ enabled: bool, otlp_endpoint: str, service_name: { type: "string", min: 1 } }),
+		upload: obj({ dir: { type: "string", min: 1 }, max_bytes: num(1, 1024 * 1024 * 1024), max_files: num(1, 100) }),
+		build: { type: "string", max: 128 }
 	})
 };
 

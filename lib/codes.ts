@@ -63,7 +63,17 @@ export const Codes = Object.freeze({
 	SECKILL_SOLD_OUT: def(60003, 409, "sold out"),
 	SECKILL_LIMIT_REACHED: def(60004, 409, "purchase limit reached"),
 	SECKILL_ORDER_FAILED: def(60005, 503, "order could not be queued, please retry"),
-	SECKILL_NO_ACTIVITY: def(60008, 404, "no such flash-sale activity")
+	SECKILL_NO_ACTIVITY: def(60008, 404, "no such flash-sale activity"),
+
+	// upload (the Go version's 70001- range)
+	UPLOAD_NO_FILE: def(70001, 400, "no file in the request"),
+	UPLOAD_TOO_LARGE: def(70002, 413, "file too large"),
+	UPLOAD_NOT_IMAGE: def(70003, 400, "not an image (PNG, JPEG, GIF or WebP)"),
+	UPLOAD_SAVE_FAILED: def(70004, 500, "file could not be saved"),
+	UPLOAD_NOT_FOUND: def(70005, 404, "file not found"),
+	UPLOAD_TOO_MANY_FILES: def(70007, 400, "too many files in one request"),
+	UPLOAD_NOT_MULTIPART: def(70008, 415, "request body must be multipart/form-data"),
+	UPLOAD_MALFORMED: def(70008, 400, "malformed multipart body")
 });
 
 export type CodeKey = keyof typeof Codes;

@@ -7,7 +7,7 @@ import { migrate } from "./migrate";
 import { replCommands } from "./repl";
 
 /** Every actor, in start order. One node runs them all unless told otherwise. */
-export const ALL_SERVICES = ["user", "product", "cart", "stock", "order", "api"] as const;
+export const ALL_SERVICES = ["user", "product", "cart", "stock", "order", "upload", "api"] as const;
 /** Actors that own tables: a node running any of them applies pending migrations first. */
 const DB_SERVICES = new Set(["user", "product", "cart", "order", "stock"]);
 

@@ -10,6 +10,13 @@ export interface ActionInfo {
 
 type JsonSchema = Record<string, unknown>;
 
+/** A multipart alias: its files go one by one to `action`; documented as form field `field`. */
+export interface MultipartRoute {
+	action: string;
+	field: string;
+	maxFiles: number;
+}
+
 interface Rule {
 	type?: string;
 	optional?: boolean;
@@ -66,7 +73,42 @@ const ERROR_RESPONSES: Record<string, string> = {
 	"503": "Unavailable, retry"
 };
 
-export function buildOpenApi(basePath: string, aliases: Record<string, string>, actions: Map<string, ActionInfo>, version: string): JsonSchema {
+const envelopeResponse = (description: string) => ({ description, content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } } });
+
+/** Upload routes: a multipart/form-data body of image files, answered with the stored files. */
+function multipartOperation(route: string, r: MultipartRoute, action: ActionInfo): [string, string, Record<string, unknown>] {
+	const [method, path] = route.split(/\s+/);
+	const binary = { type: "string", format: "binary" };
+	const file = { type: "object", properties: { url: { type: "string", example: "/uploads/0123456789abcdef0123456789abcdef.png" }, name: { type: "string" }, filename: { type: "string" }, size: { type: "integer" }, content_type: { type: "string", enum: ["image/png", "image/jpeg", "image/gif", "image/webp"] } } };
+	const op: Record<string, unknown> = {
+		operationId: `${r.action.replace(/\./g, "_")}_${r.maxFiles > 1 ? "multi" : "single"}`,
+		tags: [r.action.split(".")[0]],
+		summary: `${r.action}${action.auth ? ` (${action.auth})` : ""}: ${r.maxFiles > 1 ? `up to ${r.maxFiles} images` : "one image"} (PNG, JPEG, GIF, WebP, checked by their bytes); data is ${r.maxFiles > 1 ? "an array of" : ""} {url, name, filename, size, content_type}`,
+		requestBody: {
+			required: true,
+			content: { "multipart/form-data": { schema: { type: "object", required: [r.field], properties: { [r.field]: r.maxFiles > 1 ? { type: "array", items: binary, maxItems: r.maxFiles } : binary } } } }
+		},
+		responses: {
+			"200": { description: "Stored: code 0", content: { "application/json": { schema: { allOf: [{ $ref: "#/components/schemas/Envelope" }, { type: "object", properties: { data: r.maxFiles > 1 ? { type: "array", items: file } : file } }] } } } },
+			"400": envelopeResponse("70001 no file, 70003 not an image, 70007 too many files, 70008 malformed multipart body"),
+			"401": envelopeResponse("Not logged in, token invalid (10006) or expired (10005)"),
+			"413": envelopeResponse("70002 file too large"),
+			"415": envelopeResponse("70008 not multipart/form-data"),
+			"429": envelopeResponse("Too many requests (see Retry-After)"),
+			"503": envelopeResponse("Unavailable, retry")
+		}
+	};
+	if (action.auth) op.security = [{ bearerAuth: [] }];
+	return [path, method.toLowerCase(), op];
+}
+
+export function buildOpenApi(
+	basePath: string,
+	aliases: Record<string, string>,
+	actions: Map<string, ActionInfo>,
+	version: string,
+	multipart: { base: string; routes: Record<string, MultipartRoute> } = { base: "", routes: {} }
+): JsonSchema {
 	const paths: Record<string, Record<string, unknown>> = {};
 	for (const [route, actionName] of Object.entries(aliases)) {
 		const [method, rawPath] = route.split(/\s+/);
@@ -105,6 +147,31 @@ export function buildOpenApi(basePath: string, aliases: Record<string, string>, 
 		if (action.auth) op.security = [{ bearerAuth: [] }];
 		(paths[path] ??= {})[method.toLowerCase()] = op;
 	}
+	for (const [route, r] of Object.entries(multipart.routes)) {
+		const [method, rawPath] = route.split(/\s+/);
+		const [path, verb, op] = multipartOperation(`${method} ${(multipart.base + rawPath).replace(/(.)\/$/, "$1")}`, r, actions.get(r.action) ?? {});
+		(paths[path] ??= {})[verb] = op;
+	}
+	paths["/uploads/{name}"] = {
+		get: {
+			operationId: "upload_get",
+			tags: ["upload"],
+			summary: "A stored image (immutable: cached for a year; X-Content-Type-Options: nosniff)",
+			parameters: [{ name: "name", in: "path", required: true, schema: { type: "string", pattern: "^[0-9a-f]{32}\\.(png|jpg|gif|webp)$" } }],
+			responses: {
+				"200": { description: "The image", content: Object.fromEntries(["image/png", "image/jpeg", "image/gif", "image/webp"].map(t => [t, { schema: { type: "string", format: "binary" } }])) },
+				"404": envelopeResponse("70005 no such file")
+			}
+		}
+	};
+	paths["/version"] = {
+		get: {
+			operationId: "version",
+			tags: ["operations"],
+			summary: "API version (version, api_prefix, recommended_prefix) and this build (app_version, build: null when unknown)",
+			responses: { "200": envelopeResponse("Success: code 0") }
+		}
+	};
 	const plain = (description: string) => ({ responses: { "200": { description }, "503": { description: "Not ready or unhealthy" } } });
 	paths["/health"] = { get: { operationId: "health", tags: ["operations"], ...plain("Component health") } };
 	paths["/ready"] = { get: { operationId: "ready", tags: ["operations"], ...plain("Ready to serve") } };

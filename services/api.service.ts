@@ -16,7 +16,8 @@ import { counter, labelSets } from "../lib/metrics";
 import { createRedis, redisHealthy, RedisClient } from "../lib/redis";
 import { RevokedSession, RevokedSessions } from "../lib/sessions";
 import { PROJECT_ROOT } from "../lib/paths";
-import { ActionInfo, buildOpenApi } from "../lib/openapi";
+import { ActionInfo, buildOpenApi, MultipartRoute } from "../lib/openapi";
+import { isMultipart, newBatchId, uploadFailure } from "../lib/upload";
 import { checkDistributed, clientIp, DistributedCheck, GcraRedis, LocalBuckets, Verdict } from "../lib/ratelimit";
 import type { GatewayPrometheusReporter } from "../moleculer.config";
 
@@ -30,6 +31,8 @@ type Req = IncomingMessage & {
 	/** Set by the flash-sale lane, which has no `api.rest` context to carry them. */
 	$traceId?: string;
 	$userId?: number;
+	/** An upload request whose files are streaming to the upload actor (see authorizeUpload). */
+	$upload?: { batch: string; failing: boolean; settled: boolean };
 };
 type Res = ServerResponse;
 
@@ -65,6 +68,10 @@ interface ApiThis extends Service<ApiSettingsSchema> {
 	revocationTimer: NodeJS.Timeout | null;
 	syncRevocations(): Promise<boolean>;
 	scheduleRevocationSync(delayMs: number): void;
+	authorize(ctx: Context<any, any>, route: unknown, req: Req, res: Res): Promise<void>;
+	finishUpload(ctx: Context<any, any>, req: Req, res: Res, data: unknown): Promise<unknown>;
+	failUpload(req: Req, res: Res, err: unknown): void;
+	discardUpload(batch: string): Promise<unknown>;
 }
 
 /** Declared on an action (`auth: "user"` or `"admin"`); enforced here, in one place. */
@@ -133,6 +140,28 @@ const API_ALIASES: Record<string, string> = {
 	"GET /seckill": "stock.list"
 
 };
+
+/**
+ * Image uploads, multipart through moleculer-web: each file of the form is streamed to its
+ * own `upload.save` call; the request's files are published together (finishUpload) or not
+ * at all (failUpload). The upload actor owns the directory; GET /uploads/<name> streams back.
+ */
+const UPLOAD_PATH = "/api/upload";
+const UPLOAD_ROUTES: Record<string, MultipartRoute> = {
+	"POST /": { action: "upload.save", field: "file", maxFiles: 1 },
+	"POST /multi": { action: "upload.save", field: "files", maxFiles: cfg().upload.max_files }
+};
+/** A form beyond this is refused from its Content-Length, before a byte of it is read. */
+const UPLOAD_MAX_BODY = cfg().upload.max_files * cfg().upload.max_bytes + 1024 * 1024;
+const refuseUpload = (key: "UPLOAD_TOO_MANY_FILES" | "UPLOAD_MALFORMED") => (busboy: { emit(event: string, err: unknown): void }) => busboy.emit("error", bizError(key));
+
+/** The public view of a stored file: `url` goes into a product's image_url. */
+function publicFile(f: { name: string; filename: string; size: number; content_type: string }) {
+	return { url: `/uploads/${f.name}`, name: f.name, filename: f.filename, size: f.size, content_type: f.content_type };
+}
+
+/** GET /version: the API's version (the Go version's keys) and this build's. */
+const VERSION_INFO = Object.freeze({ version: "v1", api_prefix: "/api", recommended_prefix: "/api", app_version: VERSION, build: cfg().build || null });
 
 const SWAGGER_DIR = path.dirname(require.resolve("swagger-ui-dist/package.json"));
 /** The files of swagger-ui-dist the page needs; nothing else is served from that folder. */
@@ -233,6 +262,10 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 							this.sendJson(res, status === "unhealthy" ? 503 : 200, { status, components });
 						});
 					},
+					"GET /version"(this: ApiThis, _req: Req, res: Res) {
+						const traceId = this.broker.generateUid();
+						this.sendJson(res, 200, success(VERSION_INFO, traceId), traceId);
+					},
 					"GET /ready"(this: ApiThis, _req: Req, res: Res) {
 						const connected = !this.broker.transit || this.broker.transit.connected;
 						const status = this.draining ? "draining" : this.ready && connected ? "ready" : "starting";
@@ -247,6 +280,48 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 						res.end(reporter ? reporter.generatePrometheusResponse() : "");
 					}
 				},
+				onError(this: ApiThis, req: Req, res: Res, err: unknown) {
+					this.sendError(req, res, err);
+				}
+			},
+			{
+				path: UPLOAD_PATH,
+				mappingPolicy: "restrict",
+				authentication: true,
+				authorization: "authorizeUpload",
+				// busboy reads the body, file by file; nothing may consume it before.
+				bodyParsers: { json: false, urlencoded: false },
+				busboyConfig: {
+					limits: { fileSize: cfg().upload.max_bytes, fields: 10, fieldSize: 1024, parts: cfg().upload.max_files + 10, headerPairs: 20 },
+					// busboy would skip the extra parts silently; refusing says why.
+					onFilesLimit: refuseUpload("UPLOAD_TOO_MANY_FILES"),
+					onPartsLimit: refuseUpload("UPLOAD_MALFORMED"),
+					onFieldsLimit: refuseUpload("UPLOAD_MALFORMED")
+				},
+				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
+					this.limitLocal(req, res);
+				},
+				aliases: Object.fromEntries(Object.entries(UPLOAD_ROUTES).map(([route, r]) => [route, { type: "multipart", action: r.action, busboyConfig: { limits: { files: r.maxFiles } } }])),
+				onAfterCall(this: ApiThis | { service: ApiThis }, ctx: Context<any, any>, _route: unknown, req: Req, res: Res, data: unknown) {
+					// moleculer-web calls a multipart alias' onAfterCall with the alias as `this`.
+					const svc = "service" in this ? this.service : this;
+					return svc.finishUpload(ctx, req, res, data);
+				},
+				onError(this: ApiThis, req: Req, res: Res, err: unknown) {
+					this.sendError(req, res, err);
+				}
+			},
+			{
+				path: "/uploads",
+				mappingPolicy: "restrict",
+				authentication: false,
+				authorization: false,
+				bodyParsers: { json: false, urlencoded: false },
+				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
+					this.limitLocal(req, res);
+				},
+				// The upload actor's answer is the file's stream, its type and cache headers.
+				aliases: { "GET /:name": "upload.get" },
 				onError(this: ApiThis, req: Req, res: Res, err: unknown) {
 					this.sendError(req, res, err);
 				}
@@ -451,6 +526,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 
 		/** The only error writer: every failure leaves as the envelope with its HTTP status. */
 		sendError(this: ApiThis, req: Req, res: Res, err: unknown): void {
+			if (req.$upload && !req.$upload.settled) return this.failUpload(req, res, err);
 			const traceId = req.$traceId ?? req.$ctx?.requestID ?? null;
 			const out = renderError(err, traceId);
 			if (out.unexpected) {
@@ -462,6 +538,63 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			if (res.headersSent) return;
 			if (out.retryAfter && !res.hasHeader("Retry-After")) res.setHeader("Retry-After", String(out.retryAfter));
 			this.sendJson(res, out.status, out.body, traceId);
+		},
+
+		/**
+		 * The upload route's authorization: the usual checks, then a multipart body of a
+		 * bounded size; from here on the request's files stream to the upload actor, staged
+		 * under the request's id (in ctx.meta, which every per-file call inherits).
+		 */
+		async authorizeUpload(this: ApiThis, ctx: Context<any, any>, route: unknown, req: Req, res: Res): Promise<void> {
+			await this.authorize(ctx, route, req, res);
+			if (!isMultipart(req.headers["content-type"])) throw bizError("UPLOAD_NOT_MULTIPART");
+			if (Number(req.headers["content-length"]) > UPLOAD_MAX_BODY) throw bizError("UPLOAD_TOO_LARGE");
+			const batch = newBatchId();
+			req.$upload = { batch, failing: false, settled: false };
+			ctx.meta.upload = { batch };
+			// A client that goes away mid-form leaves busboy waiting for a body that never ends:
+			// its files would stay staged (until the sweep) without this.
+			res.once("close", () => {
+				if (!res.writableFinished) this.failUpload(req, res, bizError("UPLOAD_MALFORMED"));
+			});
+		},
+
+		/** Every file of the request is staged: publish them all, then answer. */
+		async finishUpload(this: ApiThis, ctx: Context<any, any>, req: Req, res: Res, data: unknown): Promise<unknown> {
+			const up = req.$upload;
+			const files = (Array.isArray(data) ? data : [data]) as { name?: unknown; filename: string; size: number; content_type: string }[];
+			// A file whose call failed is in the list as its error (moleculer-web reports it separately).
+			const failed = files.find(f => f instanceof Error || typeof f?.name !== "string");
+			if (!up || up.failing || failed) throw failed instanceof Error ? failed : bizError("UPLOAD_MALFORMED");
+			const staged = files as { name: string; filename: string; size: number; content_type: string }[];
+			await ctx.call("upload.commit", { batch: up.batch, names: staged.map(f => f.name) });
+			up.settled = true;
+			const traceId = ctx.requestID ?? null;
+			if (traceId) res.setHeader("X-Trace-Id", traceId);
+			const out = staged.map(publicFile);
+			return success(Array.isArray(data) ? out : out[0], traceId);
+		},
+
+		/**
+		 * A refused upload request: nothing of it may stay on disk, so it is answered only once
+		 * the upload actor has removed its files. moleculer-web reports one failure several
+		 * times (busboy's error, then each pending file's); the first one is the answer.
+		 */
+		failUpload(this: ApiThis, req: Req, res: Res, err: unknown): void {
+			const up = req.$upload!;
+			if (up.failing) return;
+			up.failing = true;
+			void this.discardUpload(up.batch).finally(() => {
+				up.settled = true;
+				if (!res.destroyed) this.sendError(req, res, uploadFailure(err));
+			});
+		},
+
+		/** Every node running the upload actor: the files of one request may have gone to several. */
+		discardUpload(this: ApiThis, batch: string): Promise<unknown> {
+			const nodes = new Set<string>();
+			for (const s of this.broker.registry.getServiceList({ onlyAvailable: true }) as { name: string; nodeID: string }[]) if (s.name === "upload") nodes.add(s.nodeID);
+			return Promise.allSettled([...nodes].map(nodeID => this.broker.call("upload.discard", { batch }, { nodeID, timeout: 10000 })));
 		},
 
 		/** moleculer-web logs 5xx with their stack; ours go through sendError without it. */
@@ -493,7 +626,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			for (const a of this.broker.registry.getActionList({ skipInternal: true, withEndpoints: false }) as any[]) {
 				actions.set(a.name, { params: a.action?.params, auth: a.action?.auth });
 			}
-			return buildOpenApi("/api", API_ALIASES, actions, VERSION);
+			return buildOpenApi("/api", API_ALIASES, actions, VERSION, { base: UPLOAD_PATH, routes: UPLOAD_ROUTES });
 		},
 
 		serveSwagger(this: ApiThis, file: string, res: Res) {

@@ -71,5 +71,5 @@ it("queries only metrics a running node exports", async () => {
 	// Breaker series appear once a breaker has changed state (shown in ops-breaker.test.ts).
 	const missing = [...used].filter(m => !exported.has(m) && !m.startsWith("moleculer_circuit_breaker_"));
 	expect(missing).toEqual([]);
-	expect(text).toMatch(new RegExp(`gomall_node_info\\{node_id="${mall.cfg.node_id}",namespace="${mall.cfg.namespace}",services="user,product,cart,stock,order,api"\\} 1`));
+	expect(text).toMatch(new RegExp(`gomall_node_info\\{node_id="${mall.cfg.node_id}",namespace="${mall.cfg.namespace}",services="user,product,cart,stock,order,upload,api"\\} 1`));
 }, 60000);

@@ -16,7 +16,8 @@ const SPEC_ROUTES = [
 	"post /api/order", "post /api/order/checkout", "get /api/order", "get /api/order/{order_no}", "post /api/order/{order_no}/pay", "post /api/order/{order_no}/cancel",
 	"post /api/cart", "get /api/cart", "put /api/cart", "delete /api/cart", "delete /api/cart/clear",
 	"post /api/seckill/init", "post /api/seckill", "get /api/seckill", "get /api/seckill/result",
-	"get /health", "get /ready", "get /metrics"
+	"get /health", "get /ready", "get /metrics",
+	"post /api/upload", "post /api/upload/multi", "get /uploads/{name}", "get /version"
 ];
 
 describe("OpenAPI document", () => {
@@ -35,6 +36,20 @@ describe("OpenAPI document", () => {
 		});
 		expect(doc.paths["/api/product"].get.parameters).toContainEqual({ name: "page_size", in: "query", required: false, schema: { type: "integer", minimum: 1, maximum: 100, default: 10 } });
 		expect(doc.paths["/api/product"].post.security).toEqual([{ bearerAuth: [] }]);
+	});
+
+	it("documents the uploads as multipart/form-data, the stored files' URL and /version", async () => {
+		const doc = (await (await fetch(`${mall.baseUrl}/swagger/doc.json`)).json()) as any;
+		const single = doc.paths["/api/upload"].post;
+		expect(single.requestBody.content["multipart/form-data"].schema).toEqual({ type: "object", required: ["file"], properties: { file: { type: "string", format: "binary" } } });
+		expect(single.security).toEqual([{ bearerAuth: [] }]);
+		expect(Object.keys(single.responses)).toEqual(expect.arrayContaining(["200", "400", "401", "413", "415"]));
+		const multi = doc.paths["/api/upload/multi"].post;
+		expect(multi.requestBody.content["multipart/form-data"].schema.properties.files).toEqual({ type: "array", items: { type: "string", format: "binary" }, maxItems: mall.cfg.upload.max_files });
+		expect(doc.paths["/uploads/{name}"].get.responses["200"].content).toHaveProperty("image/png");
+		expect(doc.paths["/version"].get.responses).toHaveProperty("200");
+		// Nothing of the upload actor's internals is a route.
+		expect(Object.keys(doc.paths).filter(p => /commit|discard|save/.test(p))).toEqual([]);
 	});
 });
 

@@ -1,0 +1,270 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ALL_SERVICES, GomallNode, startNode } from "../../lib/node";
+import { startMall, TestMall } from "../helpers/node";
+
+/** A real 1x1 PNG and a real 1x1 baseline JPEG. */
+const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "base64");
+const JPEG = Buffer.from(
+	"/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////////////////////////wgALCAABAAEBAREA/8QAFBABAAAAAAAAAAAAAAAAAAAAAP/aAAgBAQABPxA=",
+	"base64"
+);
+const SCRIPT = Buffer.from("#!/bin/sh\necho '<script>alert(1)</script>'\nrm -rf /\n");
+const MAX_BYTES = 4096;
+const MAX_FILES = 3;
+
+let mall: TestMall;
+let dir: string;
+let token: string;
+
+beforeAll(async () => {
+	dir = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-upload-"));
+	mall = await startMall({ upload: { dir, max_bytes: MAX_BYTES, max_files: MAX_FILES }, build: "test-build-42" });
+	token = (await mall.http.newUser("up")).token;
+});
+afterAll(async () => {
+	await mall?.stop();
+	fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Every file under the upload directory, staged ones included. */
+function filesOnDisk(): string[] {
+	return (fs.readdirSync(dir, { recursive: true, withFileTypes: true }) as fs.Dirent[])
+		.filter(d => d.isFile())
+		.map(d => path.relative(dir, path.join(d.parentPath, d.name)))
+		.sort();
+}
+
+type Part = { field?: string; name: string; bytes: Buffer; type?: string };
+
+async function upload(route: "/api/upload" | "/api/upload/multi", parts: Part[], auth: string | null = token) {
+	const form = new FormData();
+	for (const p of parts) form.append(p.field ?? (route === "/api/upload" ? "file" : "files"), new Blob([new Uint8Array(p.bytes)], { type: p.type ?? "image/png" }), p.name);
+	const res = await fetch(mall.baseUrl + route, { method: "POST", body: form, headers: auth ? { authorization: `Bearer ${auth}` } : {} });
+	return { status: res.status, body: (await res.json()) as any, headers: res.headers };
+}
+
+/** A refused request: the status and code asked for, the envelope, and nothing new on disk. */
+async function expectRefused(run: () => Promise<{ status: number; body: any }>, status: number, code: number) {
+	const before = filesOnDisk();
+	const r = await run();
+	expect([r.status, r.body.code]).toEqual([status, code]);
+	expect(r.body).toMatchObject({ data: null });
+	expect(typeof r.body.trace_id).toBe("string");
+	expect(JSON.stringify(r.body)).not.toContain(dir);
+	expect(filesOnDisk()).toEqual(before);
+	return r;
+}
+
+describe("POST /api/upload and /api/upload/multi", () => {
+	it("stores a PNG under a generated name and serves it back byte for byte, typed, nosniff, cached for good", async () => {
+		const r = await upload("/api/upload", [{ name: "photo.png", bytes: PNG }]);
+		expect(r.status).toBe(200);
+		expect(r.body.code).toBe(0);
+		const f = r.body.data;
+		expect(f).toMatchObject({ filename: "photo.png", size: PNG.length, content_type: "image/png" });
+		expect(f.name).toMatch(/^[0-9a-f]{32}\.png$/);
+		expect(f.url).toBe(`/uploads/${f.name}`);
+		expect(fs.readFileSync(path.join(dir, f.name)).equals(PNG)).toBe(true);
+
+		const got = await fetch(mall.baseUrl + f.url);
+		expect(got.status).toBe(200);
+		expect(got.headers.get("content-type")).toBe("image/png");
+		expect(got.headers.get("x-content-type-options")).toBe("nosniff");
+		expect(got.headers.get("cache-control")).toMatch(/max-age=31536000/);
+		expect(Buffer.from(await got.arrayBuffer()).equals(PNG)).toBe(true);
+
+		// The URL is what a product's image_url takes.
+		const admin = await mall.http.adminToken();
+		const p = await mall.http.post("/api/product", { name: "Pictured", price: 1.5, stock: 1, image_url: f.url }, admin);
+		expect(p.status).toBe(200);
+		expect((await mall.http.get(`/api/product/${p.body.data.id}`)).body.data.image_url).toBe(f.url);
+	});
+
+	it("names a file by its bytes: a JPEG sent as 'x.png' with type image/png is stored and served as image/jpeg", async () => {
+		const r = await upload("/api/upload", [{ name: "x.png", bytes: JPEG, type: "image/png" }]);
+		expect(r.status).toBe(200);
+		expect(r.body.data).toMatchObject({ content_type: "image/jpeg", size: JPEG.length });
+		expect(r.body.data.name).toMatch(/^[0-9a-f]{32}\.jpg$/);
+		const got = await fetch(mall.baseUrl + r.body.data.url);
+		expect(got.headers.get("content-type")).toBe("image/jpeg");
+		expect(got.headers.get("x-content-type-options")).toBe("nosniff");
+		expect(Buffer.from(await got.arrayBuffer()).equals(JPEG)).toBe(true);
+	});
+
+	it("stores several files at once and answers an array in their order", async () => {
+		const r = await upload("/api/upload/multi", [
+			{ name: "a.jpg", bytes: JPEG, type: "image/jpeg" },
+			{ name: "b.png", bytes: PNG }
+		]);
+		expect(r.status).toBe(200);
+		expect(r.body.data).toHaveLength(2);
+		expect(r.body.data.map((f: any) => f.content_type)).toEqual(["image/jpeg", "image/png"]);
+		for (const [f, bytes] of [[r.body.data[0], JPEG], [r.body.data[1], PNG]] as [any, Buffer][]) {
+			const got = await fetch(mall.baseUrl + f.url);
+			expect(got.status).toBe(200);
+			expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+		}
+		// Nothing left staged once the request is answered.
+		expect(filesOnDisk().filter(f => f.startsWith(".incoming"))).toEqual([]);
+	});
+
+	it("refuses a script renamed .png (400/70003), alone or among good images, and keeps nothing", async () => {
+		await expectRefused(() => upload("/api/upload", [{ name: "evil.png", bytes: SCRIPT }]), 400, 70003);
+		await expectRefused(() => upload("/api/upload", [{ name: "empty.png", bytes: Buffer.alloc(0) }]), 400, 70003);
+		// All or nothing: the good images of a refused request are not kept either.
+		await expectRefused(() => upload("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "b.jpg", bytes: JPEG }, { name: "evil.png", bytes: SCRIPT }]), 400, 70003);
+		await expectRefused(() => upload("/api/upload/multi", [{ name: "evil.png", bytes: SCRIPT }, { name: "a.png", bytes: PNG }]), 400, 70003);
+	});
+
+	it("refuses a file over upload.max_bytes (413/70002), a partial one included, and keeps nothing", async () => {
+		const big = Buffer.concat([PNG, Buffer.alloc(MAX_BYTES)]);
+		await expectRefused(() => upload("/api/upload", [{ name: "big.png", bytes: big }]), 413, 70002);
+		await expectRefused(() => upload("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "big.png", bytes: big }]), 413, 70002);
+		// Exactly at the limit is fine.
+		const atLimit = Buffer.concat([PNG, Buffer.alloc(MAX_BYTES - PNG.length)]);
+		const ok = await upload("/api/upload", [{ name: "limit.png", bytes: atLimit }]);
+		expect([ok.status, ok.body.data.size]).toEqual([200, MAX_BYTES]);
+	});
+
+	it("refuses more files than allowed (400/70007): over upload.max_files on /multi, more than one on /upload", async () => {
+		const four = Array.from({ length: MAX_FILES + 1 }, (_, i) => ({ name: `p${i}.png`, bytes: PNG }));
+		await expectRefused(() => upload("/api/upload/multi", four), 400, 70007);
+		await expectRefused(() => upload("/api/upload", [{ name: "a.png", bytes: PNG }, { name: "b.png", bytes: PNG }]), 400, 70007);
+		const three = await upload("/api/upload/multi", four.slice(0, MAX_FILES));
+		expect([three.status, three.body.data.length]).toEqual([200, MAX_FILES]);
+	});
+
+	it("refuses a body that is not multipart (415/70008) and a form without a file (400/70001)", async () => {
+		await expectRefused(() => mall.http.request("POST", "/api/upload", { body: { file: PNG.toString("base64") }, token }), 415, 70008);
+		await expectRefused(() => mall.http.request("POST", "/api/upload/multi", { raw: PNG.toString("latin1"), token, headers: { "content-type": "image/png" } }), 415, 70008);
+		await expectRefused(() => mall.http.request("POST", "/api/upload", { raw: "--x--\r\n", token, headers: { "content-type": "multipart/form-data" } }), 415, 70008);
+		await expectRefused(
+			async () => {
+				const form = new FormData();
+				form.append("note", "no file here");
+				const res = await fetch(mall.baseUrl + "/api/upload", { method: "POST", body: form, headers: { authorization: `Bearer ${token}` } });
+				return { status: res.status, body: await res.json() };
+			},
+			400,
+			70001
+		);
+		await expectRefused(
+			// Cut off before its closing boundary: an image's bytes, but not a whole request.
+			() => mall.http.request("POST", "/api/upload", { raw: "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.gif\"\r\n\r\nGIF89a" + "x".repeat(64), token, headers: { "content-type": "multipart/form-data; boundary=b" } }),
+			400,
+			70008
+		);
+	});
+
+	it("refuses a caller without a valid token (401) before reading the body", async () => {
+		await expectRefused(() => upload("/api/upload", [{ name: "a.png", bytes: PNG }], null), 401, 401);
+		await expectRefused(() => upload("/api/upload/multi", [{ name: "a.png", bytes: PNG }], null), 401, 401);
+		await expectRefused(() => upload("/api/upload", [{ name: "a.png", bytes: PNG }], "not-a-token"), 401, 10006);
+	});
+});
+
+describe("GET /uploads/<name>", () => {
+	it("serves only generated names: traversal, dot files and unknown names are 404 in the envelope", async () => {
+		const stored = (await upload("/api/upload", [{ name: "a.png", bytes: PNG }])).body.data.name as string;
+		for (const p of [
+			"/uploads/..%2F..%2Fpackage.json",
+			"/uploads/%2e%2e%2f%2e%2e%2fpackage.json",
+			"/uploads/..%5C..%5Cpackage.json",
+			"/uploads/.incoming",
+			`/uploads/%2Fetc%2Fpasswd`,
+			`/uploads/${stored}%00.txt`,
+			`/uploads/${stored.toUpperCase()}`,
+			`/uploads/${"0".repeat(32)}.png`,
+			"/uploads/package.json"
+		]) {
+			const r = await fetch(mall.baseUrl + p);
+			expect([p, r.status]).toEqual([p, 404]);
+			expect(r.headers.get("content-type")).toMatch(/^application\/json/);
+			const body = (await r.json()) as any;
+			expect(body.code === 70005 || body.code === 404).toBe(true);
+			expect(JSON.stringify(body)).not.toContain(dir);
+		}
+		// A path that leaves /uploads is routed elsewhere, never to a file.
+		const out = await fetch(`${mall.baseUrl}/uploads/a/../../package.json`);
+		expect(out.status).toBe(404);
+		expect((await fetch(`${mall.baseUrl}/uploads/${stored}`)).status).toBe(200);
+	});
+});
+
+describe("GET /version", () => {
+	it("answers the API version and this build in the envelope", async () => {
+		const r = await mall.http.get("/version");
+		expect(r.status).toBe(200);
+		const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, "../../package.json"), "utf8"));
+		expect(r.body).toMatchObject({ code: 0, message: "success", data: { version: "v1", api_prefix: "/api", app_version: pkg.version, build: "test-build-42" } });
+		expect(typeof r.body.trace_id).toBe("string");
+	});
+});
+
+describe("the upload actor on another node", () => {
+	let gateway: TestMall;
+	let uploadNode: GomallNode;
+	let dir2: string;
+
+	beforeAll(async () => {
+		dir2 = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-upload-remote-"));
+		gateway = await startMall({ upload: { dir: dir2, max_bytes: MAX_BYTES, max_files: MAX_FILES } }, ALL_SERVICES.filter(s => s !== "upload"));
+		// Same namespace and configuration, another node: the files travel over NATS both ways.
+		uploadNode = await startNode({ ...gateway.cfg, node_id: `${gateway.cfg.node_id}-upload` }, ["upload"]);
+		await gateway.node.broker.waitForServices("upload", 10000);
+	});
+	afterAll(async () => {
+		await uploadNode?.shutdown();
+		await gateway?.stop();
+		fs.rmSync(dir2, { recursive: true, force: true });
+	});
+
+	const send = async (route: string, parts: Part[], auth: string) => {
+		const form = new FormData();
+		for (const p of parts) form.append("files", new Blob([new Uint8Array(p.bytes)]), p.name);
+		const res = await fetch(gateway.baseUrl + route, { method: "POST", body: form, headers: { authorization: `Bearer ${auth}` } });
+		return { status: res.status, body: (await res.json()) as any };
+	};
+
+	it("stores through the gateway, serves back byte for byte, and a refused request leaves nothing on the owner's disk", async () => {
+		expect(gateway.node.broker.getLocalService("upload")).toBeFalsy();
+		const auth = (await gateway.http.newUser("remote")).token;
+		const ok = await send("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "b.jpg", bytes: JPEG }], auth);
+		expect(ok.status).toBe(200);
+		for (const [f, bytes] of [[ok.body.data[0], PNG], [ok.body.data[1], JPEG]] as [any, Buffer][]) {
+			expect(fs.readFileSync(path.join(dir2, f.name)).equals(bytes)).toBe(true);
+			const got = await fetch(gateway.baseUrl + f.url);
+			expect([got.status, got.headers.get("content-type"), got.headers.get("x-content-type-options")]).toEqual([200, f.content_type, "nosniff"]);
+			expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+		}
+		const files = () => (fs.readdirSync(dir2, { recursive: true }) as string[]).filter(f => fs.statSync(path.join(dir2, f)).isFile()).sort();
+		const before = files();
+		const bad = await send("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "evil.png", bytes: SCRIPT }], auth);
+		expect([bad.status, bad.body.code]).toEqual([400, 70003]);
+		const big = await send("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "big.png", bytes: Buffer.concat([PNG, Buffer.alloc(MAX_BYTES)]) }], auth);
+		expect([big.status, big.body.code]).toEqual([413, 70002]);
+		expect(files()).toEqual(before);
+	});
+});
+
+describe("a client that goes away mid-upload", () => {
+	it("leaves nothing on disk once its connection is gone", async () => {
+		const before = filesOnDisk();
+		const boundary = "gomallabort";
+		const head = Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`), PNG, Buffer.alloc(1000)]);
+		const { request } = await import("node:http");
+		const url = new URL(mall.baseUrl + "/api/upload");
+		const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": `multipart/form-data; boundary=${boundary}` } });
+		req.on("error", () => undefined);
+		req.write(head);
+		// The file is staged (its first bytes were an image) and still open when the client leaves.
+		const staged = () => filesOnDisk().filter(f => f.startsWith(".incoming/")).length;
+		for (let i = 0; i < 50 && staged() === 0; i++) await new Promise(r => setTimeout(r, 20));
+		expect(staged()).toBe(1);
+		req.destroy();
+		for (let i = 0; i < 100 && filesOnDisk().length !== before.length; i++) await new Promise(r => setTimeout(r, 20));
+		expect(filesOnDisk()).toEqual(before);
+	});
+});

@@ -132,14 +132,20 @@ export class RedisCluster extends Processes {
 		return this.ask(port, r => r.ping()).then(() => true, () => false);
 	}
 
-	/** Every live node says cluster_state:ok, and every live replica's link to its master is up. */
+	/**
+	 * Every live node says cluster_state:ok, every live replica's link to its master is up, and
+	 * every master has a replica online: a master brought back after a failover starts as a
+	 * master of nothing until the cluster makes it a replica, and until then its old partner
+	 * has no replica (WAIT 1 refuses everything, and a test has no replica to freeze).
+	 */
 	async waitHealthy(timeoutMs = 30000): Promise<void> {
 		await eventually(async () => {
 			for (const p of this.procs.keys()) {
 				const ok = await this.ask(p, async r => {
 					const info = String(await r.cluster("INFO"));
 					const repl = await r.info("replication");
-					return info.includes("cluster_state:ok") && (!repl.includes("role:slave") || repl.includes("master_link_status:up"));
+					const linked = repl.includes("role:slave") ? repl.includes("master_link_status:up") : /^slave\d+:[^\n]*state=online/m.test(repl);
+					return info.includes("cluster_state:ok") && linked;
 				}).catch(() => false);
 				if (!ok) return false;
 			}
@@ -155,6 +161,10 @@ export class RedisCluster extends Processes {
 			const range = (await r.cluster("SLOTS")).find(([from, to]) => slot >= from && slot <= to);
 			if (!range?.[2]) throw new Error(`no master serves slot ${slot}`);
 			return Number(range[2][1]);
+		}).then(async seen => {
+			// The node asked may not have heard of a failover yet: the one it names knows its own role.
+			const role = (await this.ask(seen, r => r.call("ROLE"))) as [string, string?, number?];
+			return role[0] === "master" ? seen : Number(role[2]);
 		});
 	}
 

@@ -55,19 +55,24 @@ export interface Counts {
 export async function counts(mall: TestMall, activityId: number): Promise<Counts> {
 	const redis = createRedis(mall.cfg.redis, mall.cfg.namespace);
 	try {
-		const [a] = await sql(mall, "SELECT arming_id, total_stock, stock FROM seckill_activities WHERE id = ?", [activityId]);
+		// One statement, so the activity's stock and its orders are one snapshot while orders commit.
+		const [a] = await sql(
+			mall,
+			`SELECT a.arming_id, a.total_stock, a.stock, COUNT(o.id) AS orders, SUM(o.status <> 5) AS live, COUNT(DISTINCT o.user_id, o.seckill_seq) AS distinct_seq
+			   FROM seckill_activities a LEFT JOIN orders o ON o.activity_id = a.id WHERE a.id = ? GROUP BY a.id`,
+			[activityId]
+		);
 		const k = activityKeys(a.arming_id);
 		const resv = Object.entries(await redis.hgetall(k.resv)).map(([no, v]) => parseReservation(no, v)!);
-		const [o] = await sql(mall, "SELECT COUNT(*) AS orders, SUM(status <> 5) AS live, COUNT(DISTINCT user_id, seckill_seq) AS distinct_seq FROM orders WHERE activity_id = ?", [activityId]);
 		return {
 			initial: Number(a.total_stock),
 			redisRemaining: Number(await redis.hget(k.info, "stock")),
 			reservations: resv.length,
 			ordered: resv.filter(r => r.state === "O").length,
 			dbStock: Number(a.stock),
-			liveOrders: Number(o.live ?? 0),
-			orders: Number(o.orders),
-			distinctBuyerSeq: Number(o.distinct_seq)
+			liveOrders: Number(a.live ?? 0),
+			orders: Number(a.orders),
+			distinctBuyerSeq: Number(a.distinct_seq)
 		};
 	} finally {
 		redis.disconnect();

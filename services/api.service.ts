@@ -650,6 +650,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		 * off. True when the list was loaded.
 		 */
 		async syncRevocations(this: ApiThis): Promise<boolean> {
+			// Not known yet: no call (Moleculer would log each one that finds no service).
+			if (!this.broker.registry.getServiceList({ onlyAvailable: true }).some(s => s.name === "user")) return false;
 			try {
 				this.revoked.add(await this.broker.call<RevokedSession[], Record<string, never>>("user.revokedSessions", {}, { retries: 0, timeout: 5000 }));
 				if (!this.revocationsLoaded) this.logger.info(`revoked sessions loaded (${this.revoked.size} within their tokens' lifetime)`);
@@ -715,8 +717,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		// node it may still be starting, so a few tries. Otherwise (a gateway started before the
 		// user actor's node) serving does not wait for it; the list is loaded once it can be,
 		// and until then the tokens of sessions ended within the last jwt.expires_in pass here.
-		let loaded = false;
-		if (this.broker.getLocalService("user") || this.broker.registry.getServiceList({ onlyAvailable: true }).some(s => s.name === "user")) {
+		let loaded = await this.syncRevocations();
+		if (!loaded && this.broker.getLocalService("user")) {
 			for (const end = Date.now() + 3000; !(loaded = await this.syncRevocations()) && Date.now() < end; ) await new Promise(r => setTimeout(r, 100));
 		}
 		if (!loaded) this.logger.warn("revoked sessions not loaded yet (no user actor answers); retrying every second");

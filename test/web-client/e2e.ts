@@ -399,6 +399,17 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 	// ---- the client ---------------------------------------------------------------------
 	const username = `web_${crypto.randomBytes(4).toString("hex")}`;
 	let password = "Passw0rd-e2e";
+	/** The client's login form, filled; submitLogin sends it and gives GoMall's answer. */
+	const fillLogin = async (pw: string) => {
+		await page.goto(`${site}/login`);
+		await page.fill("#username", username);
+		await page.fill("#password", pw);
+	};
+	const submitLogin = async () => {
+		const res = waitApi("POST", "/api/user/login");
+		await page.click("main button[type=submit]");
+		return res;
+	};
 	/** The session register opened: the client drops it on 退出 without ending it; change-password must end it. */
 	let registerToken: string | null = null;
 
@@ -421,12 +432,9 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 	await step("login (home page)", async () => {
 		await page.getByRole("button", { name: "退出" }).click();
 		await visible("登录");
-		await page.goto(`${site}/login`);
-		await page.fill("#username", username);
-		await page.fill("#password", password);
-		const res = waitApi("POST", "/api/user/login");
-		await page.click("main button[type=submit]");
-		if ((await res).status() !== 200) throw new Error(`POST /api/user/login → ${(await res).status()}`);
+		await fillLogin(password);
+		const res = await submitLogin();
+		if (res.status() !== 200) throw new Error(`POST /api/user/login → ${res.status()}`);
 		await page.waitForURL(`${site}/`);
 		await visible(username);
 		await visible(A.name);
@@ -689,9 +697,7 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 			if (password === oldPassword) throw new Verdict("skipped", "the password was not changed");
 			await page.getByRole("button", { name: "退出" }).click();
 			await visible("登录");
-			await page.goto(`${site}/login`);
-			await page.fill("#username", username);
-			await page.fill("#password", oldPassword);
+			await fillLogin(oldPassword);
 			// The client toasts GoMall's message, but its 401 handler (the response interceptor)
 			// reloads /login at the same moment, so the toast is gone before a screenshot can be
 			// taken (holding the reload back and raw DevTools captures did not catch it either).
@@ -709,9 +715,7 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 					}
 				}).observe(w.document.body, { childList: true, subtree: true, characterData: true });
 			}, body.message as string);
-			const res = waitApi("POST", "/api/user/login");
-			await page.click("main button[type=submit]");
-			const answer = await res;
+			const answer = await submitLogin();
 			if (answer.status() !== 401) throw new Error(`POST /api/user/login with the old password → ${answer.status()}`);
 			await page.waitForTimeout(2000);
 			await page.waitForLoadState("load");
@@ -727,12 +731,9 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 
 	await step("log in with the new password", async () => {
 		if (password === oldPassword) throw new Verdict("skipped", "the password was not changed");
-		await page.goto(`${site}/login`);
-		await page.fill("#username", username);
-		await page.fill("#password", password);
-		const res = waitApi("POST", "/api/user/login");
-		await page.click("main button[type=submit]");
-		if ((await res).status() !== 200) throw new Error(`POST /api/user/login → ${(await res).status()}`);
+		await fillLogin(password);
+		const res = await submitLogin();
+		if (res.status() !== 200) throw new Error(`POST /api/user/login → ${res.status()}`);
 		await page.waitForURL(`${site}/`);
 		await visible("登录成功！");
 		await page.locator("header").getByText(username).waitFor({ timeout: 5000 });

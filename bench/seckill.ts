@@ -241,6 +241,7 @@ async function main(): Promise<void> {
 				redisRemaining: Number(await redis.hget(k.info, "stock")),
 				reservations: resv.length,
 				firstReservation: Math.min(...resv.map(r => r.reserved_at)),
+				lastReservation: Math.max(...resv.map(r => r.reserved_at)),
 				dbStock: Number(row.stock),
 				orders: Number(o.orders),
 				distinct: Number(o.distinct_seq),
@@ -329,7 +330,10 @@ async function main(): Promise<void> {
 		const winners = DRAIN_STOCK;
 		const c = await settle(d, winners);
 		const seconds = (c.last - c.firstReservation) / 1000;
-		console.log(`drain          ${winners} winners -> ${c.orders} orders in ${seconds.toFixed(2)} s from the first reservation to the last order row: ${(winners / seconds).toFixed(0)} orders/s`);
+		console.log(
+			`drain          ${winners} winners -> ${c.orders} orders in ${seconds.toFixed(2)} s from the first reservation to the last order row: ${(winners / seconds).toFixed(0)} orders/s ` +
+				`(the reservations took ${((c.lastReservation - c.firstReservation) / 1000).toFixed(2)} s, the last row came ${((c.last - c.lastReservation) / 1000).toFixed(2)} s after the last reservation)`
+		);
 	} finally {
 		await db.end();
 		redis.disconnect();

@@ -27,6 +27,14 @@ export interface RevokedSession {
 }
 
 /**
+ * How long gateways refuse a session ended at `endedAt` (Unix seconds): a token issued at that
+ * moment lives `accessTtl` more seconds; one more for the clock's rounding.
+ */
+export function refusedUntil(endedAt: number, accessTtl: number): number {
+	return Math.ceil(endedAt) + accessTtl + 1;
+}
+
+/**
  * The revoked sessions a gateway refuses, in memory, so that checking one costs a map lookup and
  * no Redis round trip on every request. An entry is kept only until the session's last access
  * token would have expired by itself.

@@ -6,7 +6,7 @@ import { bizError } from "../lib/errors";
 import { AuthUser, ROLE_ADMIN, ROLE_USER, TokenService } from "../lib/jwt";
 import { callEachNode } from "../lib/each-node";
 import { counter, labelSets } from "../lib/metrics";
-import { hashRefreshToken, newRefreshToken, newSessionId, RevokedSession } from "../lib/sessions";
+import { hashRefreshToken, newRefreshToken, newSessionId, refusedUntil, RevokedSession } from "../lib/sessions";
 import { inTransaction } from "../lib/tx";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 
@@ -60,6 +60,7 @@ interface UserThis extends Service, DbThis {
 	login(username: string, password: string): Promise<Tokens & { user: PublicUser }>;
 	ensureAdmin(): Promise<void>;
 	openSession(user: PublicUser): Promise<Tokens>;
+	tokensFor(user: AuthUser, sid: string, refreshToken: string): Tokens;
 	issueRefreshToken(sid: string, t: Transaction): Promise<string>;
 	refresh(refreshToken: string): Promise<Tokens>;
 	logout(user: AuthUser): Promise<void>;
@@ -213,6 +214,10 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				await this.adapter.db.query("INSERT INTO user_sessions (id, user_id) VALUES (?, ?)", { replacements: [sid, user.id], transaction: t, type: QueryTypes.INSERT });
 				return this.issueRefreshToken(sid, t);
 			});
+			return this.tokensFor(user, sid, refreshToken);
+		},
+
+		tokensFor(this: UserThis, user: AuthUser, sid: string, refreshToken: string): Tokens {
 			return { token: this.tokens.sign(user, sid), refresh_token: refreshToken, expires_in: getConfig().jwt.expires_in };
 		},
 
@@ -235,18 +240,19 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		async refresh(this: UserThis, refreshToken: string) {
 			type Found = { session_id: string; expired: number; used: number; revoked: number; user_id: number; role: number; status: number };
 			const db = this.adapter.db;
+			const hash = hashRefreshToken(refreshToken);
 			const outcome = await inTransaction(db, async t => {
 				const [row] = (await db.query(
 					`SELECT r.session_id, r.expires_at <= NOW(3) AS expired, r.used_at IS NOT NULL AS used, s.revoked_at IS NOT NULL AS revoked, u.id AS user_id, u.role, u.status
 					 FROM refresh_tokens r JOIN user_sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id
 					 WHERE r.token_hash = ? FOR UPDATE`,
-					{ replacements: [hashRefreshToken(refreshToken)], transaction: t, type: QueryTypes.SELECT }
+					{ replacements: [hash], transaction: t, type: QueryTypes.SELECT }
 				)) as Found[];
 				if (!row || Number(row.revoked)) return { refused: "TOKEN_INVALID" as const };
 				if (Number(row.used)) return { refused: "TOKEN_INVALID" as const, reused: await this.revokeSessions("id = ? AND revoked_at IS NULL", [row.session_id], "reuse", t) };
 				if (Number(row.expired)) return { refused: "TOKEN_EXPIRED" as const };
 				if (row.status !== USER_ACTIVE) return { refused: "USER_DISABLED" as const };
-				await db.query("UPDATE refresh_tokens SET used_at = NOW(3) WHERE token_hash = ?", { replacements: [hashRefreshToken(refreshToken)], transaction: t, type: QueryTypes.UPDATE });
+				await db.query("UPDATE refresh_tokens SET used_at = NOW(3) WHERE token_hash = ?", { replacements: [hash], transaction: t, type: QueryTypes.UPDATE });
 				return { sid: row.session_id, user: { id: Number(row.user_id), role: row.role }, refreshToken: await this.issueRefreshToken(row.session_id, t) };
 			});
 			this.broker.metrics.increment("gomall_user_refreshes_total", { result: outcome.reused ? "reused" : outcome.refused ? "refused" : "success" });
@@ -256,7 +262,7 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				throw bizError("TOKEN_INVALID", undefined, "refresh token already used: the session has ended, log in again");
 			}
 			if (outcome.refused) throw bizError(outcome.refused);
-			return { token: this.tokens.sign(outcome.user!, outcome.sid), refresh_token: outcome.refreshToken!, expires_in: getConfig().jwt.expires_in };
+			return this.tokensFor(outcome.user!, outcome.sid!, outcome.refreshToken!);
 		},
 
 		async logout(this: UserThis, user: AuthUser) {
@@ -294,8 +300,7 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			const ids = rows.map(r => r.id);
 			await db.query("UPDATE user_sessions SET revoked_at = NOW(3), revoke_reason = ? WHERE id IN (?)", { replacements: [reason, ids], transaction: t, type: QueryTypes.UPDATE });
 			this.broker.metrics.increment("gomall_user_sessions_revoked_total", { reason }, ids.length);
-			// A token issued just now lives expires_in more seconds; one more for the clock's rounding.
-			const until = Math.ceil(Date.now() / 1000) + getConfig().jwt.expires_in + 1;
+			const until = refusedUntil(Date.now() / 1000, getConfig().jwt.expires_in);
 			return ids.map(sid => ({ sid, until }));
 		},
 
@@ -316,7 +321,7 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				"SELECT id, CEIL(UNIX_TIMESTAMP(revoked_at)) AS revoked FROM user_sessions WHERE revoked_at > NOW(3) - INTERVAL ? SECOND",
 				{ replacements: [ttl + 1], type: QueryTypes.SELECT }
 			)) as { id: string; revoked: number }[];
-			return rows.map(r => ({ sid: r.id, until: Number(r.revoked) + ttl + 1 }));
+			return rows.map(r => ({ sid: r.id, until: refusedUntil(Number(r.revoked), ttl) }));
 		},
 
 		/**

@@ -4,6 +4,7 @@ import { MetricReporters } from "moleculer";
 import type { Config } from "./config";
 import type { GomallLogging } from "./lib/logger";
 import { idGenerator } from "./lib/ids";
+import { ClusterSafeRedisCacher } from "./lib/cacher";
 import { cacherRedisOptions } from "./lib/redis";
 import { OtlpTraceExporter } from "./lib/otlp-exporter";
 
@@ -133,7 +134,7 @@ export function brokerOptions(cfg: Config, logging: GomallLogging, extra: Partia
 		logger: logging.moleculerLogger as unknown as BrokerOptions["logger"],
 		logLevel: cfg.log.level,
 		transporter: cfg.nats.url ? { type: "NATS", options: { url: cfg.nats.url, maxReconnectAttempts: -1 } } : undefined,
-		cacher: { type: "Redis", options: { ...cacherRedisOptions(cfg.redis), ttl: cfg.cache.product_ttl, monitor: false } },
+		cacher: new ClusterSafeRedisCacher({ ...cacherRedisOptions(cfg.redis), ttl: cfg.cache.product_ttl, monitor: false }),
 		serializer: "JSON",
 		requestTimeout: b.request_timeout,
 		// A SIGKILLed node says no goodbye: its peers drop it from their registries only when

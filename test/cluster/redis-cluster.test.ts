@@ -154,6 +154,14 @@ it("runs every Redis user on the cluster: health, the gateway's limiter, the cac
 	}
 	expect(keys.some(k => k.startsWith(`MOL-${mall.cfg.namespace}-`) && k.includes("product.get"))).toBe(true);
 	expect(keys).toContain(`${redisKeyPrefix(mall.cfg.namespace)}order-no:worker-seq`);
+
+	// Many cached details, so every master holds several in different slots; a write cleans
+	// them all (one multi-key DEL per master would fail with CROSSSLOT) and the next read is fresh.
+	const pids = await Promise.all(Array.from({ length: 12 }, () => newProduct(mall, admin)));
+	for (const id of pids) expect((await mall.http.get(`/api/product/${id}`)).status).toBe(200);
+	const renamed = await mall.http.put(`/api/product/${pids[0]}`, { name: "Renamed phone" }, admin);
+	expect([renamed.status, renamed.body.code]).toEqual([200, 0]);
+	expect((await mall.http.get(`/api/product/${pids[0]}`)).body.data.name).toBe("Renamed phone");
 }, 60000);
 
 /**

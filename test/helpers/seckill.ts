@@ -37,6 +37,7 @@ export async function arm(mall: TestMall, admin: string, body: Record<string, un
 
 export async function newProduct(mall: TestMall, admin: string, body: Record<string, unknown> = {}): Promise<number> {
 	const r = await mall.http.post("/api/product", { name: "Flash phone", price: 999, stock: 1000, ...body }, admin);
+	if (r.status !== 200) throw new Error(`product create failed: ${r.status} ${JSON.stringify(r.body)}`);
 	return r.body.data.id;
 }
 

@@ -62,8 +62,6 @@ const ADMIN = { username: "bench_admin", password: "bench-admin-password" };
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-bench-"));
 const children: ChildProcess[] = [];
 
-
-
 function start(args: string[], env: Record<string, string>, name: string): ChildProcess {
 	const child = spawn(process.execPath, args, { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
 	let tail = "";
@@ -104,7 +102,6 @@ async function waitReady(url: string, timeoutMs = 60000): Promise<void> {
 	}
 	throw new Error(`${url} not ready in time`);
 }
-
 
 /** wrk against the mall or the ceiling: `productId`'s sale with the buyers of `tokensFile`. */
 function wrk(port: number, productId: number, tokensFile: string, seconds: number, opts: { soldOut?: () => Promise<boolean>; rate?: number } = {}): Promise<WrkResult> {

@@ -6,10 +6,16 @@
  * and BENCH_RUNS times with BENCH_RATE (10,000) req/s offered, wrk -t1 -c256 -d8s, the same
  * script as `npm run bench`. Per run: req/s, p50, p99, max, wrk's mean and the mean that Little's
  * law allows 256 busy connections (bench/wrk.ts says why they can differ).
+ *
+ * Then a client of its own (BENCH_RUNS runs, 256 connections opened at once, closed loop, raw
+ * latencies with no correction) against a slower control (BENCH_RAW_BURN_US, 150 µs, so that
+ * this one-process client keeps it saturated) says which requests are the slow ones: the first
+ * request of a connection, or any.
  */
 import cluster from "node:cluster";
 import fs from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { ChildProcess, spawn } from "node:child_process";
@@ -22,10 +28,11 @@ const SECONDS = 8;
 const RUNS = num("BENCH_RUNS", 6);
 const RATE = num("BENCH_RATE", 10000);
 const BURN_US = num("BENCH_BURN_US", 30);
+const RAW_BURN_US = num("BENCH_RAW_BURN_US", 150);
 const WORKER_COUNTS = [...new Set((process.env.BENCH_WORKERS ?? `1,${os.cpus().length}`).split(",").map(Number))];
 
 /** The control server (this file, run with BENCH_TAIL_PORT set). */
-function serve(port: number, workers: number): void {
+function serve(port: number, workers: number, burnUs: number): void {
 	if (workers > 1 && cluster.isPrimary) {
 		for (let i = 0; i < workers; i++) cluster.fork();
 		return;
@@ -35,13 +42,59 @@ function serve(port: number, workers: number): void {
 		.createServer((req, res) => {
 			req.resume();
 			req.on("end", () => {
-				const until = process.hrtime.bigint() + BigInt(BURN_US * 1000);
+				const until = process.hrtime.bigint() + BigInt(burnUs * 1000);
 				while (process.hrtime.bigint() < until);
-				res.writeHead(409, { "Content-Type": "application/json; charset=utf-8" });
+				res.writeHead(409, { "Content-Type": "application/json; charset=utf-8", "Content-Length": Buffer.byteLength(answer) });
 				res.end(answer);
 			});
 		})
 		.listen(port, "127.0.0.1");
+}
+
+const ANSWER_END = Buffer.from('"trace_id":null}');
+
+interface RawRun {
+	requests: number;
+	/** every request's latency in ms, and whether it was its connection's first */
+	samples: { ms: number; first: boolean }[];
+}
+
+/** `connections` sockets opened at once, each sending its next request when the answer is in. */
+function rawClient(port: number, connections: number, seconds: number): Promise<RawRun> {
+	const request = Buffer.from(`POST /api/seckill HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer ${"x".repeat(220)}\r\nContent-Length: 16\r\n\r\n{"product_id":1}`);
+	const samples: RawRun["samples"] = [];
+	const deadline = performance.now() + seconds * 1000;
+	return new Promise(resolve => {
+		let open = connections;
+		for (let i = 0; i < connections; i++) {
+			const socket = net.connect(port, "127.0.0.1");
+			socket.setNoDelay(true);
+			let started = 0;
+			let first = true;
+			let received = Buffer.alloc(0);
+			const send = () => {
+				started = performance.now();
+				socket.write(request);
+			};
+			socket.on("connect", send);
+			socket.on("data", chunk => {
+				received = received.length ? Buffer.concat([received, chunk]) : chunk;
+				if (!received.subarray(-ANSWER_END.length).equals(ANSWER_END)) return;
+				const now = performance.now();
+				samples.push({ ms: now - started, first });
+				first = false;
+				received = Buffer.alloc(0);
+				if (now < deadline) send();
+				else socket.destroy();
+			});
+			socket.on("close", () => --open === 0 && resolve({ requests: samples.length, samples }));
+			socket.on("error", () => undefined);
+		}
+	});
+}
+
+function startControl(workers: number, burnUs: number, port: number): ChildProcess {
+	return spawn(process.execPath, [__filename], { env: { ...process.env, BENCH_TAIL_PORT: String(port), BENCH_TAIL_WORKERS: String(workers), BENCH_TAIL_BURN_US: String(burnUs) }, stdio: "inherit" });
 }
 
 async function main(): Promise<void> {
@@ -49,12 +102,13 @@ async function main(): Promise<void> {
 	const tokens = path.join(os.tmpdir(), `gomall-tail-${process.pid}.tokens`);
 	// The server never reads them; they only give the requests the mall's size.
 	fs.writeFileSync(tokens, Array.from({ length: 2000 }, () => "x".repeat(220)).join("\n") + "\n");
-	console.log(`control server: body, ${BURN_US} µs of CPU, a JSON answer; wrk -t1 -c${CONNECTIONS} -d${SECONDS}s; ${RUNS} runs flat out and ${RUNS} with ${RATE} req/s offered`);
+	console.log(`control server: body, ${BURN_US} µs of CPU, a JSON answer; wrk -t1 -c${CONNECTIONS} -d${SECONDS}s; ${RUNS} runs flat out and ${RUNS} with ${RATE} req/s offered;`);
+	console.log(`then ${RUNS} runs of a raw client (no correction) against the control with ${RAW_BURN_US} µs of CPU`);
 	console.log("processes  run         req/s   p50 ms  p99 ms  max ms  mean ms  Little");
 	try {
 		for (const workers of WORKER_COUNTS) {
 			const port = await freePort();
-			const server: ChildProcess = spawn(process.execPath, [__filename], { env: { ...process.env, BENCH_TAIL_PORT: String(port), BENCH_TAIL_WORKERS: String(workers) }, stdio: "inherit" });
+			const server = startControl(workers, BURN_US, port);
 			await new Promise(r => setTimeout(r, 1500)); // every worker listening
 			try {
 				for (const [label, rate] of [["flat out", 0], [`${RATE}/s`, RATE]] as const) {
@@ -71,13 +125,30 @@ async function main(): Promise<void> {
 			} finally {
 				server.kill("SIGTERM"); // cluster workers exit with their primary
 			}
+			const rawPort = await freePort();
+			const slow = startControl(workers, RAW_BURN_US, rawPort);
+			await new Promise(r => setTimeout(r, 1500));
+			try {
+				for (let i = 0; i < RUNS; i++) {
+					const r = await rawClient(rawPort, CONNECTIONS, SECONDS);
+					const ms = r.samples.map(x => x.ms).sort((a, b) => a - b);
+					const at = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))];
+					const over = (first: boolean) => r.samples.filter(x => x.first === first && x.ms > 100).length;
+					console.log(
+						`${String(workers).padStart(9)}  raw client ${(r.requests / SECONDS).toFixed(0).padStart(6)}  ${at(0.5).toFixed(1).padStart(6)}  ${at(0.99).toFixed(1).padStart(6)}  ${ms[ms.length - 1].toFixed(0).padStart(6)}` +
+							`   p99.9 ${at(0.999).toFixed(1)} ms; over 100 ms: ${over(true)} first requests of a connection, ${over(false)} later ones`
+					);
+				}
+			} finally {
+				slow.kill("SIGTERM");
+			}
 		}
 	} finally {
 		fs.rmSync(tokens, { force: true });
 	}
 }
 
-if (process.env.BENCH_TAIL_PORT) serve(Number(process.env.BENCH_TAIL_PORT), Number(process.env.BENCH_TAIL_WORKERS ?? 1));
+if (process.env.BENCH_TAIL_PORT) serve(Number(process.env.BENCH_TAIL_PORT), Number(process.env.BENCH_TAIL_WORKERS ?? 1), Number(process.env.BENCH_TAIL_BURN_US ?? BURN_US));
 else
 	main().catch(err => {
 		console.error(`bench:tail failed: ${err.message}`);

@@ -1,11 +1,11 @@
 /**
  * `npm run bench:tail`: is a flat-out p99 tail the mall's, or any busy node:http server's under
  * wrk on this machine? The control is a server with nothing in it: it reads the body, keeps the
- * CPU busy for BENCH_BURN_US (default 30 µs: with Node's own HTTP work, about the mall's rate flat out) and
- * answers. It runs as 1 and <cores> processes (BENCH_WORKERS), each BENCH_RUNS (6) times flat out
- * and BENCH_RUNS times with BENCH_RATE (10,000) req/s offered, wrk -t1 -c256 -d8s, the same
- * script as `npm run bench`. Per run: req/s, p50, p99, max, wrk's mean and the mean that Little's
- * law allows 256 busy connections (bench/wrk.ts says why they can differ).
+ * CPU busy for BENCH_BURN_US (default 30 µs: with Node's own HTTP work, about the mall's rate
+ * flat out) and answers. It runs as 1 and <cores> processes (BENCH_WORKERS), BENCH_RUNS (6)
+ * times flat out and BENCH_RUNS times with BENCH_RATE (10,000) req/s offered, wrk -t1 -c256
+ * -d8s, the same script as `npm run bench`. Per run: req/s, p50, p99, max, wrk's mean and the
+ * mean that Little's law allows 256 busy connections (bench/wrk.ts says why they can differ).
  *
  * Then a client of its own (BENCH_RUNS runs, 256 connections opened at once, closed loop, raw
  * latencies with no correction) against a slower control (BENCH_RAW_BURN_US, 150 µs, so that

@@ -39,7 +39,7 @@ import { PROJECT_ROOT } from "../lib/paths";
 import { redisKeyPrefix } from "../lib/redis";
 import { activityKeys, parseReservation } from "../lib/seckill";
 import { freePort } from "../test/helpers/proc";
-import { ensureWrk, littleMean, median, reqPerSec, runWrk, WrkResult, wrkErrors } from "./wrk";
+import { ensureWrk, littleMean, median, processCounts, reqPerSec, runWrk, WrkResult, wrkErrors } from "./wrk";
 
 const num = (k: string, d: number) => Number(process.env[k] ?? d);
 const SECONDS = num("BENCH_SECONDS", 10);
@@ -51,8 +51,7 @@ const STOCK = num("BENCH_STOCK", 500);
 const BUYERS = num("BENCH_BUYERS", 2000);
 const DRAIN_STOCK = num("BENCH_DRAIN_STOCK", 5000);
 /** The process counts to measure, in order (mall and ceiling alike). */
-const WORKER_COUNTS = [...new Set((process.env.BENCH_WORKERS ?? `1,${os.cpus().length}`).split(",").map(Number))];
-if (!WORKER_COUNTS.every(n => Number.isInteger(n) && n >= 1 && n <= 64)) throw new Error(`BENCH_WORKERS: process counts from 1 to 64, comma-separated, got "${process.env.BENCH_WORKERS}"`);
+const WORKER_COUNTS = processCounts();
 const REVOKED = num("BENCH_REVOKED", 10000);
 const PROFILE = process.env.BENCH_PROFILE ?? "";
 const MALL_ARGS = (process.env.BENCH_MALL_ARGS ?? "").split(" ").filter(Boolean);

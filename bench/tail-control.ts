@@ -20,7 +20,7 @@ import os from "node:os";
 import path from "node:path";
 import { ChildProcess, spawn } from "node:child_process";
 import { freePort } from "../test/helpers/proc";
-import { ensureWrk, littleMean, median, reqPerSec, runWrk, WrkResult } from "./wrk";
+import { ensureWrk, littleMean, median, processCounts, reqPerSec, runWrk, WrkResult } from "./wrk";
 
 const num = (k: string, d: number) => Number(process.env[k] ?? d);
 const CONNECTIONS = 256;
@@ -29,7 +29,7 @@ const RUNS = num("BENCH_RUNS", 6);
 const RATE = num("BENCH_RATE", 10000);
 const BURN_US = num("BENCH_BURN_US", 30);
 const RAW_BURN_US = num("BENCH_RAW_BURN_US", 150);
-const WORKER_COUNTS = [...new Set((process.env.BENCH_WORKERS ?? `1,${os.cpus().length}`).split(",").map(Number))];
+const WORKER_COUNTS = processCounts();
 
 /** The control server (this file, run with BENCH_TAIL_PORT set). */
 function serve(port: number, workers: number, burnUs: number): void {

@@ -1,5 +1,5 @@
 /**
- * wrk, as the benches drive it: one thread, bench/wrk-seckill.lua (POST /api/seckill with the
+ * What the benches share. wrk, as they drive it: one thread, bench/wrk-seckill.lua (POST /api/seckill with the
  * next buyer's token, answers counted by status and code), figures read from the script's
  * BENCH_RESULT and BENCH_ANSWERS lines.
  *
@@ -10,6 +10,7 @@
  * (`littleMean`); the benches print both so a reader can tell.
  */
 import { execFileSync, spawn } from "node:child_process";
+import os from "node:os";
 import path from "node:path";
 import { PROJECT_ROOT } from "../lib/paths";
 
@@ -85,4 +86,12 @@ export const littleMean = (r: WrkResult, connections: number): number => (connec
 export function median(xs: number[]): number {
 	const s = [...xs].sort((a, b) => a - b);
 	return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** BENCH_WORKERS: the process counts to measure, in order (default "1,<cores>"). */
+export function processCounts(): number[] {
+	const raw = process.env.BENCH_WORKERS ?? `1,${os.cpus().length}`;
+	const counts = [...new Set(raw.split(",").map(Number))];
+	if (!counts.every(n => Number.isInteger(n) && n >= 1 && n <= 64)) throw new Error(`BENCH_WORKERS: process counts from 1 to 64, comma-separated, got "${raw}"`);
+	return counts;
 }

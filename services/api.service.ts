@@ -245,9 +245,6 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 					const out = resultEnvelope(data, traceId);
 					if (out.status !== 200) ctx.meta.$statusCode = out.status;
 					return out.body;
-				},
-				onError(this: ApiThis, req: Req, res: Res, err: unknown) {
-					this.sendError(req, res, err);
 				}
 			},
 			{
@@ -280,9 +277,6 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 						res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
 						res.end(reporter ? reporter.generatePrometheusResponse() : "");
 					}
-				},
-				onError(this: ApiThis, req: Req, res: Res, err: unknown) {
-					this.sendError(req, res, err);
 				}
 			},
 			{
@@ -307,9 +301,6 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 					// moleculer-web calls a multipart alias' onAfterCall with the alias as `this`.
 					const svc = "service" in this ? this.service : this;
 					return svc.finishUpload(ctx, req, res, data);
-				},
-				onError(this: ApiThis, req: Req, res: Res, err: unknown) {
-					this.sendError(req, res, err);
 				}
 			},
 			{
@@ -322,15 +313,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 					this.limitLocal(req, res);
 				},
 				// The upload actor's answer is the file's stream, its type and cache headers.
-				aliases: { "GET /:name": "upload.get" },
-				onError(this: ApiThis, req: Req, res: Res, err: unknown) {
-					this.sendError(req, res, err);
-				}
+				aliases: { "GET /:name": "upload.get" }
 			}
-		],
-		onError(this: ApiThis, req: Req, res: Res, err: unknown) {
-			this.sendError(req, res, err);
-		}
+		]
 	},
 
 	actions: {
@@ -525,7 +510,11 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			}
 		},
 
-		/** The only error writer: every failure leaves as the envelope with its HTTP status. */
+		/**
+		 * The only error writer: every failure leaves as the envelope with its HTTP status. It
+		 * replaces moleculer-web's own sendError, the one place that would consult a route's or the
+		 * settings' onError, so routes declare none.
+		 */
 		sendError(this: ApiThis, req: Req, res: Res, err: unknown): void {
 			if (req.$upload && !req.$upload.settled) return this.failUpload(req, res, err);
 			const traceId = req.$traceId ?? req.$ctx?.requestID ?? null;

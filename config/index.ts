@@ -16,7 +16,7 @@ export interface Config {
 	env: EnvName;
 	namespace: string;
 	node_id: string;
-	http: { port: number; host: string; body_limit: string; cors_origins: string[]; trusted_proxies: string[] };
+	http: { port: number; host: string; listen_sockets: number; body_limit: string; cors_origins: string[]; trusted_proxies: string[] };
 	db: { host: string; port: number; user: string; password: string; name: string; pool_max: number };
 	redis: RedisConfig;
 	amqp: { url: string; prefetch: number; retry_delays_ms: number[] };
@@ -96,6 +96,7 @@ type EnvType = "string" | "number" | "boolean" | "list";
 /** Environment variables (SPEC "Config") and the key each one overrides. */
 export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_HTTP_PORT: ["http.port", "number"],
+	GOMALL_HTTP_LISTEN_SOCKETS: ["http.listen_sockets", "number"],
 	GOMALL_DB_HOST: ["db.host", "string"],
 	GOMALL_DB_PORT: ["db.port", "number"],
 	GOMALL_DB_USER: ["db.user", "string"],
@@ -147,6 +148,7 @@ const schema = {
 		http: obj({
 			port: num(0, 65535),
 			host: { type: "string", min: 1 },
+			listen_sockets: num(1, 1024),
 			body_limit: { type: "string", pattern: /^\d+(b|kb|mb)$/ },
 			cors_origins: { type: "array", items: "string" },
 			trusted_proxies: { type: "array", items: "string" }

@@ -9,18 +9,21 @@
 import cluster from "node:cluster";
 import { ConfigError, getConfig, loadConfig, reloadableChanges, restartOnlyChanges, setConfig, getPath } from "../config";
 import { parseCliArgs } from "../lib/cli";
+import { assertPortFree } from "../lib/listen";
 import { ALL_SERVICES, startNode } from "../lib/node";
 
 /**
  * `--workers N`: this process only supervises N worker processes, each a whole node (the same
- * actors) with a node id of its own, sharing the HTTP port through Node's cluster module. Calls
+ * actors) with a node id of its own, sharing the HTTP port: each binds sockets of its own to it
+ * (SO_REUSEPORT, lib/listen), or with `http.listen_sockets` 1 takes connections from this
+ * process through Node's cluster module. Calls
  * stay inside a worker (Moleculer prefers local actors); NATS carries discovery and the
  * broadcasts (sold-out flags) between them. Signals are passed on; a worker that dies is
  * replaced unless the supervisor is stopping.
  */
-function supervise(workers: number): void {
+function supervise(workers: number, port: number): void {
 	const baseId = process.env.GOMALL_NODE_ID;
-	const env = (i: number) => (baseId ? { GOMALL_NODE_ID: `${baseId}-w${i}` } : {});
+	const env = (i: number) => ({ GOMALL_HTTP_PORT: String(port), ...(baseId ? { GOMALL_NODE_ID: `${baseId}-w${i}` } : {}) });
 	const slots = new Map<number, number>();
 	let stopping = false;
 	const fork = (i: number) => slots.set(cluster.fork(env(i)).id, i);
@@ -54,8 +57,12 @@ async function main(): Promise<void> {
 		}
 		throw err;
 	}
-	// Checked once here, so a bad configuration stops the supervisor instead of every worker.
-	if (args.workers > 1 && cluster.isPrimary) return supervise(args.workers);
+	// Checked once here, so a bad configuration or a port in use stops the supervisor instead of
+	// every worker (workers bind the port with SO_REUSEPORT, which would share it, lib/listen).
+	if (args.workers > 1 && cluster.isPrimary) {
+		const serving = (args.services ?? ALL_SERVICES).includes("api");
+		return supervise(args.workers, serving ? await assertPortFree(cfg.http.port, cfg.http.host) : cfg.http.port);
+	}
 
 	const node = await startNode(cfg, args.services ?? ALL_SERVICES);
 	const { broker, logging } = node;

@@ -1,7 +1,8 @@
+import cluster from "node:cluster";
 import fs from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Server as NetServer } from "node:net";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import ApiGateway, { ApiSettingsSchema } from "moleculer-web";
 import mysql from "mysql2/promise";
@@ -15,6 +16,7 @@ import { parseByteLimit, readJsonBody } from "../lib/http-body";
 import { callEachNode } from "../lib/each-node";
 import { counter, labelSets } from "../lib/metrics";
 import { createRedis, redisHealthy, RedisClient } from "../lib/redis";
+import { closeListeners, listenShared } from "../lib/listen";
 import { RevokedSession, RevokedSessions } from "../lib/sessions";
 import { PROJECT_ROOT } from "../lib/paths";
 import { ActionInfo, buildOpenApi, MultipartRoute } from "../lib/openapi";
@@ -47,6 +49,10 @@ interface ApiThis extends Service<ApiSettingsSchema> {
 	amqp: AmqpConnection;
 	dbPool: mysql.Pool;
 	server: import("node:http").Server;
+	/** the port's other listening sockets (lib/listen), whose connections `server` serves */
+	listeners: NetServer[];
+	createServer(): void;
+	port(): number;
 	sendError(req: Req, res: Res, err: unknown): void;
 	serveSwagger(file: string, res: Res): void;
 	buckets: LocalBuckets;
@@ -206,6 +212,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 	settings: {
 		port: cfg().http.port,
 		ip: cfg().http.host,
+		// moleculer-web neither creates nor binds the server: created() creates it, started()
+		// binds it through several sockets (lib/listen).
+		server: false,
 		use: [
 			function securityHeaders(this: ApiThis, req: Req, res: Res, next: () => void) {
 				this.beginRequest(req, res);
@@ -668,6 +677,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 
 	created(this: ApiThis) {
 		const c = cfg();
+		this.createServer();
+		this.server.on("error", err => this.logger.error(`HTTP server error: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
+		this.listeners = [];
 		this.ready = false;
 		this.draining = false;
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in, c.jwt.verify_cache_size);
@@ -698,6 +710,10 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 	},
 
 	async started(this: ApiThis) {
+		// Workers of one node share the port; their supervisor checked it is free (scripts/gomall.ts).
+		const sockets = cfg().http.listen_sockets;
+		this.listeners = await listenShared(this.server, { port: this.settings.port!, host: this.settings.ip!, sockets, checkFree: !cluster.isWorker });
+		this.logger.info(`API Gateway listening on http://${this.settings.ip}:${this.port()} (${sockets} socket${sockets > 1 ? "s" : ""})`);
 		// Health reports RabbitMQ down until this connects; a broker that is down must not
 		// hold the gateway's start-up for more than a moment.
 		const connecting = this.amqp.start().catch(() => undefined);
@@ -721,11 +737,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.draining = true;
 		if (this.revocationTimer) clearTimeout(this.revocationTimer);
 		this.revocationTimer = null;
-		if (this.server.listening) {
-			const closed = new Promise<void>(resolve => this.server.close(() => resolve()));
-			this.server.closeIdleConnections();
-			await closed;
-		}
+		const closed = closeListeners(this.server, this.listeners);
+		this.server.closeIdleConnections();
+		await closed;
 		await Promise.allSettled([this.amqp.stop(), this.redis.quit(), this.limiterRedis.quit(), this.dbPool.end()]);
 	}
 };

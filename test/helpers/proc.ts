@@ -1,18 +1,23 @@
 import { ChildProcess, spawn } from "node:child_process";
 import crypto from "node:crypto";
-import net from "node:net";
+import fs from "node:fs";
 import path from "node:path";
+import { assertPortFree } from "../../lib/listen";
 import { PROJECT_ROOT } from "../../lib/paths";
 
-export function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const srv = net.createServer();
-		srv.listen(0, "127.0.0.1", () => {
-			const port = (srv.address() as net.AddressInfo).port;
-			srv.close(() => resolve(port));
-		});
-		srv.on("error", reject);
-	});
+/** A port nothing listens on now (the system's pick). */
+export const freePort = (): Promise<number> => assertPortFree(0, "127.0.0.1");
+
+/** Listening TCP sockets on `port` (IPv4), as the kernel lists them. */
+export function listeningSockets(port: number): number {
+	const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+	return fs
+		.readFileSync("/proc/net/tcp", "utf8")
+		.split("\n")
+		.filter(line => {
+			const f = line.trim().split(/\s+/);
+			return f[1]?.endsWith(`:${hexPort}`) && f[3] === "0A";
+		}).length;
 }
 
 export interface NodeProcess {

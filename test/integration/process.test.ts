@@ -1,8 +1,9 @@
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { HttpClient, removeClusterEnv } from "../helpers/node";
-import { clusterEnv, eventually, freePort, NodeProcess, spawnNode } from "../helpers/proc";
+import { clusterEnv, eventually, freePort, listeningSockets, NodeProcess, spawnNode } from "../helpers/proc";
 
 const started: NodeProcess[] = [];
 const envs = new Map<string, Record<string, string>>();
@@ -44,9 +45,11 @@ describe("--workers", () => {
 		const env = clusterEnv();
 		const port = await freePort();
 		const http = new HttpClient(`http://127.0.0.1:${port}`);
-		const p = run(["--workers", "2"], { ...env, GOMALL_HTTP_PORT: String(port), GOMALL_NODE_ID: "mall", GOMALL_LOG_LEVEL: "info" });
+		const p = run(["--workers", "2"], { ...env, GOMALL_HTTP_PORT: String(port), GOMALL_HTTP_LISTEN_SOCKETS: "4", GOMALL_NODE_ID: "mall", GOMALL_LOG_LEVEL: "info" });
 		await p.waitFor(/"node":"mall-w1"[^\n]*API Gateway listening|API Gateway listening[^\n]*"node":"mall-w1"/, 60000);
 		await p.waitFor(/"node":"mall-w2"[^\n]*API Gateway listening|API Gateway listening[^\n]*"node":"mall-w2"/, 60000);
+		// Each worker binds sockets of its own (lib/listen); none is the supervisor's.
+		expect(listeningSockets(port)).toBe(8);
 		// A worker answers 503 until its own broker has started (as /ready says); wait for both.
 		await eventually(async () => (await Promise.all(Array.from({ length: 20 }, () => http.get("/ready")))).every(r => r.status === 200), 30000);
 		// Trace ids start with a prefix of the process that made them: answers come from both.
@@ -61,6 +64,22 @@ describe("--workers", () => {
 		expect(prefixes.size).toBe(2);
 		p.kill("SIGTERM");
 		expect(await p.exited).toBe(0);
+	});
+
+	it("refuses a port something listens on, with workers (the supervisor checks) and without", async () => {
+		const taken = net.createServer();
+		await new Promise<void>(resolve => taken.listen(0, "0.0.0.0", () => resolve()));
+		const port = String((taken.address() as net.AddressInfo).port);
+		try {
+			for (const args of [["--workers", "2"], []]) {
+				const p = run(args, { ...clusterEnv(), GOMALL_HTTP_PORT: port });
+				expect(await p.exited).not.toBe(0);
+				expect(p.output()).toMatch(/start-up failed: listen EADDRINUSE/);
+				expect(p.output()).not.toMatch(/API Gateway listening/);
+			}
+		} finally {
+			taken.close();
+		}
 	});
 
 	it("refuses --workers with --repl, and a bad count", async () => {

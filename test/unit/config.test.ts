@@ -27,6 +27,7 @@ describe("loadConfig", () => {
 	it.each([
 		[{ GOMALL_HTTP_PORT: "eighty" }, "http.port"],
 		[{ GOMALL_HTTP_PORT: "70000" }, "http.port"],
+		[{ GOMALL_HTTP_LISTEN_SOCKETS: "0" }, "http.listen_sockets"],
 		[{ GOMALL_LOG_LEVEL: "loud" }, "log.level"],
 		[{ GOMALL_REDIS_URL: "localhost:6379" }, "redis.url"],
 		[{ GOMALL_RATE_LIMIT_ENABLED: "maybe" }, "rate_limit.enabled"],

@@ -3,12 +3,15 @@
  * the work no implementation can skip (read and parse the JSON body, verify the HS256 JWT
  * with a pre-built KeyObject, one EVALSHA of the reservation script, a JSON envelope back).
  * No framework, no limiter, no metrics, no tracing, no queue. Run by bench/seckill.ts, with as
- * many processes sharing the port (Node's cluster module) as the mall it is compared with.
- *   BENCH_PORT, BENCH_REDIS_URL, BENCH_NAMESPACE, BENCH_JWT_SECRET, BENCH_ARMING, BENCH_WORKERS
+ * many processes (Node's cluster module) and listening sockets per process (lib/listen) as the
+ * mall it is compared with.
+ *   BENCH_PORT, BENCH_REDIS_URL, BENCH_NAMESPACE, BENCH_JWT_SECRET, BENCH_ARMING, BENCH_WORKERS,
+ *   BENCH_LISTEN_SOCKETS
  */
 import cluster from "node:cluster";
 import http from "node:http";
 import { TokenService } from "../lib/jwt";
+import { listenShared } from "../lib/listen";
 import { createRedis } from "../lib/redis";
 import { activityKeys } from "../lib/seckill";
 
@@ -17,7 +20,8 @@ type ReserveRedis = ReturnType<typeof createRedis> & { seckillReserve(...args: (
 const workers = Number(process.env.BENCH_WORKERS ?? 1);
 if (workers > 1 && cluster.isPrimary) {
 	let listening = 0;
-	for (let i = 0; i < workers; i++) cluster.fork().on("listening", () => ++listening === workers && console.log("ceiling listening"));
+	cluster.on("message", (_worker, message) => message === "listening" && ++listening === workers && console.log("ceiling listening"));
+	for (let i = 0; i < workers; i++) cluster.fork();
 	process.on("SIGTERM", () => {
 		for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
 		process.exit(0);
@@ -63,7 +67,10 @@ function serve(): void {
 		});
 	});
 
-	server.listen(Number(env("BENCH_PORT")), "127.0.0.1", () => workers === 1 && console.log("ceiling listening"));
+	const sockets = Number(process.env.BENCH_LISTEN_SOCKETS ?? 1);
+	void listenShared(server, { port: Number(env("BENCH_PORT")), host: "127.0.0.1", sockets, checkFree: false }).then(() =>
+		cluster.isWorker ? process.send!("listening") : console.log("ceiling listening")
+	);
 	process.on("SIGTERM", () => {
 		server.close();
 		redis.disconnect();

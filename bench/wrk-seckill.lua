@@ -42,13 +42,31 @@ done = function(summary, latency, requests)
   io.write("BENCH_ANSWERS {" .. table.concat(parts, ",") .. "}\n")
 end
 
--- BENCH_RATE > 0: the offered load, in requests per second over all BENCH_CONNECTIONS
--- connections. Each connection waits a random, exponentially distributed time between its
--- requests (buyers arriving independently), so the mall is measured below its limit instead
--- of flat out, where latency is only the queue of connections waiting their turn.
+-- BENCH_RATE > 0: the offered load, in requests per second. Buyers arrive at random (a Poisson
+-- process: exponentially distributed gaps between arrivals) at that rate, whatever the answers'
+-- latency, as long as a connection is free; each request waits for the next arrival. The mall is
+-- measured below its limit instead of flat out, where latency is only the queue of connections
+-- waiting their turn. The arrivals are those of wrk's thread (one, -t1) over all its connections.
 local rate = tonumber(os.getenv("BENCH_RATE") or "0")
 if rate > 0 then
-  local mean_ms = tonumber(os.getenv("BENCH_CONNECTIONS")) * 1000 / rate
+  local ffi = require("ffi")
+  ffi.cdef[[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clock_id, bench_timespec *tp);
+  ]]
+  local ts = ffi.new("bench_timespec")
+  local CLOCK_MONOTONIC = 1
+  local function now_ms()
+    ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  end
+  local gap_ms = 1000 / rate
+  local next_arrival = nil
   math.randomseed(os.time())
-  delay = function() return -math.log(1 - math.random()) * mean_ms end
+  -- An arrival that finds every connection busy is not made up later (no burst of catch-up).
+  delay = function()
+    local now = now_ms()
+    next_arrival = math.max(next_arrival or now, now) - math.log(1 - math.random()) * gap_ms
+    return next_arrival - now
+  end
 end

@@ -54,7 +54,7 @@ export function ensureWrk(): void {
 export function runWrk(run: WrkRun): Promise<WrkResult> {
 	const script = path.join(PROJECT_ROOT, "bench", "wrk-seckill.lua");
 	const child = spawn("wrk", ["-t1", `-c${run.connections}`, `-d${run.seconds}s`, "--timeout", "5s", "-s", script, `http://127.0.0.1:${run.port}`], {
-		env: { ...process.env, BENCH_CONNECTIONS: String(run.connections), ...run.env },
+		env: { ...process.env, ...run.env },
 		stdio: ["ignore", "pipe", "inherit"]
 	});
 	let out = "";

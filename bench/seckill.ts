@@ -268,7 +268,7 @@ async function measure(workers: number): Promise<Measured> {
 		};
 
 		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, a session per buyer and ${REVOKED} ended sessions in the gateways' memory`);
-		console.log(`A: the ceiling, B: the full path, both as fast as wrk goes; C: the full path with ${RATE} req/s offered (each connection waits a random, exponentially distributed time between requests)`);
+		console.log(`A: the ceiling, B: the full path, both as fast as wrk goes; C: the full path with ${RATE} req/s offered (buyers arriving at random, a Poisson process at that rate)`);
 		console.log("(flat out, the mean latency cannot exceed connections / req/s, the \"Little\" column; when wrk's mean does, a few very slow requests were multiplied by wrk's coordinated-omission correction, see bench/wrk.ts)");
 		console.log("run  path      req/s     p50 ms  p90 ms  p99 ms  max ms  mean ms  Little  errors  answers (status/code: count)");
 		const results: { ceiling: WrkResult[]; full: WrkResult[]; atRate: WrkResult[] } = { ceiling: [], full: [], atRate: [] };

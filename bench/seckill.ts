@@ -305,9 +305,10 @@ async function measure(workers: number): Promise<Measured> {
 		ceiling.child.kill("SIGTERM");
 		const med = (rs: WrkResult[], f: (r: WrkResult) => number) => median(rs.map(f));
 		const [mc, mf] = [med(results.ceiling, reqPerSec), med(results.full, reqPerSec)];
+		const [p50, p90, p99] = [med(results.full, r => r.p50) / 1000, med(results.full, r => r.p90) / 1000, med(results.full, r => r.p99) / 1000];
 		console.log(
 			`median         ceiling ${mc.toFixed(0)} req/s (p99 ${(med(results.ceiling, r => r.p99) / 1000).toFixed(1)} ms); full ${mf.toFixed(0)} req/s ` +
-				`(p50 ${(med(results.full, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.full, r => r.p90) / 1000).toFixed(1)}, p99 ${(med(results.full, r => r.p99) / 1000).toFixed(1)} ms); ratio full/ceiling ${(mf / mc).toFixed(2)}`
+				`(p50 ${p50.toFixed(1)}, p90 ${p90.toFixed(1)}, p99 ${p99.toFixed(1)} ms); ratio full/ceiling ${(mf / mc).toFixed(2)}`
 		);
 		const [ra, pa] = [med(results.atRate, reqPerSec), med(results.atRate, r => r.p99) / 1000];
 		console.log(`median         full with ${RATE} req/s offered: ${ra.toFixed(0)} req/s served, p50 ${(med(results.atRate, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.atRate, r => r.p90) / 1000).toFixed(1)}, p99 ${pa.toFixed(1)} ms`);
@@ -333,9 +334,9 @@ async function measure(workers: number): Promise<Measured> {
 			workers,
 			ceiling: mc,
 			full: mf,
-			p50: med(results.full, r => r.p50) / 1000,
-			p90: med(results.full, r => r.p90) / 1000,
-			p99: med(results.full, r => r.p99) / 1000,
+			p50,
+			p90,
+			p99,
 			worstP99: Math.max(...results.full.map(r => r.p99)) / 1000,
 			rateServed: ra,
 			rateP99: pa,

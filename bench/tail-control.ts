@@ -35,7 +35,7 @@ const RATE = num("BENCH_RATE", 10000);
 const BURN_US = num("BENCH_BURN_US", 30);
 const RAW_BURN_US = num("BENCH_RAW_BURN_US", 150);
 const WORKER_COUNTS = processCounts();
-const SOCKET_COUNTS = [1, num("BENCH_LISTEN_SOCKETS", loadConfig({ env: "dev" }).http.listen_sockets)];
+const SOCKET_COUNTS = [...new Set([1, num("BENCH_LISTEN_SOCKETS", loadConfig({ env: "dev" }).http.listen_sockets)])];
 
 /** The control server (this file, run with BENCH_TAIL_PORT set). */
 function serve(port: number, workers: number, burnUs: number, sockets: number): void {

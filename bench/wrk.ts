@@ -1,7 +1,7 @@
 /**
- * What the benches share. wrk, as they drive it: one thread, bench/wrk-seckill.lua (POST /api/seckill with the
- * next buyer's token, answers counted by status and code), figures read from the script's
- * BENCH_RESULT and BENCH_ANSWERS lines.
+ * What the benches share. wrk, as they drive it: one thread, bench/wrk-seckill.lua (POST
+ * /api/seckill with the next buyer's token, answers counted by status and code), figures read
+ * from the script's BENCH_RESULT and BENCH_ANSWERS lines.
  *
  * wrk 4 corrects its latencies for coordinated omission before it reports them: every sample
  * longer than twice the expected interval (run time / requests per connection) adds copies of

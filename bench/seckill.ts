@@ -257,7 +257,7 @@ async function measure(workers: number): Promise<Measured> {
 		/** The ceiling runs once, warm, for every round; each round gets its units back. */
 		const startCeiling = async () => {
 			const a = await armed(STOCK);
-			const child = start([path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")], { BENCH_PORT: String(ceilingPort), BENCH_REDIS_URL: cfg.redis.url, BENCH_NAMESPACE: namespace, BENCH_JWT_SECRET: cfg.jwt.secret, BENCH_ARMING: a.arming, BENCH_WORKERS: String(workers), BENCH_LISTEN_SOCKETS: String(cfg.http.listen_sockets) }, "ceiling");
+			const child = start([path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")], { BENCH_PORT: String(ceilingPort), BENCH_REDIS_URL: cfg.redis.url, BENCH_NAMESPACE: namespace, BENCH_JWT_SECRET: cfg.jwt.secret, BENCH_ARMING: a.arming, BENCH_WORKERS: String(workers), BENCH_LISTEN_SOCKETS: String(cfg.http.listen_sockets), BENCH_BATCH_REPLIES: cfg.http.batch_replies ? "1" : "0" }, "ceiling");
 			await new Promise<void>((resolve, reject) => {
 				child.stdout!.on("data", d => String(d).includes("ceiling listening") && resolve());
 				child.once("exit", () => reject(new Error("ceiling exited")));
@@ -267,7 +267,7 @@ async function measure(workers: number): Promise<Measured> {
 			return { child, productId: a.productId, refill };
 		};
 
-		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, a session per buyer and ${REVOKED} ended sessions in the gateways' memory`);
+		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, answers ${cfg.http.batch_replies ? "ended together per loop turn" : "written one by one"}, a session per buyer and ${REVOKED} ended sessions in the gateways' memory`);
 		console.log(`A: the ceiling, B: the full path, both as fast as wrk goes; C: the full path with ${RATE} req/s offered (buyers arriving at random, a Poisson process at that rate)`);
 		console.log("(flat out, the mean latency cannot exceed connections / req/s, the \"Little\" column; when wrk's mean does, a few very slow requests were multiplied by wrk's coordinated-omission correction, see bench/wrk.ts)");
 		console.log("run  path      req/s     p50 ms  p90 ms  p99 ms  max ms  mean ms  Little  errors  answers (status/code: count)");

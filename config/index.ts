@@ -16,7 +16,7 @@ export interface Config {
 	env: EnvName;
 	namespace: string;
 	node_id: string;
-	http: { port: number; host: string; listen_sockets: number; body_limit: string; cors_origins: string[]; trusted_proxies: string[] };
+	http: { port: number; host: string; listen_sockets: number; batch_replies: boolean; body_limit: string; cors_origins: string[]; trusted_proxies: string[] };
 	db: { host: string; port: number; user: string; password: string; name: string; pool_max: number };
 	redis: RedisConfig;
 	amqp: { url: string; prefetch: number; retry_delays_ms: number[] };
@@ -97,6 +97,7 @@ type EnvType = "string" | "number" | "boolean" | "list";
 export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_HTTP_PORT: ["http.port", "number"],
 	GOMALL_HTTP_LISTEN_SOCKETS: ["http.listen_sockets", "number"],
+	GOMALL_HTTP_BATCH_REPLIES: ["http.batch_replies", "boolean"],
 	GOMALL_DB_HOST: ["db.host", "string"],
 	GOMALL_DB_PORT: ["db.port", "number"],
 	GOMALL_DB_USER: ["db.user", "string"],
@@ -149,6 +150,7 @@ const schema = {
 			port: num(0, 65535),
 			host: { type: "string", min: 1 },
 			listen_sockets: num(1, 1024),
+			batch_replies: bool,
 			body_limit: { type: "string", pattern: /^\d+(b|kb|mb)$/ },
 			cors_origins: { type: "array", items: "string" },
 			trusted_proxies: { type: "array", items: "string" }

@@ -17,6 +17,7 @@ import { callEachNode } from "../lib/each-node";
 import { counter, labelSets } from "../lib/metrics";
 import { createRedis, redisHealthy, RedisClient } from "../lib/redis";
 import { closeListeners, listenShared } from "../lib/listen";
+import { ReplyBatch } from "../lib/reply-batch";
 import { RevokedSession, RevokedSessions } from "../lib/sessions";
 import { PROJECT_ROOT } from "../lib/paths";
 import { ActionInfo, buildOpenApi, MultipartRoute } from "../lib/openapi";
@@ -68,7 +69,9 @@ interface ApiThis extends Service<ApiSettingsSchema> {
 	bodyLimit: number;
 	soldOut: Set<number>;
 	observe(req: Req, res: Res): void;
-	sendJson(res: Res, status: number, body: unknown, traceId?: string | null): void;
+	sendJson(res: Res, status: number, body: unknown, traceId?: string | null, batched?: boolean): void;
+	/** the flash-sale lane's answers, ended together per loop turn (null: http.batch_replies off) */
+	replies: ReplyBatch | null;
 	probeAll(): Promise<Record<string, Probe>>;
 	revoked: RevokedSessions;
 	revocationsLoaded: boolean;
@@ -422,7 +425,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				// A gateway that started after the broadcast learns "sold out" from the answer.
 				if (isRejection(data) && data.$rejected === "SECKILL_SOLD_OUT") this.soldOut.add(Number((params as { product_id?: unknown }).product_id));
 				const out = resultEnvelope(data, traceId);
-				this.sendJson(res, out.status, out.body, traceId);
+				this.sendJson(res, out.status, out.body, traceId, true);
 			} catch (err) {
 				this.sendError(req, res, err);
 			}
@@ -599,10 +602,12 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			(this as any).sendError(req, res, err);
 		},
 
-		sendJson(this: ApiThis, res: Res, status: number, body: unknown, traceId?: string | null): void {
+		/** `batched`: ended with the turn's other answers (lib/reply-batch), when http.batch_replies is on. */
+		sendJson(this: ApiThis, res: Res, status: number, body: unknown, traceId?: string | null, batched = false): void {
 			if (traceId) res.setHeader("X-Trace-Id", traceId);
 			res.writeHead(status, { "Content-Type": "application/json; charset=utf-8" });
-			res.end(JSON.stringify(body));
+			if (batched && this.replies) this.replies.end(res, JSON.stringify(body));
+			else res.end(JSON.stringify(body));
 		},
 
 		async probeAll(this: ApiThis): Promise<Record<string, Probe>> {
@@ -685,6 +690,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in, c.jwt.verify_cache_size);
 		this.bodyLimit = parseByteLimit(c.http.body_limit);
 		this.soldOut = new Set();
+		this.replies = c.http.batch_replies ? new ReplyBatch() : null;
 		this.revoked = new RevokedSessions();
 		this.revocationsLoaded = false;
 		this.revocationTimer = null;

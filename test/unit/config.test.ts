@@ -28,6 +28,7 @@ describe("loadConfig", () => {
 		[{ GOMALL_HTTP_PORT: "eighty" }, "http.port"],
 		[{ GOMALL_HTTP_PORT: "70000" }, "http.port"],
 		[{ GOMALL_HTTP_LISTEN_SOCKETS: "0" }, "http.listen_sockets"],
+		[{ GOMALL_HTTP_BATCH_REPLIES: "sometimes" }, "http.batch_replies"],
 		[{ GOMALL_LOG_LEVEL: "loud" }, "log.level"],
 		[{ GOMALL_REDIS_URL: "localhost:6379" }, "redis.url"],
 		[{ GOMALL_RATE_LIMIT_ENABLED: "maybe" }, "rate_limit.enabled"],

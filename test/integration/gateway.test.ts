@@ -112,4 +112,18 @@ describe("operations", () => {
 		expect(check.error).toBeUndefined();
 		expect({ status: check.status, problems: check.stdout + check.stderr }).toEqual({ status: 0, problems: "" });
 	});
+
+	it("keeps no sample of each request for quantiles, which a scrape would sort on the event loop; the buckets stay", async () => {
+		for (let i = 0; i < 20; i++) await mall.http.get("/api/product/999999");
+		const metric = mall.node.broker.metrics.getMetric("moleculer.request.time") as any;
+		const items = [...metric.values.values()];
+		expect(items.length).toBeGreaterThan(0);
+		for (const item of items) {
+			expect(item.quantileValues).toBeUndefined();
+			expect(Object.values(item.bucketValues).some(n => Number(n) > 0)).toBe(true);
+		}
+		const text = await (await fetch(`${mall.baseUrl}/metrics`)).text();
+		expect(text).toMatch(/moleculer_request_time_bucket\{[^}]*action="product\.get"[^}]*le="\+Inf"\} \d+/);
+		expect(text).not.toMatch(/quantile="/);
+	});
 });

@@ -4,16 +4,14 @@
  * with a pre-built KeyObject, one EVALSHA of the reservation script, a JSON envelope back).
  * No framework, no limiter, no metrics, no tracing, no queue. Run by bench/seckill.ts, with as
  * many processes (Node's cluster module) and listening sockets per process (lib/listen) as the
- * mall it is compared with, and its answers written as the mall's lane writes them (ended
- * together per loop turn, lib/reply-batch, when the mall's http.batch_replies is on).
+ * mall it is compared with.
  *   BENCH_PORT, BENCH_REDIS_URL, BENCH_NAMESPACE, BENCH_JWT_SECRET, BENCH_ARMING, BENCH_WORKERS,
- *   BENCH_LISTEN_SOCKETS, BENCH_BATCH_REPLIES (1 or 0)
+ *   BENCH_LISTEN_SOCKETS
  */
 import cluster from "node:cluster";
 import http from "node:http";
 import { TokenService } from "../lib/jwt";
 import { listenShared } from "../lib/listen";
-import { ReplyBatch } from "../lib/reply-batch";
 import { createRedis } from "../lib/redis";
 import { activityKeys } from "../lib/seckill";
 
@@ -41,12 +39,10 @@ function serve(): void {
 	const redis = createRedis({ url: env("BENCH_REDIS_URL"), cluster_nodes: [] }, env("BENCH_NAMESPACE"), { seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 } }, "bench-ceiling") as ReserveRedis;
 	const k = activityKeys(env("BENCH_ARMING"));
 	let n = 0;
-	const replies = process.env.BENCH_BATCH_REPLIES === "1" ? new ReplyBatch() : null;
 
 	const send = (res: http.ServerResponse, status: number, body: unknown) => {
 		res.writeHead(status, { "Content-Type": "application/json; charset=utf-8" });
-		if (replies) replies.end(res, JSON.stringify(body));
-		else res.end(JSON.stringify(body));
+		res.end(JSON.stringify(body));
 	};
 
 	const server = http.createServer((req, res) => {

@@ -12,6 +12,9 @@
  * req/s, p50/p90/p99, errors, answers by status and code, the medians and their ratio; then a
  * drain run (BENCH_DRAIN_STOCK winners, orders/s from the first reservation to the last order
  * row); and checks after every full run that orders = winners and nothing is oversold.
+ * While the mall runs, /metrics is scraped every BENCH_SCRAPE_INTERVAL seconds (15, as
+ * deploy/prometheus scrapes; 0: never), and the slowest scrape is printed: a scrape runs on the
+ * gateway's event loop, between the buyers' requests.
  * Each buyer's token belongs to a session of its own, and BENCH_REVOKED ended sessions (10,000)
  * are in the gateways' memory from start, so every request pays the revocation check as in
  * production; a token of an ended session is checked to be refused before the runs.
@@ -53,6 +56,7 @@ const DRAIN_STOCK = num("BENCH_DRAIN_STOCK", 5000);
 /** The process counts to measure, in order (mall and ceiling alike). */
 const WORKER_COUNTS = processCounts();
 const REVOKED = num("BENCH_REVOKED", 10000);
+const SCRAPE_INTERVAL = num("BENCH_SCRAPE_INTERVAL", 15);
 const PROFILE = process.env.BENCH_PROFILE ?? "";
 const MALL_ARGS = (process.env.BENCH_MALL_ARGS ?? "").split(" ").filter(Boolean);
 const MALL_LOG = process.env.BENCH_MALL_LOG ?? "";
@@ -185,6 +189,7 @@ async function measure(workers: number): Promise<Measured> {
 
 	const db = await mysql.createConnection({ host: cfg.db.host, port: cfg.db.port, user: cfg.db.user, password: cfg.db.password, database: dbName });
 	const redis = new Redis(cfg.redis.url, { keyPrefix: redisKeyPrefix(namespace) });
+	const scrapes = scrapeEvery(`${base}/metrics`, SCRAPE_INTERVAL);
 	try {
 		const post = async (p: string, body: unknown, token?: string) => {
 			const r = await postJson(mallPort, p, body, token);
@@ -257,7 +262,7 @@ async function measure(workers: number): Promise<Measured> {
 		/** The ceiling runs once, warm, for every round; each round gets its units back. */
 		const startCeiling = async () => {
 			const a = await armed(STOCK);
-			const child = start([path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")], { BENCH_PORT: String(ceilingPort), BENCH_REDIS_URL: cfg.redis.url, BENCH_NAMESPACE: namespace, BENCH_JWT_SECRET: cfg.jwt.secret, BENCH_ARMING: a.arming, BENCH_WORKERS: String(workers), BENCH_LISTEN_SOCKETS: String(cfg.http.listen_sockets), BENCH_BATCH_REPLIES: cfg.http.batch_replies ? "1" : "0" }, "ceiling");
+			const child = start([path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")], { BENCH_PORT: String(ceilingPort), BENCH_REDIS_URL: cfg.redis.url, BENCH_NAMESPACE: namespace, BENCH_JWT_SECRET: cfg.jwt.secret, BENCH_ARMING: a.arming, BENCH_WORKERS: String(workers), BENCH_LISTEN_SOCKETS: String(cfg.http.listen_sockets) }, "ceiling");
 			await new Promise<void>((resolve, reject) => {
 				child.stdout!.on("data", d => String(d).includes("ceiling listening") && resolve());
 				child.once("exit", () => reject(new Error("ceiling exited")));
@@ -267,7 +272,7 @@ async function measure(workers: number): Promise<Measured> {
 			return { child, productId: a.productId, refill };
 		};
 
-		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, answers ${cfg.http.batch_replies ? "ended together per loop turn" : "written one by one"}, a session per buyer and ${REVOKED} ended sessions in the gateways' memory`);
+		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, the mall's answers ${cfg.http.batch_replies ? "ended together per loop turn" : "written one by one"} (the ceiling's one by one, its faster way), a session per buyer and ${REVOKED} ended sessions in the gateways' memory`);
 		console.log(`A: the ceiling, B: the full path, both as fast as wrk goes; C: the full path with ${RATE} req/s offered (buyers arriving at random, a Poisson process at that rate)`);
 		console.log("(flat out, the mean latency cannot exceed connections / req/s, the \"Little\" column; when wrk's mean does, a few very slow requests were multiplied by wrk's coordinated-omission correction, see bench/wrk.ts)");
 		console.log("run  path      req/s     p50 ms  p90 ms  p99 ms  max ms  mean ms  Little  errors  answers (status/code: count)");
@@ -330,6 +335,8 @@ async function measure(workers: number): Promise<Measured> {
 			`drain          ${winners} winners -> ${c.orders} orders in ${seconds.toFixed(2)} s from the first reservation to the last order row: ${(winners / seconds).toFixed(0)} orders/s ` +
 				`(the reservations took ${((c.lastReservation - c.firstReservation) / 1000).toFixed(2)} s, the last row came ${((c.last - c.lastReservation) / 1000).toFixed(2)} s after the last reservation)`
 		);
+		if (scrapes.failed) throw new Error(`${scrapes.failed} scrapes of /metrics failed`);
+		if (SCRAPE_INTERVAL) console.log(`metrics        /metrics scraped every ${SCRAPE_INTERVAL} s: ${scrapes.times.length} scrapes, slowest ${Math.max(0, ...scrapes.times).toFixed(0)} ms, median ${median(scrapes.times).toFixed(0)} ms`);
 		return {
 			workers,
 			ceiling: mc,
@@ -346,6 +353,7 @@ async function measure(workers: number): Promise<Measured> {
 			drain: winners / seconds
 		};
 	} finally {
+		scrapes.stop();
 		await db.end();
 		redis.disconnect();
 		await stopAll();
@@ -386,6 +394,20 @@ async function main(): Promise<void> {
 		const verdicts = TARGETS.map(t => `${t.name}: ${t.value(m)} ${t.met(m) ? "met" : "MISSED"}`);
 		console.log(`targets, ${m.workers} process${m.workers > 1 ? "es" : ""}: ${verdicts.join("; ")}`);
 	}
+}
+
+/** Prometheus's part: GET `url` every `seconds` (0: never), keeping each scrape's duration in ms. */
+function scrapeEvery(url: string, seconds: number): { times: number[]; failed: number; stop(): void } {
+	const scrapes = { times: [] as number[], failed: 0, stop: () => timer && clearInterval(timer) };
+	const timer = seconds
+		? setInterval(async () => {
+				const t0 = performance.now();
+				const ok = await fetch(url).then(r => r.text().then(() => r.ok), () => false);
+				if (ok) scrapes.times.push(performance.now() - t0);
+				else scrapes.failed++;
+			}, seconds * 1000)
+		: null;
+	return scrapes;
 }
 
 async function withDb(cfg: ReturnType<typeof loadConfig>, name: string, fn: (db: mysql.Connection) => Promise<void>): Promise<void> {

@@ -336,7 +336,7 @@ async function measure(workers: number): Promise<Measured> {
 				`(the reservations took ${((c.lastReservation - c.firstReservation) / 1000).toFixed(2)} s, the last row came ${((c.last - c.lastReservation) / 1000).toFixed(2)} s after the last reservation)`
 		);
 		if (scrapes.failed) throw new Error(`${scrapes.failed} scrapes of /metrics failed`);
-		if (SCRAPE_INTERVAL) console.log(`metrics        /metrics scraped every ${SCRAPE_INTERVAL} s: ${scrapes.times.length} scrapes, slowest ${Math.max(0, ...scrapes.times).toFixed(0)} ms, median ${median(scrapes.times).toFixed(0)} ms`);
+		if (scrapes.times.length) console.log(`metrics        /metrics scraped every ${SCRAPE_INTERVAL} s: ${scrapes.times.length} scrapes, slowest ${Math.max(...scrapes.times).toFixed(0)} ms, median ${median(scrapes.times).toFixed(0)} ms`);
 		return {
 			workers,
 			ceiling: mc,

@@ -606,8 +606,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		sendJson(this: ApiThis, res: Res, status: number, body: unknown, traceId?: string | null, batched = false): void {
 			if (traceId) res.setHeader("X-Trace-Id", traceId);
 			res.writeHead(status, { "Content-Type": "application/json; charset=utf-8" });
-			if (batched && this.replies) this.replies.end(res, JSON.stringify(body));
-			else res.end(JSON.stringify(body));
+			const text = JSON.stringify(body);
+			if (batched && this.replies) this.replies.end(res, text);
+			else res.end(text);
 		},
 
 		async probeAll(this: ApiThis): Promise<Record<string, Probe>> {

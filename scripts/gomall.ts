@@ -17,8 +17,8 @@ import { ALL_SERVICES, startNode } from "../lib/node";
  * actors) with a node id of its own, sharing the HTTP port: each binds sockets of its own to it
  * (SO_REUSEPORT, lib/listen), or with `http.listen_sockets` 1 takes connections from this
  * process through Node's cluster module. Calls stay inside a worker (Moleculer prefers local
- * actors); NATS carries discovery and the broadcasts (sold-out flags) between them. Signals are passed on; a worker that dies is
- * replaced unless the supervisor is stopping.
+ * actors); NATS carries discovery and the broadcasts (sold-out flags) between them. Signals
+ * are passed on; a worker that dies is replaced unless the supervisor is stopping.
  */
 function supervise(workers: number, port: number): void {
 	const baseId = process.env.GOMALL_NODE_ID;

@@ -10,17 +10,22 @@
  */
 import cluster from "node:cluster";
 import http from "node:http";
-import { TokenService } from "../lib/jwt";
-import { listenShared } from "../lib/listen";
-import { createRedis } from "../lib/redis";
-import { activityKeys } from "../lib/seckill";
+import { TokenService } from "../lib/auth/jwt";
+import { listenShared } from "../lib/http/listen";
+import { createRedis } from "../lib/storage/redis";
+import { activityKeys } from "../lib/domain/seckill";
 
-type ReserveRedis = ReturnType<typeof createRedis> & { seckillReserve(...args: (string | number)[]): Promise<[number, number, number]> };
+type ReserveRedis = ReturnType<typeof createRedis> & {
+	seckillReserve(...args: (string | number)[]): Promise<[number, number, number]>;
+};
 
 const workers = Number(process.env.BENCH_WORKERS ?? 1);
 if (workers > 1 && cluster.isPrimary) {
 	let listening = 0;
-	cluster.on("message", (_worker, message) => message === "listening" && ++listening === workers && console.log("ceiling listening"));
+	cluster.on(
+		"message",
+		(_worker, message) => message === "listening" && ++listening === workers && console.log("ceiling listening")
+	);
 	for (let i = 0; i < workers; i++) cluster.fork();
 	process.on("SIGTERM", () => {
 		for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
@@ -36,7 +41,12 @@ function serve(): void {
 	};
 
 	const tokens = new TokenService(env("BENCH_JWT_SECRET"), 3600);
-	const redis = createRedis({ url: env("BENCH_REDIS_URL"), cluster_nodes: [] }, env("BENCH_NAMESPACE"), { seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 } }, "bench-ceiling") as ReserveRedis;
+	const redis = createRedis(
+		{ url: env("BENCH_REDIS_URL"), cluster_nodes: [] },
+		env("BENCH_NAMESPACE"),
+		{ seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 } },
+		"bench-ceiling"
+	) as ReserveRedis;
 	const k = activityKeys(env("BENCH_ARMING"));
 	let n = 0;
 
@@ -55,21 +65,28 @@ function serve(): void {
 			} catch {
 				return send(res, 400, { code: 400, message: "malformed JSON body", data: null, trace_id: null });
 			}
-			if (!Number.isSafeInteger(productId) || productId <= 0) return send(res, 400, { code: 400, message: "validation failed", data: null, trace_id: null });
+			if (!Number.isSafeInteger(productId) || productId <= 0)
+				return send(res, 400, { code: 400, message: "validation failed", data: null, trace_id: null });
 			const header = req.headers.authorization ?? "";
 			const user = tokens.verify(header.startsWith("Bearer ") ? header.slice(7) : "");
 			if (typeof user === "string") return send(res, 401, { code: 401, message: user, data: null, trace_id: null });
 			const traceId = (++n).toString(16).padStart(32, "0");
 			redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, user.id, `${process.pid}${n}`).then(
-				([code]) => send(res, code === 1 ? 200 : 409, { code: code === 1 ? 0 : 60003, message: code === 1 ? "success" : "sold out", data: null, trace_id: traceId }),
+				([code]) =>
+					send(res, code === 1 ? 200 : 409, {
+						code: code === 1 ? 0 : 60003,
+						message: code === 1 ? "success" : "sold out",
+						data: null,
+						trace_id: traceId
+					}),
 				() => send(res, 503, { code: 503, message: "unavailable", data: null, trace_id: traceId })
 			);
 		});
 	});
 
 	const sockets = Number(process.env.BENCH_LISTEN_SOCKETS ?? 1);
-	void listenShared(server, { port: Number(env("BENCH_PORT")), host: "127.0.0.1", sockets, checkFree: false }).then(() =>
-		cluster.isWorker ? process.send!("listening") : console.log("ceiling listening")
+	void listenShared(server, { port: Number(env("BENCH_PORT")), host: "127.0.0.1", sockets, checkFree: false }).then(
+		() => (cluster.isWorker ? process.send!("listening") : console.log("ceiling listening"))
 	);
 	process.on("SIGTERM", () => {
 		server.close();

@@ -10,8 +10,8 @@
  * Stock is large enough that every call takes a unit (the costly path).
  */
 import os from "node:os";
-import { createRedis, redisKeyPrefix } from "../lib/redis";
-import { activityKeys, newArmingId, ReplicatedReserver, ReserveRedis } from "../lib/seckill";
+import { createRedis, redisKeyPrefix } from "../lib/storage/redis";
+import { activityKeys, newArmingId, ReplicatedReserver, ReserveRedis } from "../lib/domain/seckill";
 import { RedisCluster } from "../test/helpers/servers";
 
 const num = (k: string, d: number) => Number(process.env[k] ?? d);
@@ -39,7 +39,14 @@ const reserveScript = { seckillReserve: { file: "seckill_reserve.lua", numberOfK
 
 async function armAll(redis: ReserveRedis, armings: string[]): Promise<void> {
 	const now = Date.now();
-	for (const a of armings) await redis.hset(activityKeys(a).info, { stock: 1e9, start: now - 1000, end: now + 3600_000, limit: 1e9, active: 1 });
+	for (const a of armings)
+		await redis.hset(activityKeys(a).info, {
+			stock: 1e9,
+			start: now - 1000,
+			end: now + 3600_000,
+			limit: 1e9,
+			active: 1
+		});
 }
 
 async function run(mode: Mode): Promise<Result> {
@@ -53,14 +60,21 @@ async function run(mode: Mode): Promise<Result> {
 			const t = process.hrtime.bigint();
 			const order = `${process.pid}${++n}`;
 			const user = 1 + (n % 100000);
-			const [code, , , acked] = mode.reserver ? await mode.reserver.reserve(mode.armings[i % mode.armings.length], user, order) : [...(await mode.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, user, order)), 0];
+			const [code, , , acked] = mode.reserver
+				? await mode.reserver.reserve(mode.armings[i % mode.armings.length], user, order)
+				: [...(await mode.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, user, order)), 0];
 			if (code !== 1 || acked < mode.wait) refused++;
 			latencies.push(Number(process.hrtime.bigint() - t) / 1e6);
 		}
 	};
 	await Promise.all(Array.from({ length: CONCURRENCY }, (_, i) => loop(i)));
 	latencies.sort((a, b) => a - b);
-	return { ops: latencies.length / SECONDS, p50: latencies[Math.floor(latencies.length * 0.5)], p99: latencies[Math.floor(latencies.length * 0.99)], refused };
+	return {
+		ops: latencies.length / SECONDS,
+		p50: latencies[Math.floor(latencies.length * 0.5)],
+		p99: latencies[Math.floor(latencies.length * 0.99)],
+		refused
+	};
 }
 
 /** Arming ids until each of `count` lands on a different master. */
@@ -78,10 +92,22 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 async function main(): Promise<void> {
 	const rc = await new RedisCluster().start();
-	const single = createRedis({ url: process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379", cluster_nodes: [] }, NAMESPACE, reserveScript, "bench-single") as ReserveRedis;
-	const cluster = createRedis({ url: "", cluster_nodes: rc.nodes }, NAMESPACE, reserveScript, "bench-cluster") as ReserveRedis;
+	const single = createRedis(
+		{ url: process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379", cluster_nodes: [] },
+		NAMESPACE,
+		reserveScript,
+		"bench-single"
+	) as ReserveRedis;
+	const cluster = createRedis(
+		{ url: "", cluster_nodes: rc.nodes },
+		NAMESPACE,
+		reserveScript,
+		"bench-cluster"
+	) as ReserveRedis;
 	try {
-		await new Promise<void>(resolve => (cluster.status === "ready" ? resolve() : cluster.once("ready", () => resolve())));
+		await new Promise<void>(resolve =>
+			cluster.status === "ready" ? resolve() : cluster.once("ready", () => resolve())
+		);
 		const hot = [newArmingId()];
 		const spread = await armingsOnDistinctMasters(rc, 3);
 		const singleArming = [newArmingId()];
@@ -90,17 +116,27 @@ async function main(): Promise<void> {
 		const modes: Mode[] = [
 			{ name: "single", redis: single, armings: singleArming, wait: 0 },
 			{ name: "cluster", redis: cluster, armings: hot, wait: 0 },
-			{ name: "cluster+WAIT", redis: cluster, armings: hot, wait: 1, reserver: new ReplicatedReserver(cluster, 1, 1000) },
+			{
+				name: "cluster+WAIT",
+				redis: cluster,
+				armings: hot,
+				wait: 1,
+				reserver: new ReplicatedReserver(cluster, 1, 1000)
+			},
 			{ name: "cluster x3", redis: cluster, armings: spread, wait: 0 }
 		];
-		console.log(`Redis Cluster bench: ${os.cpus().length} cores, Node ${process.version}, ${CONCURRENCY} reservations in flight, ${SECONDS} s per run, ${ROUNDS} rounds; cluster of ${rc.nodes.length} redis-server processes on this machine`);
+		console.log(
+			`Redis Cluster bench: ${os.cpus().length} cores, Node ${process.version}, ${CONCURRENCY} reservations in flight, ${SECONDS} s per run, ${ROUNDS} rounds; cluster of ${rc.nodes.length} redis-server processes on this machine`
+		);
 		const results = new Map<string, Result[]>(modes.map(m => [m.name, []]));
 		for (const m of modes) await run({ ...m }).catch(() => undefined); // warm-up
 		for (let round = 1; round <= ROUNDS; round++) {
 			for (const m of modes) {
 				const r = await run(m);
 				results.get(m.name)!.push(r);
-				console.log(`round ${round}  ${m.name.padEnd(13)} ${r.ops.toFixed(0).padStart(7)} reservations/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms${r.refused ? `  refused ${r.refused}` : ""}`);
+				console.log(
+					`round ${round}  ${m.name.padEnd(13)} ${r.ops.toFixed(0).padStart(7)} reservations/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms${r.refused ? `  refused ${r.refused}` : ""}`
+				);
 			}
 		}
 		const base = median(results.get("single")!.map(r => r.ops));
@@ -108,7 +144,9 @@ async function main(): Promise<void> {
 		for (const m of modes) {
 			const rs = results.get(m.name)!;
 			const ops = median(rs.map(r => r.ops));
-			console.log(`  ${m.name.padEnd(13)} ${ops.toFixed(0).padStart(7)} reservations/s  (${(ops / base).toFixed(2)} of single)  p50 ${median(rs.map(r => r.p50)).toFixed(2)} ms  p99 ${median(rs.map(r => r.p99)).toFixed(2)} ms`);
+			console.log(
+				`  ${m.name.padEnd(13)} ${ops.toFixed(0).padStart(7)} reservations/s  (${(ops / base).toFixed(2)} of single)  p50 ${median(rs.map(r => r.p50)).toFixed(2)} ms  p99 ${median(rs.map(r => r.p99)).toFixed(2)} ms`
+			);
 		}
 		for (const a of singleArming) await single.del(...Object.values(activityKeys(a)));
 	} finally {

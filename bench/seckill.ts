@@ -35,12 +35,12 @@ import path from "node:path";
 import mysql from "mysql2/promise";
 import Redis from "ioredis";
 import { loadConfig } from "../config";
-import { TokenService } from "../lib/jwt";
-import { migrate } from "../lib/migrate";
-import { newSessionId } from "../lib/sessions";
-import { PROJECT_ROOT } from "../lib/paths";
-import { redisKeyPrefix } from "../lib/redis";
-import { activityKeys, parseReservation } from "../lib/seckill";
+import { TokenService } from "../lib/auth/jwt";
+import { migrate } from "../lib/storage/migrate";
+import { newSessionId } from "../lib/auth/sessions";
+import { PROJECT_ROOT } from "../config/paths";
+import { redisKeyPrefix } from "../lib/storage/redis";
+import { activityKeys, parseReservation } from "../lib/domain/seckill";
 import { freePort } from "../test/helpers/proc";
 import { ensureWrk, littleMean, median, processCounts, reqPerSec, runWrk, WrkResult, wrkErrors } from "./wrk";
 
@@ -66,7 +66,11 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-bench-"));
 const children: ChildProcess[] = [];
 
 function start(args: string[], env: Record<string, string>, name: string): ChildProcess {
-	const child = spawn(process.execPath, args, { cwd: PROJECT_ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+	const child = spawn(process.execPath, args, {
+		cwd: PROJECT_ROOT,
+		env: { ...process.env, ...env },
+		stdio: ["ignore", "pipe", "pipe"]
+	});
 	let tail = "";
 	const log = name === "mall" && MALL_LOG ? fs.createWriteStream(MALL_LOG, { flags: "a" }) : null;
 	const keep = (d: Buffer) => {
@@ -86,11 +90,25 @@ function start(args: string[], env: Record<string, string>, name: string): Child
 function postJson(port: number, p: string, body: unknown, token?: string): Promise<{ status: number; body: any }> {
 	const data = JSON.stringify(body);
 	return new Promise((resolve, reject) => {
-		const req = http.request({ host: "127.0.0.1", port, path: p, method: "POST", agent: false, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data), ...(token ? { authorization: `Bearer ${token}` } : {}) } }, res => {
-			let text = "";
-			res.on("data", d => (text += d));
-			res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
-		});
+		const req = http.request(
+			{
+				host: "127.0.0.1",
+				port,
+				path: p,
+				method: "POST",
+				agent: false,
+				headers: {
+					"content-type": "application/json",
+					"content-length": Buffer.byteLength(data),
+					...(token ? { authorization: `Bearer ${token}` } : {})
+				}
+			},
+			res => {
+				let text = "";
+				res.on("data", d => (text += d));
+				res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+			}
+		);
 		req.on("error", reject);
 		req.end(data);
 	});
@@ -99,7 +117,10 @@ function postJson(port: number, p: string, body: unknown, token?: string): Promi
 async function waitReady(url: string, timeoutMs = 60000): Promise<void> {
 	const end = Date.now() + timeoutMs;
 	while (Date.now() < end) {
-		const ok = await fetch(url).then(r => r.status === 200, () => false);
+		const ok = await fetch(url).then(
+			r => r.status === 200,
+			() => false
+		);
 		if (ok) return;
 		await new Promise(r => setTimeout(r, 200));
 	}
@@ -107,12 +128,23 @@ async function waitReady(url: string, timeoutMs = 60000): Promise<void> {
 }
 
 /** wrk against the mall or the ceiling: `productId`'s sale with the buyers of `tokensFile`. */
-function wrk(port: number, productId: number, tokensFile: string, seconds: number, opts: { soldOut?: () => Promise<boolean>; rate?: number } = {}): Promise<WrkResult> {
+function wrk(
+	port: number,
+	productId: number,
+	tokensFile: string,
+	seconds: number,
+	opts: { soldOut?: () => Promise<boolean>; rate?: number } = {}
+): Promise<WrkResult> {
 	return runWrk({
 		port,
 		connections: CONNECTIONS,
 		seconds,
-		env: { BENCH_TOKENS: tokensFile, BENCH_PRODUCT: String(productId), BENCH_UNTIL_SOLD_OUT: opts.soldOut ? "1" : "0", BENCH_RATE: String(opts.rate ?? 0) },
+		env: {
+			BENCH_TOKENS: tokensFile,
+			BENCH_PRODUCT: String(productId),
+			BENCH_UNTIL_SOLD_OUT: opts.soldOut ? "1" : "0",
+			BENCH_RATE: String(opts.rate ?? 0)
+		},
 		stopWhen: opts.soldOut
 	});
 }
@@ -166,7 +198,13 @@ async function measure(workers: number): Promise<Measured> {
 		admin: ADMIN,
 		log: { level: "warn", format: "json", requests: false },
 		// The limiter stays on; its limits are raised above what the load generator sends.
-		rate_limit: { enabled: true, global: { rate: 1e6, burst: 1e6 }, api: { rate: 1e6, burst: 1e6 }, seckill: { rate: 1e4, burst: 1e4 }, login: { rate: 1e4, burst: 1e4 } },
+		rate_limit: {
+			enabled: true,
+			global: { rate: 1e6, burst: 1e6 },
+			api: { rate: 1e6, burst: 1e6 },
+			seckill: { rate: 1e4, burst: 1e4 },
+			login: { rate: 1e4, burst: 1e4 }
+		},
 		seckill: { reconcile_interval: 0 },
 		order: { sweep_interval: 0 }
 	};
@@ -177,17 +215,38 @@ async function measure(workers: number): Promise<Measured> {
 	const revokedSids = Array.from({ length: REVOKED }, newSessionId);
 	await withDb(cfg, dbName, async db => {
 		for (let i = 0; i < revokedSids.length; i += 1000) {
-			const values = revokedSids.slice(i, i + 1000).map(sid => `('${sid}', 1, NOW(3), 'logout')`).join(",");
+			const values = revokedSids
+				.slice(i, i + 1000)
+				.map(sid => `('${sid}', 1, NOW(3), 'logout')`)
+				.join(",");
 			await db.query(`INSERT INTO user_sessions (id, user_id, revoked_at, revoke_reason) VALUES ${values}`);
 		}
 	});
 	const nodeArgs = [...(PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(PROFILE)}`] : []), ...MALL_ARGS];
-	start([...nodeArgs, path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"), "--env", "dev", "--config", configFile, ...(workers > 1 ? ["--workers", String(workers)] : [])], {}, "mall");
+	start(
+		[
+			...nodeArgs,
+			path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"),
+			"--env",
+			"dev",
+			"--config",
+			configFile,
+			...(workers > 1 ? ["--workers", String(workers)] : [])
+		],
+		{},
+		"mall"
+	);
 	const base = `http://127.0.0.1:${mallPort}`;
 	await waitReady(`${base}/ready`);
 	if (workers > 1) await new Promise(r => setTimeout(r, 3000)); // every worker listening and joined
 
-	const db = await mysql.createConnection({ host: cfg.db.host, port: cfg.db.port, user: cfg.db.user, password: cfg.db.password, database: dbName });
+	const db = await mysql.createConnection({
+		host: cfg.db.host,
+		port: cfg.db.port,
+		user: cfg.db.user,
+		password: cfg.db.password,
+		database: dbName
+	});
 	const redis = new Redis(cfg.redis.url, { keyPrefix: redisKeyPrefix(namespace) });
 	const scrapes = scrapeEvery(`${base}/metrics`, SCRAPE_INTERVAL);
 	try {
@@ -200,23 +259,39 @@ async function measure(workers: number): Promise<Measured> {
 		const tokens = new TokenService(cfg.jwt.secret, 3600);
 		const makeTokens = async (n: number, tag: string) => {
 			for (let i = 0; i < n; i += 1000) {
-				const values = Array.from({ length: Math.min(1000, n - i) }, (_, j) => `('${tag}_${i + j}', 'x', 1, 1)`).join(",");
+				const values = Array.from({ length: Math.min(1000, n - i) }, (_, j) => `('${tag}_${i + j}', 'x', 1, 1)`).join(
+					","
+				);
 				await db.query(`INSERT INTO users (username, password_hash, role, status) VALUES ${values}`);
 			}
 			const [rows] = (await db.query("SELECT id FROM users WHERE username LIKE ? ORDER BY id", [`${tag}\\_%`])) as any;
 			// A session each, as a login would open.
 			const sessions = rows.map((r: { id: number }) => ({ id: Number(r.id), sid: newSessionId() }));
 			for (let i = 0; i < sessions.length; i += 1000) {
-				await db.query(`INSERT INTO user_sessions (id, user_id) VALUES ${sessions.slice(i, i + 1000).map((x: { id: number; sid: string }) => `('${x.sid}', ${x.id})`).join(",")}`);
+				await db.query(
+					`INSERT INTO user_sessions (id, user_id) VALUES ${sessions
+						.slice(i, i + 1000)
+						.map((x: { id: number; sid: string }) => `('${x.sid}', ${x.id})`)
+						.join(",")}`
+				);
 			}
 			const file = path.join(tmp, `${tag}.tokens`);
-			fs.writeFileSync(file, sessions.map((x: { id: number; sid: string }) => tokens.sign({ id: x.id, role: 1 }, x.sid)).join("\n") + "\n");
+			fs.writeFileSync(
+				file,
+				sessions.map((x: { id: number; sid: string }) => tokens.sign({ id: x.id, role: 1 }, x.sid)).join("\n") + "\n"
+			);
 			return file;
 		};
 		const buyers = await makeTokens(BUYERS, "buyer");
 		if (REVOKED) {
-			const ended = await postJson(mallPort, "/api/seckill", { product_id: 1 }, tokens.sign({ id: 1, role: 1 }, revokedSids[REVOKED - 1]));
-			if (ended.status !== 401 || ended.body.code !== 10006) throw new Error(`a token of an ended session was not refused: ${ended.status} ${JSON.stringify(ended.body)}`);
+			const ended = await postJson(
+				mallPort,
+				"/api/seckill",
+				{ product_id: 1 },
+				tokens.sign({ id: 1, role: 1 }, revokedSids[REVOKED - 1])
+			);
+			if (ended.status !== 401 || ended.body.code !== 10006)
+				throw new Error(`a token of an ended session was not refused: ${ended.status} ${JSON.stringify(ended.body)}`);
 		}
 		const armed = async (stock: number) => {
 			const product = await post("/api/product", { name: "Bench phone", price: 999, stock: 1 }, admin);
@@ -253,7 +328,13 @@ async function measure(workers: number): Promise<Measured> {
 				await new Promise(r => setTimeout(r, 100));
 				c = await counts(a);
 			}
-			const ok = c.reservations === winners && c.orders === winners && c.distinct === winners && c.redisRemaining + c.reservations === c.initial && c.dbStock + c.orders === c.initial && c.redisRemaining >= 0;
+			const ok =
+				c.reservations === winners &&
+				c.orders === winners &&
+				c.distinct === winners &&
+				c.redisRemaining + c.reservations === c.initial &&
+				c.dbStock + c.orders === c.initial &&
+				c.redisRemaining >= 0;
 			if (!ok) throw new Error(`invariant broken: winners ${winners}, ${JSON.stringify(c)}`);
 			return c;
 		};
@@ -262,24 +343,53 @@ async function measure(workers: number): Promise<Measured> {
 		/** The ceiling runs once, warm, for every round; each round gets its units back. */
 		const startCeiling = async () => {
 			const a = await armed(STOCK);
-			const child = start([path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")], { BENCH_PORT: String(ceilingPort), BENCH_REDIS_URL: cfg.redis.url, BENCH_NAMESPACE: namespace, BENCH_JWT_SECRET: cfg.jwt.secret, BENCH_ARMING: a.arming, BENCH_WORKERS: String(workers), BENCH_LISTEN_SOCKETS: String(cfg.http.listen_sockets) }, "ceiling");
+			const child = start(
+				[path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")],
+				{
+					BENCH_PORT: String(ceilingPort),
+					BENCH_REDIS_URL: cfg.redis.url,
+					BENCH_NAMESPACE: namespace,
+					BENCH_JWT_SECRET: cfg.jwt.secret,
+					BENCH_ARMING: a.arming,
+					BENCH_WORKERS: String(workers),
+					BENCH_LISTEN_SOCKETS: String(cfg.http.listen_sockets)
+				},
+				"ceiling"
+			);
 			await new Promise<void>((resolve, reject) => {
 				child.stdout!.on("data", d => String(d).includes("ceiling listening") && resolve());
 				child.once("exit", () => reject(new Error("ceiling exited")));
 			});
 			const k = activityKeys(a.arming);
-			const refill = async () => void (await redis.multi().del(k.bought, k.seqs, k.resv, k.last).hset(k.info, "stock", STOCK).exec());
+			const refill = async () =>
+				void (await redis.multi().del(k.bought, k.seqs, k.resv, k.last).hset(k.info, "stock", STOCK).exec());
 			return { child, productId: a.productId, refill };
 		};
 
-		console.log(`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, the mall's answers ${cfg.http.batch_replies ? "ended together per loop turn" : "written one by one"} (the ceiling's one by one, its faster way), a session per buyer and ${REVOKED} ended sessions in the gateways' memory`);
-		console.log(`A: the ceiling, B: the full path, both as fast as wrk goes; C: the full path with ${RATE} req/s offered (buyers arriving at random, a Poisson process at that rate)`);
-		console.log("(flat out, the mean latency cannot exceed connections / req/s, the \"Little\" column; when wrk's mean does, a few very slow requests were multiplied by wrk's coordinated-omission correction, see bench/wrk.ts)");
-		console.log("run  path      req/s     p50 ms  p90 ms  p99 ms  max ms  mean ms  Little  errors  answers (status/code: count)");
-		const results: { ceiling: WrkResult[]; full: WrkResult[]; atRate: WrkResult[] } = { ceiling: [], full: [], atRate: [] };
+		console.log(
+			`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, the mall's answers ${cfg.http.batch_replies ? "ended together per loop turn" : "written one by one"} (the ceiling's one by one, its faster way), a session per buyer and ${REVOKED} ended sessions in the gateways' memory`
+		);
+		console.log(
+			`A: the ceiling, B: the full path, both as fast as wrk goes; C: the full path with ${RATE} req/s offered (buyers arriving at random, a Poisson process at that rate)`
+		);
+		console.log(
+			"(flat out, the mean latency cannot exceed connections / req/s, the \"Little\" column; when wrk's mean does, a few very slow requests were multiplied by wrk's coordinated-omission correction, see bench/wrk.ts)"
+		);
+		console.log(
+			"run  path      req/s     p50 ms  p90 ms  p99 ms  max ms  mean ms  Little  errors  answers (status/code: count)"
+		);
+		const results: { ceiling: WrkResult[]; full: WrkResult[]; atRate: WrkResult[] } = {
+			ceiling: [],
+			full: [],
+			atRate: []
+		};
 		const row = (label: string, r: WrkResult, flatOut: boolean) => {
-			const answers = Object.entries(r.answers).map(([k, v]) => `${k}: ${v}`).join(", ");
-			console.log(`${label.padEnd(14)} ${reqPerSec(r).toFixed(0).padStart(7)}  ${(r.p50 / 1000).toFixed(1).padStart(6)}  ${(r.p90 / 1000).toFixed(1).padStart(6)}  ${(r.p99 / 1000).toFixed(1).padStart(6)}  ${(r.max / 1000).toFixed(0).padStart(6)}  ${(r.mean / 1000).toFixed(1).padStart(7)}  ${(flatOut ? littleMean(r, CONNECTIONS).toFixed(1) : "-").padStart(6)}  ${String(wrkErrors(r)).padStart(6)}  ${answers}`);
+			const answers = Object.entries(r.answers)
+				.map(([k, v]) => `${k}: ${v}`)
+				.join(", ");
+			console.log(
+				`${label.padEnd(14)} ${reqPerSec(r).toFixed(0).padStart(7)}  ${(r.p50 / 1000).toFixed(1).padStart(6)}  ${(r.p90 / 1000).toFixed(1).padStart(6)}  ${(r.p99 / 1000).toFixed(1).padStart(6)}  ${(r.max / 1000).toFixed(0).padStart(6)}  ${(r.mean / 1000).toFixed(1).padStart(7)}  ${(flatOut ? littleMean(r, CONNECTIONS).toFixed(1) : "-").padStart(6)}  ${String(wrkErrors(r)).padStart(6)}  ${answers}`
+			);
 		};
 		// Warm both (JIT, connection pools, token caches) before anything is measured.
 		const ceiling = await startCeiling();
@@ -295,7 +405,10 @@ async function measure(workers: number): Promise<Measured> {
 			results.ceiling.push(rc);
 			row(`A${round}   ceiling`, rc, true);
 
-			for (const [label, rate, into] of [[`B${round}   full`, 0, results.full], [`C${round}   full@${RATE}`, RATE, results.atRate]] as const) {
+			for (const [label, rate, into] of [
+				[`B${round}   full`, 0, results.full],
+				[`C${round}   full@${RATE}`, RATE, results.atRate]
+			] as const) {
 				const a = await armed(STOCK);
 				const rf = await wrk(mallPort, a.productId, buyers, SECONDS, { rate });
 				into.push(rf);
@@ -304,20 +417,29 @@ async function measure(workers: number): Promise<Measured> {
 				if (wins !== STOCK) throw new Error(`run ${label}: ${wins} winners for ${STOCK} units`);
 				await settle(a, wins);
 				const bad = Object.keys(rf.answers).filter(k => !/^(200\/0|409\/600\d\d)$/.test(k));
-				if (bad.length || wrkErrors(rf)) throw new Error(`run ${label}: errors or unexpected answers: ${JSON.stringify(rf)}`);
+				if (bad.length || wrkErrors(rf))
+					throw new Error(`run ${label}: errors or unexpected answers: ${JSON.stringify(rf)}`);
 			}
 		}
 		ceiling.child.kill("SIGTERM");
 		const med = (rs: WrkResult[], f: (r: WrkResult) => number) => median(rs.map(f));
 		const [mc, mf] = [med(results.ceiling, reqPerSec), med(results.full, reqPerSec)];
-		const [p50, p90, p99] = [med(results.full, r => r.p50) / 1000, med(results.full, r => r.p90) / 1000, med(results.full, r => r.p99) / 1000];
+		const [p50, p90, p99] = [
+			med(results.full, r => r.p50) / 1000,
+			med(results.full, r => r.p90) / 1000,
+			med(results.full, r => r.p99) / 1000
+		];
 		console.log(
 			`median         ceiling ${mc.toFixed(0)} req/s (p99 ${(med(results.ceiling, r => r.p99) / 1000).toFixed(1)} ms); full ${mf.toFixed(0)} req/s ` +
 				`(p50 ${p50.toFixed(1)}, p90 ${p90.toFixed(1)}, p99 ${p99.toFixed(1)} ms); ratio full/ceiling ${(mf / mc).toFixed(2)}`
 		);
 		const [ra, pa] = [med(results.atRate, reqPerSec), med(results.atRate, r => r.p99) / 1000];
-		console.log(`median         full with ${RATE} req/s offered: ${ra.toFixed(0)} req/s served, p50 ${(med(results.atRate, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.atRate, r => r.p90) / 1000).toFixed(1)}, p99 ${pa.toFixed(1)} ms`);
-		console.log(`every full run: ${STOCK} winners, ${STOCK} orders, no buyer twice, nothing oversold, Redis and MySQL agree`);
+		console.log(
+			`median         full with ${RATE} req/s offered: ${ra.toFixed(0)} req/s served, p50 ${(med(results.atRate, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.atRate, r => r.p90) / 1000).toFixed(1)}, p99 ${pa.toFixed(1)} ms`
+		);
+		console.log(
+			`every full run: ${STOCK} winners, ${STOCK} orders, no buyer twice, nothing oversold, Redis and MySQL agree`
+		);
 
 		// Drain: many winners at once, then how fast the queue becomes order rows.
 		// Twice as many buyers as units, each once, until sold out however long the wins take on
@@ -325,9 +447,12 @@ async function measure(workers: number): Promise<Measured> {
 		// at the first sold-out answer with some winners' answers still on the way.
 		const drainTokens = await makeTokens(2 * DRAIN_STOCK, "drain");
 		const d = await armed(DRAIN_STOCK);
-		const rd = await wrk(mallPort, d.productId, drainTokens, 60, { soldOut: async () => Number(await redis.hget(activityKeys(d.arming).info, "stock")) === 0 });
+		const rd = await wrk(mallPort, d.productId, drainTokens, 60, {
+			soldOut: async () => Number(await redis.hget(activityKeys(d.arming).info, "stock")) === 0
+		});
 		const bad = Object.keys(rd.answers).filter(k => !/^(200\/0|409\/60003)$/.test(k));
-		if (!rd.answers["409/60003"] || bad.length || wrkErrors(rd)) throw new Error(`drain run: not sold out, or errors: ${JSON.stringify(rd)}`);
+		if (!rd.answers["409/60003"] || bad.length || wrkErrors(rd))
+			throw new Error(`drain run: not sold out, or errors: ${JSON.stringify(rd)}`);
 		const winners = DRAIN_STOCK;
 		const c = await settle(d, winners);
 		const seconds = (c.last - c.firstReservation) / 1000;
@@ -336,7 +461,10 @@ async function measure(workers: number): Promise<Measured> {
 				`(the reservations took ${((c.lastReservation - c.firstReservation) / 1000).toFixed(2)} s, the last row came ${((c.last - c.lastReservation) / 1000).toFixed(2)} s after the last reservation)`
 		);
 		if (scrapes.failed) throw new Error(`${scrapes.failed} scrapes of /metrics failed`);
-		if (scrapes.times.length) console.log(`metrics        /metrics scraped every ${SCRAPE_INTERVAL} s: ${scrapes.times.length} scrapes, slowest ${Math.max(...scrapes.times).toFixed(0)} ms, median ${median(scrapes.times).toFixed(0)} ms`);
+		if (scrapes.times.length)
+			console.log(
+				`metrics        /metrics scraped every ${SCRAPE_INTERVAL} s: ${scrapes.times.length} scrapes, slowest ${Math.max(...scrapes.times).toFixed(0)} ms, median ${median(scrapes.times).toFixed(0)} ms`
+			);
 		return {
 			workers,
 			ceiling: mc,
@@ -366,8 +494,17 @@ async function measure(workers: number): Promise<Measured> {
 const TARGETS: { name: string; met: (m: Measured) => boolean; value: (m: Measured) => string }[] = [
 	{ name: "full >= 10,000 req/s", met: m => m.full >= 10000, value: m => m.full.toFixed(0) },
 	{ name: "full/ceiling >= 0.65", met: m => m.ratio >= 0.65, value: m => m.ratio.toFixed(2) },
-	{ name: `p99 <= 50 ms with ${RATE} req/s offered`, met: m => m.rateP99 <= 50 && m.rateServed >= 0.95 * RATE, value: m => `${m.rateP99.toFixed(1)} (worst run ${m.worstRateP99.toFixed(1)}; ${m.rateServed.toFixed(0)} req/s served)` },
-	{ name: "p99 <= 50 ms flat out", met: m => m.p99 <= 50, value: m => `${m.p99.toFixed(1)} (worst run ${m.worstP99.toFixed(1)})` },
+	{
+		name: `p99 <= 50 ms with ${RATE} req/s offered`,
+		met: m => m.rateP99 <= 50 && m.rateServed >= 0.95 * RATE,
+		value: m =>
+			`${m.rateP99.toFixed(1)} (worst run ${m.worstRateP99.toFixed(1)}; ${m.rateServed.toFixed(0)} req/s served)`
+	},
+	{
+		name: "p99 <= 50 ms flat out",
+		met: m => m.p99 <= 50,
+		value: m => `${m.p99.toFixed(1)} (worst run ${m.worstP99.toFixed(1)})`
+	},
 	{ name: "no errors", met: m => m.errors === 0, value: m => String(m.errors) },
 	{ name: "drain >= 2,000 orders/s", met: m => m.drain >= 2000, value: m => m.drain.toFixed(0) }
 ];
@@ -383,13 +520,23 @@ async function main(): Promise<void> {
 	} finally {
 		fs.rmSync(tmp, { recursive: true, force: true });
 	}
-	console.log(`\nsummary (medians; ${CONNECTIONS} connections; no oversell and every winner an order in every run, or the bench would have failed)`);
-	console.log(`processes  ceiling req/s  full req/s  p50 ms  p90 ms  p99 ms  full/ceiling  p99 ms at ${RATE} req/s  drain orders/s`);
+	console.log(
+		`\nsummary (medians; ${CONNECTIONS} connections; no oversell and every winner an order in every run, or the bench would have failed)`
+	);
+	console.log(
+		`processes  ceiling req/s  full req/s  p50 ms  p90 ms  p99 ms  full/ceiling  p99 ms at ${RATE} req/s  drain orders/s`
+	);
 	for (const m of measured) {
-		console.log(`${String(m.workers).padStart(9)}  ${m.ceiling.toFixed(0).padStart(13)}  ${m.full.toFixed(0).padStart(10)}  ${m.p50.toFixed(1).padStart(6)}  ${m.p90.toFixed(1).padStart(6)}  ${m.p99.toFixed(1).padStart(6)}  ${m.ratio.toFixed(2).padStart(12)}  ${m.rateP99.toFixed(1).padStart(21)}  ${m.drain.toFixed(0).padStart(14)}`);
+		console.log(
+			`${String(m.workers).padStart(9)}  ${m.ceiling.toFixed(0).padStart(13)}  ${m.full.toFixed(0).padStart(10)}  ${m.p50.toFixed(1).padStart(6)}  ${m.p90.toFixed(1).padStart(6)}  ${m.p99.toFixed(1).padStart(6)}  ${m.ratio.toFixed(2).padStart(12)}  ${m.rateP99.toFixed(1).padStart(21)}  ${m.drain.toFixed(0).padStart(14)}`
+		);
 	}
-	if (measured.length > 1) console.log(`scaling        ${measured.map(m => `${m.workers} -> ${(m.full / measured[0].full).toFixed(2)}x`).join(", ")} the full path's req/s with ${measured[0].workers} process${measured[0].workers > 1 ? "es" : ""}`);
-	if (CONNECTIONS !== 256) return console.log(`targets        not judged: they are for 256 connections, this run had ${CONNECTIONS}`);
+	if (measured.length > 1)
+		console.log(
+			`scaling        ${measured.map(m => `${m.workers} -> ${(m.full / measured[0].full).toFixed(2)}x`).join(", ")} the full path's req/s with ${measured[0].workers} process${measured[0].workers > 1 ? "es" : ""}`
+		);
+	if (CONNECTIONS !== 256)
+		return console.log(`targets        not judged: they are for 256 connections, this run had ${CONNECTIONS}`);
 	for (const m of measured) {
 		const verdicts = TARGETS.map(t => `${t.name}: ${t.value(m)} ${t.met(m) ? "met" : "MISSED"}`);
 		console.log(`targets, ${m.workers} process${m.workers > 1 ? "es" : ""}: ${verdicts.join("; ")}`);
@@ -402,7 +549,10 @@ function scrapeEvery(url: string, seconds: number): { times: number[]; failed: n
 	const timer = seconds
 		? setInterval(async () => {
 				const t0 = performance.now();
-				const ok = await fetch(url).then(r => r.text().then(() => r.ok), () => false);
+				const ok = await fetch(url).then(
+					r => r.text().then(() => r.ok),
+					() => false
+				);
 				if (ok) scrapes.times.push(performance.now() - t0);
 				else scrapes.failed++;
 			}, seconds * 1000)
@@ -410,8 +560,18 @@ function scrapeEvery(url: string, seconds: number): { times: number[]; failed: n
 	return scrapes;
 }
 
-async function withDb(cfg: ReturnType<typeof loadConfig>, name: string, fn: (db: mysql.Connection) => Promise<void>): Promise<void> {
-	const conn = await mysql.createConnection({ host: cfg.db.host, port: cfg.db.port, user: cfg.db.user, password: cfg.db.password, database: name });
+async function withDb(
+	cfg: ReturnType<typeof loadConfig>,
+	name: string,
+	fn: (db: mysql.Connection) => Promise<void>
+): Promise<void> {
+	const conn = await mysql.createConnection({
+		host: cfg.db.host,
+		port: cfg.db.port,
+		user: cfg.db.user,
+		password: cfg.db.password,
+		database: name
+	});
 	try {
 		await fn(conn);
 	} finally {
@@ -420,7 +580,12 @@ async function withDb(cfg: ReturnType<typeof loadConfig>, name: string, fn: (db:
 }
 
 async function dropDatabase(cfg: ReturnType<typeof loadConfig>, name: string): Promise<void> {
-	const conn = await mysql.createConnection({ host: cfg.db.host, port: cfg.db.port, user: cfg.db.user, password: cfg.db.password });
+	const conn = await mysql.createConnection({
+		host: cfg.db.host,
+		port: cfg.db.port,
+		user: cfg.db.user,
+		password: cfg.db.password
+	});
 	await conn.query(`DROP DATABASE IF EXISTS \`${name}\``);
 	await conn.end();
 }

@@ -23,7 +23,7 @@ import os from "node:os";
 import path from "node:path";
 import { ChildProcess, spawn } from "node:child_process";
 import { loadConfig } from "../config";
-import { listenShared } from "../lib/listen";
+import { listenShared } from "../lib/http/listen";
 import { freePort } from "../test/helpers/proc";
 import { ensureWrk, littleMean, median, processCounts, reqPerSec, runWrk, WrkResult } from "./wrk";
 
@@ -49,7 +49,10 @@ function serve(port: number, workers: number, burnUs: number, sockets: number): 
 		req.on("end", () => {
 			const until = process.hrtime.bigint() + BigInt(burnUs * 1000);
 			while (process.hrtime.bigint() < until);
-			res.writeHead(409, { "Content-Type": "application/json; charset=utf-8", "Content-Length": Buffer.byteLength(answer) });
+			res.writeHead(409, {
+				"Content-Type": "application/json; charset=utf-8",
+				"Content-Length": Buffer.byteLength(answer)
+			});
 			res.end(answer);
 		});
 	});
@@ -66,7 +69,9 @@ interface RawRun {
 
 /** `connections` sockets opened at once, each sending its next request when the answer is in. */
 function rawClient(port: number, connections: number, seconds: number): Promise<RawRun> {
-	const request = Buffer.from(`POST /api/seckill HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer ${"x".repeat(220)}\r\nContent-Length: 16\r\n\r\n{"product_id":1}`);
+	const request = Buffer.from(
+		`POST /api/seckill HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer ${"x".repeat(220)}\r\nContent-Length: 16\r\n\r\n{"product_id":1}`
+	);
 	const samples: RawRun["samples"] = [];
 	const deadline = performance.now() + seconds * 1000;
 	return new Promise(resolve => {
@@ -99,7 +104,12 @@ function rawClient(port: number, connections: number, seconds: number): Promise<
 }
 
 function startControl(workers: number, sockets: number, burnUs: number, port: number): ChildProcess {
-	const env = { BENCH_TAIL_PORT: String(port), BENCH_TAIL_WORKERS: String(workers), BENCH_TAIL_SOCKETS: String(sockets), BENCH_TAIL_BURN_US: String(burnUs) };
+	const env = {
+		BENCH_TAIL_PORT: String(port),
+		BENCH_TAIL_WORKERS: String(workers),
+		BENCH_TAIL_SOCKETS: String(sockets),
+		BENCH_TAIL_BURN_US: String(burnUs)
+	};
 	return spawn(process.execPath, [__filename], { env: { ...process.env, ...env }, stdio: "inherit" });
 }
 
@@ -108,7 +118,9 @@ async function main(): Promise<void> {
 	const tokens = path.join(os.tmpdir(), `gomall-tail-${process.pid}.tokens`);
 	// The server never reads them; they only give the requests the mall's size.
 	fs.writeFileSync(tokens, Array.from({ length: 2000 }, () => "x".repeat(220)).join("\n") + "\n");
-	console.log(`control server: body, ${BURN_US} µs of CPU, a JSON answer; wrk -t1 -c${CONNECTIONS} -d${SECONDS}s; ${RUNS} runs flat out and ${RUNS} with ${RATE} req/s offered;`);
+	console.log(
+		`control server: body, ${BURN_US} µs of CPU, a JSON answer; wrk -t1 -c${CONNECTIONS} -d${SECONDS}s; ${RUNS} runs flat out and ${RUNS} with ${RATE} req/s offered;`
+	);
 	console.log(`then ${RUNS} runs of a raw client (no correction) against the control with ${RAW_BURN_US} µs of CPU`);
 	console.log("processes  sockets  run         req/s   p50 ms  p99 ms  max ms  mean ms  Little");
 	try {
@@ -118,16 +130,28 @@ async function main(): Promise<void> {
 			const server = startControl(workers, sockets, BURN_US, port);
 			await new Promise(r => setTimeout(r, 1500)); // every worker listening
 			try {
-				for (const [label, rate] of [["flat out", 0], [`${RATE}/s`, RATE]] as const) {
+				for (const [label, rate] of [
+					["flat out", 0],
+					[`${RATE}/s`, RATE]
+				] as const) {
 					const runs: WrkResult[] = [];
 					for (let i = 0; i < RUNS; i++) {
-						const r = await runWrk({ port, connections: CONNECTIONS, seconds: SECONDS, env: { BENCH_TOKENS: tokens, BENCH_PRODUCT: "1", BENCH_RATE: String(rate) } });
+						const r = await runWrk({
+							port,
+							connections: CONNECTIONS,
+							seconds: SECONDS,
+							env: { BENCH_TOKENS: tokens, BENCH_PRODUCT: "1", BENCH_RATE: String(rate) }
+						});
 						runs.push(r);
 						const little = rate ? "-" : littleMean(r, CONNECTIONS).toFixed(1);
-						console.log(`${lead}  ${label.padEnd(10)} ${reqPerSec(r).toFixed(0).padStart(6)}  ${(r.p50 / 1000).toFixed(1).padStart(6)}  ${(r.p99 / 1000).toFixed(1).padStart(6)}  ${(r.max / 1000).toFixed(0).padStart(6)}  ${(r.mean / 1000).toFixed(1).padStart(7)}  ${little.padStart(6)}`);
+						console.log(
+							`${lead}  ${label.padEnd(10)} ${reqPerSec(r).toFixed(0).padStart(6)}  ${(r.p50 / 1000).toFixed(1).padStart(6)}  ${(r.p99 / 1000).toFixed(1).padStart(6)}  ${(r.max / 1000).toFixed(0).padStart(6)}  ${(r.mean / 1000).toFixed(1).padStart(7)}  ${little.padStart(6)}`
+						);
 					}
 					const over = runs.filter(r => r.p99 > 50000).length;
-					console.log(`${lead}  ${label.padEnd(10)} median p99 ${(median(runs.map(r => r.p99)) / 1000).toFixed(1)} ms; p99 over 50 ms in ${over} of ${RUNS} runs`);
+					console.log(
+						`${lead}  ${label.padEnd(10)} median p99 ${(median(runs.map(r => r.p99)) / 1000).toFixed(1)} ms; p99 over 50 ms in ${over} of ${RUNS} runs`
+					);
 				}
 			} finally {
 				server.kill("SIGTERM"); // cluster workers exit with their primary
@@ -155,7 +179,13 @@ async function main(): Promise<void> {
 	}
 }
 
-if (process.env.BENCH_TAIL_PORT) serve(Number(process.env.BENCH_TAIL_PORT), Number(process.env.BENCH_TAIL_WORKERS ?? 1), Number(process.env.BENCH_TAIL_BURN_US ?? BURN_US), Number(process.env.BENCH_TAIL_SOCKETS ?? 1));
+if (process.env.BENCH_TAIL_PORT)
+	serve(
+		Number(process.env.BENCH_TAIL_PORT),
+		Number(process.env.BENCH_TAIL_WORKERS ?? 1),
+		Number(process.env.BENCH_TAIL_BURN_US ?? BURN_US),
+		Number(process.env.BENCH_TAIL_SOCKETS ?? 1)
+	);
 else
 	main().catch(err => {
 		console.error(`bench:tail failed: ${err.message}`);

@@ -12,7 +12,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
-import { PROJECT_ROOT } from "../lib/paths";
+import { PROJECT_ROOT } from "../config/paths";
 
 export interface WrkResult {
 	requests: number;
@@ -47,16 +47,33 @@ export function ensureWrk(): void {
 		// wrk prints its version and exits 1; only a missing binary is ENOENT.
 		if ((err as NodeJS.ErrnoException).code !== "ENOENT") return;
 		console.log("bench: installing wrk (Debian package)");
-		execFileSync("bash", ["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null"], { stdio: "inherit" });
+		execFileSync(
+			"bash",
+			["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null"],
+			{ stdio: "inherit" }
+		);
 	}
 }
 
 export function runWrk(run: WrkRun): Promise<WrkResult> {
 	const script = path.join(PROJECT_ROOT, "bench", "wrk-seckill.lua");
-	const child = spawn("wrk", ["-t1", `-c${run.connections}`, `-d${run.seconds}s`, "--timeout", "5s", "-s", script, `http://127.0.0.1:${run.port}`], {
-		env: { ...process.env, ...run.env },
-		stdio: ["ignore", "pipe", "inherit"]
-	});
+	const child = spawn(
+		"wrk",
+		[
+			"-t1",
+			`-c${run.connections}`,
+			`-d${run.seconds}s`,
+			"--timeout",
+			"5s",
+			"-s",
+			script,
+			`http://127.0.0.1:${run.port}`
+		],
+		{
+			env: { ...process.env, ...run.env },
+			stdio: ["ignore", "pipe", "inherit"]
+		}
+	);
 	let out = "";
 	child.stdout.on("data", d => (out += d));
 	let running = true;
@@ -73,7 +90,10 @@ export function runWrk(run: WrkRun): Promise<WrkResult> {
 			const line = out.split("\n").find(l => l.startsWith("BENCH_RESULT "));
 			const answers = out.split("\n").find(l => l.startsWith("BENCH_ANSWERS "));
 			if (!line || !answers) return reject(new Error(`wrk printed no result:\n${out}`));
-			resolve({ ...JSON.parse(line.slice("BENCH_RESULT ".length)), answers: JSON.parse(answers.slice("BENCH_ANSWERS ".length)) });
+			resolve({
+				...JSON.parse(line.slice("BENCH_RESULT ".length)),
+				answers: JSON.parse(answers.slice("BENCH_ANSWERS ".length))
+			});
 		});
 	});
 }
@@ -92,6 +112,7 @@ export function median(xs: number[]): number {
 export function processCounts(): number[] {
 	const raw = process.env.BENCH_WORKERS ?? `1,${os.cpus().length}`;
 	const counts = [...new Set(raw.split(",").map(Number))];
-	if (!counts.every(n => Number.isInteger(n) && n >= 1 && n <= 64)) throw new Error(`BENCH_WORKERS: process counts from 1 to 64, comma-separated, got "${raw}"`);
+	if (!counts.every(n => Number.isInteger(n) && n >= 1 && n <= 64))
+		throw new Error(`BENCH_WORKERS: process counts from 1 to 64, comma-separated, got "${raw}"`);
 	return counts;
 }

@@ -16,7 +16,15 @@ export interface Config {
 	env: EnvName;
 	namespace: string;
 	node_id: string;
-	http: { port: number; host: string; listen_sockets: number; batch_replies: boolean; body_limit: string; cors_origins: string[]; trusted_proxies: string[] };
+	http: {
+		port: number;
+		host: string;
+		listen_sockets: number;
+		batch_replies: boolean;
+		body_limit: string;
+		cors_origins: string[];
+		trusted_proxies: string[];
+	};
 	db: { host: string; port: number; user: string; password: string; name: string; pool_max: number };
 	redis: RedisConfig;
 	amqp: { url: string; prefetch: number; retry_delays_ms: number[] };
@@ -40,7 +48,13 @@ export interface Config {
 		heartbeat_interval: number;
 		heartbeat_timeout: number;
 		retry: { enabled: boolean; retries: number; delay: number; max_delay: number };
-		circuit_breaker: { enabled: boolean; threshold: number; min_request_count: number; window_time: number; half_open_time: number };
+		circuit_breaker: {
+			enabled: boolean;
+			threshold: number;
+			min_request_count: number;
+			window_time: number;
+			half_open_time: number;
+		};
 		bulkhead: { enabled: boolean; concurrency: number; max_queue_size: number };
 	};
 	shutdown: { drain_delay: number; timeout: number };
@@ -87,7 +101,13 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 export const DEV_JWT_SECRET = defaults.jwt.secret;
 
 /** Keys that SIGHUP applies to a running node; any other change needs a restart. */
-export const RELOADABLE_KEYS = ["log.level", "log.requests", "rate_limit", "broker.request_timeout", "order.pay_timeout"] as const;
+export const RELOADABLE_KEYS = [
+	"log.level",
+	"log.requests",
+	"rate_limit",
+	"broker.request_timeout",
+	"order.pay_timeout"
+] as const;
 
 const ENV_FILES: Record<EnvName, unknown> = { dev, prod, test };
 
@@ -155,14 +175,29 @@ const schema = {
 			cors_origins: { type: "array", items: "string" },
 			trusted_proxies: { type: "array", items: "string" }
 		}),
-		db: obj({ host: { type: "string", min: 1 }, port: num(1, 65535), user: str, password: str, name: { type: "string", pattern: /^[A-Za-z0-9_]+$/ }, pool_max: num(1, 1000) }),
+		db: obj({
+			host: { type: "string", min: 1 },
+			port: num(1, 65535),
+			user: str,
+			password: str,
+			name: { type: "string", pattern: /^[A-Za-z0-9_]+$/ },
+			pool_max: num(1, 1000)
+		}),
 		redis: obj({
 			url: { type: "string", pattern: /^rediss?:\/\// },
-			cluster_nodes: { type: "array", max: 100, items: { type: "string", pattern: /^(rediss?:\/\/)?[^\s/:]+:\d{1,5}\/?$/ } },
+			cluster_nodes: {
+				type: "array",
+				max: 100,
+				items: { type: "string", pattern: /^(rediss?:\/\/)?[^\s/:]+:\d{1,5}\/?$/ }
+			},
 			wait_replicas: num(0, 16),
 			wait_timeout_ms: num(1, 60000)
 		}),
-		amqp: obj({ url: { type: "string", pattern: /^amqps?:\/\// }, prefetch: num(1, 65535), retry_delays_ms: { type: "array", min: 1, max: 10, items: num(10, 3_600_000) } }),
+		amqp: obj({
+			url: { type: "string", pattern: /^amqps?:\/\// },
+			prefetch: num(1, 65535),
+			retry_delays_ms: { type: "array", min: 1, max: 10, items: num(10, 3_600_000) }
+		}),
 		// One server or several, comma-separated (a NATS cluster: the client fails over between them).
 		nats: obj({ url: { type: "string", pattern: /^(nats:\/\/[^,\s]+(,\s*nats:\/\/[^,\s]+)*)?$/ } }),
 		jwt: obj({
@@ -186,14 +221,25 @@ const schema = {
 			heartbeat_interval: num(1, 60),
 			heartbeat_timeout: num(2, 600),
 			retry: obj({ enabled: bool, retries: num(0, 10), delay: num(0, 60000), max_delay: num(0, 600000) }),
-			circuit_breaker: obj({ enabled: bool, threshold: num(0, 1, false), min_request_count: num(1), window_time: num(1), half_open_time: num(1) }),
+			circuit_breaker: obj({
+				enabled: bool,
+				threshold: num(0, 1, false),
+				min_request_count: num(1),
+				window_time: num(1),
+				half_open_time: num(1)
+			}),
 			bulkhead: obj({ enabled: bool, concurrency: num(1), max_queue_size: num(0) })
 		}),
 		shutdown: obj({ drain_delay: num(0, 600000), timeout: num(0, 600000) }),
 		cache: obj({ product_ttl: num(0, 86400) }),
 		metrics: obj({ port: num(0, 65535) }),
 		order: obj({ pay_timeout: num(0.1, 86400 * 7, false), sweep_interval: num(0, 86400, false) }),
-		seckill: obj({ reconcile_interval: num(0, 86400, false), reconcile_age: num(0, 86400, false), max_deliveries: num(1, 100), batch_size: num(1, 1000) }),
+		seckill: obj({
+			reconcile_interval: num(0, 86400, false),
+			reconcile_age: num(0, 86400, false),
+			max_deliveries: num(1, 100),
+			batch_size: num(1, 1000)
+		}),
 		rate_limit: obj({
 			enabled: bool,
 			local: bool,
@@ -221,7 +267,10 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 function deepMerge(target: Record<string, unknown>, source: unknown): Record<string, unknown> {
 	if (!isPlainObject(source)) return target;
 	for (const [k, v] of Object.entries(source)) {
-		target[k] = isPlainObject(v) && isPlainObject(target[k]) ? deepMerge({ ...(target[k] as object) } as Record<string, unknown>, v) : v;
+		target[k] =
+			isPlainObject(v) && isPlainObject(target[k])
+				? deepMerge({ ...(target[k] as object) } as Record<string, unknown>, v)
+				: v;
 	}
 	return target;
 }
@@ -242,10 +291,15 @@ function setPath(obj: Record<string, unknown>, path: string, value: unknown): vo
 
 function parseEnvValue(name: string, key: string, raw: string, type: EnvType): unknown {
 	if (type === "string") return raw;
-	if (type === "list") return raw.split(",").map(s => s.trim()).filter(Boolean);
+	if (type === "list")
+		return raw
+			.split(",")
+			.map(s => s.trim())
+			.filter(Boolean);
 	if (type === "number") {
 		const n = Number(raw);
-		if (raw.trim() === "" || !Number.isFinite(n)) throw new ConfigError(`config: ${key} (from ${name}) must be a number, got "${raw}"`);
+		if (raw.trim() === "" || !Number.isFinite(n))
+			throw new ConfigError(`config: ${key} (from ${name}) must be a number, got "${raw}"`);
 		return n;
 	}
 	if (raw === "true" || raw === "1") return true;
@@ -299,11 +353,15 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 	const cfg = merged as unknown as Config;
 
 	if (cfg.env === "prod" && (cfg.jwt.secret === DEV_JWT_SECRET || cfg.jwt.secret.length < 32)) {
-		throw new ConfigError("config: jwt.secret (GOMALL_JWT_SECRET) must be set to a secret of at least 32 characters in prod, not the development secret");
+		throw new ConfigError(
+			"config: jwt.secret (GOMALL_JWT_SECRET) must be set to a secret of at least 32 characters in prod, not the development secret"
+		);
 	}
 	// A peer that misses one beat (GC pause, busy event loop) must not be dropped at once.
-	if (cfg.broker.heartbeat_timeout < 2 * cfg.broker.heartbeat_interval) throw new ConfigError("config: broker.heartbeat_timeout must be at least twice broker.heartbeat_interval");
-	if (cfg.log.output === "file" && !cfg.log.file) throw new ConfigError("config: log.file must be set when log.output is file");
+	if (cfg.broker.heartbeat_timeout < 2 * cfg.broker.heartbeat_interval)
+		throw new ConfigError("config: broker.heartbeat_timeout must be at least twice broker.heartbeat_interval");
+	if (cfg.log.output === "file" && !cfg.log.file)
+		throw new ConfigError("config: log.file must be set when log.output is file");
 	return deepFreeze(cfg);
 }
 
@@ -333,7 +391,9 @@ export function restartOnlyChanges(before: Config, after: Config): string[] {
 	};
 	const a = flat(before);
 	const b = flat(after);
-	return Object.keys({ ...a, ...b }).filter(k => a[k] !== b[k] && !RELOADABLE_KEYS.some(r => k === r || k.startsWith(r + ".")));
+	return Object.keys({ ...a, ...b }).filter(
+		k => a[k] !== b[k] && !RELOADABLE_KEYS.some(r => k === r || k.startsWith(r + "."))
+	);
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Service, ServiceSchema } from "moleculer";
 import { getConfig } from "../config";
-import { AmqpConnection } from "../lib/amqp";
+import { AmqpConnection } from "../lib/messaging/amqp";
 
 export interface AmqpThis {
 	amqp: AmqpConnection;

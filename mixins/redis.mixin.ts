@@ -1,6 +1,6 @@
 import type { Service, ServiceSchema } from "moleculer";
 import { getConfig } from "../config";
-import { createRedis, LuaCommand, RedisClient } from "../lib/redis";
+import { createRedis, LuaCommand, RedisClient } from "../lib/storage/redis";
 
 export interface RedisThis {
 	redis: RedisClient;

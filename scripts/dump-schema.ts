@@ -5,8 +5,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../config";
-import { connectAdmin, migrate, schemaSql } from "../lib/migrate";
-import { PROJECT_ROOT } from "../lib/paths";
+import { connectAdmin, migrate, schemaSql } from "../lib/storage/migrate";
+import { PROJECT_ROOT } from "../config/paths";
 
 async function main(): Promise<void> {
 	const cfg = loadConfig();

@@ -7,10 +7,18 @@
  *   --env dev|prod|test, --config extra.json   which configuration
  */
 import cluster from "node:cluster";
-import { ConfigError, getConfig, loadConfig, reloadableChanges, restartOnlyChanges, setConfig, getPath } from "../config";
-import { parseCliArgs } from "../lib/cli";
-import { assertPortFree } from "../lib/listen";
-import { ALL_SERVICES, startNode } from "../lib/node";
+import {
+	ConfigError,
+	getConfig,
+	loadConfig,
+	reloadableChanges,
+	restartOnlyChanges,
+	setConfig,
+	getPath
+} from "../config";
+import { parseCliArgs } from "../bootstrap/cli";
+import { assertPortFree } from "../lib/http/listen";
+import { ALL_SERVICES, startNode } from "../bootstrap/node";
 
 /**
  * `--workers N`: this process only supervises N worker processes, each a whole node (the same
@@ -22,7 +30,10 @@ import { ALL_SERVICES, startNode } from "../lib/node";
  */
 function supervise(workers: number, port: number): void {
 	const baseId = process.env.GOMALL_NODE_ID;
-	const env = (i: number) => ({ GOMALL_HTTP_PORT: String(port), ...(baseId ? { GOMALL_NODE_ID: `${baseId}-w${i}` } : {}) });
+	const env = (i: number) => ({
+		GOMALL_HTTP_PORT: String(port),
+		...(baseId ? { GOMALL_NODE_ID: `${baseId}-w${i}` } : {})
+	});
 	const slots = new Map<number, number>();
 	let stopping = false;
 	const fork = (i: number) => slots.set(cluster.fork(env(i)).id, i);
@@ -82,7 +93,9 @@ async function main(): Promise<void> {
 		if (changed.includes("log.level")) logging.setLevel(after.log.level);
 		broker.options.requestTimeout = after.broker.request_timeout;
 		broker.broadcastLocal("$config.changed", { keys: changed });
-		const detail = changed.map(k => `${k}: ${JSON.stringify(getPath(before, k))} -> ${JSON.stringify(getPath(after, k))}`);
+		const detail = changed.map(
+			k => `${k}: ${JSON.stringify(getPath(before, k))} -> ${JSON.stringify(getPath(after, k))}`
+		);
 		log.warn(`config reloaded (SIGHUP): ${detail.length ? detail.join("; ") : "no reloadable change"}`);
 		if (ignored.length) log.warn(`config keys changed that need a restart: ${ignored.join(", ")}`);
 	});
@@ -108,7 +121,9 @@ async function main(): Promise<void> {
 		// While the REPL is open a node logging to stdout keeps only warnings and errors
 		// (`log.output: "file"` keeps every level in the file instead).
 		if (cfg.log.output === "stdout" && (cfg.log.level === "info" || cfg.log.level === "debug")) {
-			log.warn(`REPL open: terminal log level raised from ${cfg.log.level} to warn (set log.output=file to keep ${cfg.log.level} lines)`);
+			log.warn(
+				`REPL open: terminal log level raised from ${cfg.log.level} to warn (set log.output=file to keep ${cfg.log.level} lines)`
+			);
 			logging.setLevel("warn");
 		}
 		await broker.repl();

@@ -7,23 +7,23 @@ import type { Context, Service, ServiceSchema } from "moleculer";
 import ApiGateway, { ApiSettingsSchema } from "moleculer-web";
 import mysql from "mysql2/promise";
 import { getConfig } from "../config";
-import { Codes } from "../lib/codes";
-import { bizError, isRejection } from "../lib/errors";
-import { renderError, success } from "../lib/envelope";
-import { AuthUser, ROLE_ADMIN, TokenService } from "../lib/jwt";
-import { AmqpConnection } from "../lib/amqp";
-import { parseByteLimit, readJsonBody } from "../lib/http-body";
-import { callEachNode } from "../lib/each-node";
-import { counter, labelSets } from "../lib/metrics";
-import { createRedis, redisHealthy, RedisClient } from "../lib/redis";
-import { closeListeners, listenShared } from "../lib/listen";
-import { ReplyBatch } from "../lib/reply-batch";
-import { RevokedSession, RevokedSessions } from "../lib/sessions";
-import { PROJECT_ROOT } from "../lib/paths";
-import { ActionInfo, buildOpenApi, MultipartRoute } from "../lib/openapi";
-import { isMultipart, newBatchId, uploadFailure } from "../lib/upload";
-import { checkDistributed, clientIp, DistributedCheck, GcraRedis, LocalBuckets, Verdict } from "../lib/ratelimit";
-import type { GatewayPrometheusReporter } from "../moleculer.config";
+import { Codes } from "../lib/contract/codes";
+import { bizError, isRejection } from "../lib/contract/errors";
+import { renderError, success } from "../lib/contract/envelope";
+import { AuthUser, ROLE_ADMIN, TokenService } from "../lib/auth/jwt";
+import { AmqpConnection } from "../lib/messaging/amqp";
+import { parseByteLimit, readJsonBody } from "../lib/http/body";
+import { callEachNode } from "../lib/messaging/each-node";
+import { counter, labelSets } from "../lib/observability/metrics";
+import { createRedis, redisHealthy, RedisClient } from "../lib/storage/redis";
+import { closeListeners, listenShared } from "../lib/http/listen";
+import { ReplyBatch } from "../lib/http/reply-batch";
+import { RevokedSession, RevokedSessions } from "../lib/auth/sessions";
+import { PROJECT_ROOT } from "../config/paths";
+import { ActionInfo, buildOpenApi, MultipartRoute } from "../lib/http/openapi";
+import { isMultipart, newBatchId, uploadFailure } from "../lib/domain/upload";
+import { checkDistributed, clientIp, DistributedCheck, GcraRedis, LocalBuckets, Verdict } from "../lib/http/ratelimit";
+import type { GomallPrometheusReporter } from "../lib/observability/prometheus-reporter";
 
 type Req = IncomingMessage & {
 	$action?: { name?: string; auth?: "user" | "admin" };
@@ -96,7 +96,10 @@ const SECURITY_HEADERS: [string, string][] = [
 ];
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-	return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error("probe timeout")), ms).unref())]);
+	return Promise.race([
+		p,
+		new Promise<T>((_, reject) => setTimeout(() => reject(new Error("probe timeout")), ms).unref())
+	]);
 }
 
 const cfg = () => getConfig();
@@ -148,7 +151,6 @@ const API_ALIASES: Record<string, string> = {
 	"POST /seckill": "stock.seckill",
 	"GET /seckill/result": "stock.result",
 	"GET /seckill": "stock.list"
-
 };
 
 /**
@@ -163,7 +165,9 @@ const UPLOAD_ROUTES: Record<string, MultipartRoute> = {
 };
 /** A form beyond this is refused from its Content-Length, before a byte of it is read. */
 const UPLOAD_MAX_BODY = cfg().upload.max_files * cfg().upload.max_bytes + 1024 * 1024;
-const refuseUpload = (key: "UPLOAD_TOO_MANY_FILES" | "UPLOAD_MALFORMED") => (busboy: { emit(event: string, err: unknown): void }) => busboy.emit("error", bizError(key));
+const refuseUpload =
+	(key: "UPLOAD_TOO_MANY_FILES" | "UPLOAD_MALFORMED") => (busboy: { emit(event: string, err: unknown): void }) =>
+		busboy.emit("error", bizError(key));
 
 /** The public view of a stored file: `url` goes into a product's image_url. */
 function publicFile(f: { name: string; filename: string; size: number; content_type: string }) {
@@ -171,7 +175,13 @@ function publicFile(f: { name: string; filename: string; size: number; content_t
 }
 
 /** GET /version: the API's version (the Go version's keys) and this build's. */
-const VERSION_INFO = Object.freeze({ version: "v1", api_prefix: "/api", recommended_prefix: "/api", app_version: VERSION, build: cfg().build || null });
+const VERSION_INFO = Object.freeze({
+	version: "v1",
+	api_prefix: "/api",
+	recommended_prefix: "/api",
+	app_version: VERSION,
+	build: cfg().build || null
+});
 
 const SWAGGER_DIR = path.dirname(require.resolve("swagger-ui-dist/package.json"));
 /** The files of swagger-ui-dist the page needs; nothing else is served from that folder. */
@@ -197,7 +207,8 @@ const SWAGGER_INIT = `window.onload = function () {
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout" });
 };`;
 /** Swagger UI needs its own scripts, styles and inline styles; still nothing from elsewhere. */
-const SWAGGER_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'";
+const SWAGGER_CSP =
+	"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'";
 
 /** Thrown for every refused request: made once, so a refusal costs no stack trace. */
 const RATE_LIMITED = bizError("TOO_MANY_REQUESTS");
@@ -268,7 +279,12 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				aliases: {
 					"GET /health"(this: ApiThis, _req: Req, res: Res) {
 						this.probeAll().then(components => {
-							const status = components.database === "down" ? "unhealthy" : Object.values(components).includes("down") ? "degraded" : "healthy";
+							const status =
+								components.database === "down"
+									? "unhealthy"
+									: Object.values(components).includes("down")
+										? "degraded"
+										: "healthy";
 							this.sendJson(res, status === "unhealthy" ? 503 : 200, { status, components });
 						});
 					},
@@ -285,7 +301,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 						this.serveSwagger(req.$params?.file ?? "", res);
 					},
 					"GET /metrics"(this: ApiThis, _req: Req, res: Res) {
-						const reporter = (this.broker.metrics as any).reporter.find((r: unknown) => typeof (r as GatewayPrometheusReporter).generatePrometheusResponse === "function");
+						const reporter = (this.broker.metrics as any).reporter.find(
+							(r: unknown) => typeof (r as GomallPrometheusReporter).generatePrometheusResponse === "function"
+						);
 						res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
 						res.end(reporter ? reporter.generatePrometheusResponse() : "");
 					}
@@ -299,7 +317,13 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				// busboy reads the body, file by file; nothing may consume it before.
 				bodyParsers: { json: false, urlencoded: false },
 				busboyConfig: {
-					limits: { fileSize: cfg().upload.max_bytes, fields: 10, fieldSize: 1024, parts: cfg().upload.max_files + 10, headerPairs: 20 },
+					limits: {
+						fileSize: cfg().upload.max_bytes,
+						fields: 10,
+						fieldSize: 1024,
+						parts: cfg().upload.max_files + 10,
+						headerPairs: 20
+					},
 					// busboy would skip the extra parts silently; refusing says why.
 					onFilesLimit: refuseUpload("UPLOAD_TOO_MANY_FILES"),
 					onPartsLimit: refuseUpload("UPLOAD_MALFORMED"),
@@ -308,8 +332,20 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
 					this.limitLocal(req, res);
 				},
-				aliases: Object.fromEntries(Object.entries(UPLOAD_ROUTES).map(([route, r]) => [route, { type: "multipart", action: r.action, busboyConfig: { limits: { files: r.maxFiles } } }])),
-				onAfterCall(this: ApiThis | { service: ApiThis }, ctx: Context<any, any>, _route: unknown, req: Req, res: Res, data: unknown) {
+				aliases: Object.fromEntries(
+					Object.entries(UPLOAD_ROUTES).map(([route, r]) => [
+						route,
+						{ type: "multipart", action: r.action, busboyConfig: { limits: { files: r.maxFiles } } }
+					])
+				),
+				onAfterCall(
+					this: ApiThis | { service: ApiThis },
+					ctx: Context<any, any>,
+					_route: unknown,
+					req: Req,
+					res: Res,
+					data: unknown
+				) {
 					// moleculer-web calls a multipart alias' onAfterCall with the alias as `this`.
 					const svc = "service" in this ? this.service : this;
 					return svc.finishUpload(ctx, req, res, data);
@@ -348,7 +384,17 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		/** The user actor, on every gateway, when sessions end (logout, a reused refresh token, a password change). */
 		revokeSessions: {
 			visibility: "public",
-			params: { sessions: { type: "array", max: 100000, items: { type: "object", strict: "remove", props: { sid: { type: "string", length: 32 }, until: { type: "number", integer: true } } } } },
+			params: {
+				sessions: {
+					type: "array",
+					max: 100000,
+					items: {
+						type: "object",
+						strict: "remove",
+						props: { sid: { type: "string", length: 32 }, until: { type: "number", integer: true } }
+					}
+				}
+			},
 			handler(this: ApiThis, ctx: Context<{ sessions: RevokedSession[] }>) {
 				this.revoked.add(ctx.params.sessions);
 				return { revoked: this.revoked.size };
@@ -418,12 +464,17 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				req.$userId = user.id;
 				const params = typeof body === "object" && body !== null ? { ...body } : {};
 				const rl = cfg().rate_limit;
-				if (rl.enabled && rl.distributed && !this.soldOut.has(Number((params as { product_id?: unknown }).product_id))) {
+				if (
+					rl.enabled &&
+					rl.distributed &&
+					!this.soldOut.has(Number((params as { product_id?: unknown }).product_id))
+				) {
 					await this.limitDistributed(user, SECKILL_LANE.action, req, res);
 				}
 				const data = await this.broker.call(SECKILL_LANE.action, params, { meta: { user }, requestID: traceId });
 				// A gateway that started after the broadcast learns "sold out" from the answer.
-				if (isRejection(data) && data.$rejected === "SECKILL_SOLD_OUT") this.soldOut.add(Number((params as { product_id?: unknown }).product_id));
+				if (isRejection(data) && data.$rejected === "SECKILL_SOLD_OUT")
+					this.soldOut.add(Number((params as { product_id?: unknown }).product_id));
 				const out = resultEnvelope(data, traceId);
 				this.sendJson(res, out.status, out.body, traceId, true);
 			} catch (err) {
@@ -464,7 +515,13 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			return verdict;
 		},
 
-		async authorize(this: ApiThis, ctx: Context<any, { user?: AuthUser | null }>, _route: unknown, req: Req, res: Res): Promise<void> {
+		async authorize(
+			this: ApiThis,
+			ctx: Context<any, { user?: AuthUser | null }>,
+			_route: unknown,
+			req: Req,
+			res: Res
+		): Promise<void> {
 			if (req.$action?.auth === "admin" && ctx.meta.user?.role !== ROLE_ADMIN) throw bizError("NOT_ADMIN");
 			const rl = cfg().rate_limit;
 			if (rl.enabled && rl.distributed) await this.limitDistributed(ctx.meta.user, req.$action?.name, req, res);
@@ -476,7 +533,13 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		 * If Redis cannot answer, the request goes through (or gets 503 with fail_open off),
 		 * with a warning at most every 10 s and a metric; never a 500.
 		 */
-		async limitDistributed(this: ApiThis, user: AuthUser | null | undefined, action: string | undefined, req: Req, res: Res): Promise<void> {
+		async limitDistributed(
+			this: ApiThis,
+			user: AuthUser | null | undefined,
+			action: string | undefined,
+			req: Req,
+			res: Res
+		): Promise<void> {
 			const rl = cfg().rate_limit;
 			const ip = req.$clientIp ?? "";
 			const checks: DistributedCheck[] = [
@@ -484,7 +547,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				{ key: `rl:api:${ip}`, tier: rl.api }
 			];
 			// Everything that checks a password or a refresh token is guessing's target: the login tier, per IP.
-			if (action === "user.login" || action === "user.refresh" || action === "user.changePassword") checks.push({ key: `rl:login:${ip}`, tier: rl.login });
+			if (action === "user.login" || action === "user.refresh" || action === "user.changePassword")
+				checks.push({ key: `rl:login:${ip}`, tier: rl.login });
 			else if (action === "stock.seckill" && user) checks.push({ key: `rl:seckill:${user.id}`, tier: rl.seckill });
 			let verdict: Verdict;
 			try {
@@ -494,12 +558,15 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				const now = Date.now();
 				if (now - this.limiterWarnedAt > 10000) {
 					this.limiterWarnedAt = now;
-					this.logger.warn(`rate limiter: Redis unavailable (${(err as Error).message}); ${rl.fail_open ? "letting requests through" : "refusing requests"}`);
+					this.logger.warn(
+						`rate limiter: Redis unavailable (${(err as Error).message}); ${rl.fail_open ? "letting requests through" : "refusing requests"}`
+					);
 				}
 				if (!rl.fail_open) throw bizError("UNAVAILABLE");
 				return;
 			}
-			if (!verdict.allowed) this.refuse(res, verdict, "distributed", checks.length > 2 ? checks[2].key.split(":")[1] : "api");
+			if (!verdict.allowed)
+				this.refuse(res, verdict, "distributed", checks.length > 2 ? checks[2].key.split(":")[1] : "api");
 		},
 
 		refuse(this: ApiThis, res: Res, verdict: Verdict, layer: string, tier: string): never {
@@ -518,7 +585,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			if (cfg().log.requests) {
 				const ctx = req.$ctx;
 				// Never the headers, the body or the query: they hold tokens and passwords.
-				this.logger.info(`${req.method} ${route} ${res.statusCode} ${(seconds * 1000).toFixed(1)}ms trace_id=${req.$traceId ?? ctx?.requestID ?? "-"} user_id=${req.$userId ?? ctx?.meta.user?.id ?? "-"} ip=${req.$clientIp ?? req.socket.remoteAddress ?? "-"}`);
+				this.logger.info(
+					`${req.method} ${route} ${res.statusCode} ${(seconds * 1000).toFixed(1)}ms trace_id=${req.$traceId ?? ctx?.requestID ?? "-"} user_id=${req.$userId ?? ctx?.meta.user?.id ?? "-"} ip=${req.$clientIp ?? req.socket.remoteAddress ?? "-"}`
+				);
 			}
 		},
 
@@ -535,7 +604,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				// Name and message only: a stack or a driver message may hold SQL or data.
 				const e = err as { name?: string; message?: string };
 				const message = e?.name?.startsWith("Sequelize") ? "(database error)" : e?.message;
-				this.logger.error(`request failed: ${req.method} ${req.url?.split("?")[0]} ${e?.name ?? "Error"}: ${message} trace_id=${traceId}`);
+				this.logger.error(
+					`request failed: ${req.method} ${req.url?.split("?")[0]} ${e?.name ?? "Error"}: ${message} trace_id=${traceId}`
+				);
 			}
 			if (res.headersSent) return;
 			if (out.retryAfter && !res.hasHeader("Retry-After")) res.setHeader("Retry-After", String(out.retryAfter));
@@ -564,7 +635,12 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		/** Every file of the request is staged: publish them all, then answer. */
 		async finishUpload(this: ApiThis, ctx: Context<any, any>, req: Req, res: Res, data: unknown): Promise<unknown> {
 			const up = req.$upload;
-			const files = (Array.isArray(data) ? data : [data]) as { name?: unknown; filename: string; size: number; content_type: string }[];
+			const files = (Array.isArray(data) ? data : [data]) as {
+				name?: unknown;
+				filename: string;
+				size: number;
+				content_type: string;
+			}[];
 			// A file whose call failed is in the list as its error (moleculer-web reports it separately).
 			const failed = files.find(f => f instanceof Error || typeof f?.name !== "string");
 			if (!up || up.failing || failed) throw failed instanceof Error ? failed : bizError("UPLOAD_MALFORMED");
@@ -612,13 +688,19 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		},
 
 		async probeAll(this: ApiThis): Promise<Record<string, Probe>> {
-			const probe = (p: Promise<unknown>): Promise<Probe> => withTimeout(p, 1500).then(ok => (ok === false ? "down" : "up"), () => "down");
+			const probe = (p: Promise<unknown>): Promise<Probe> =>
+				withTimeout(p, 1500).then(
+					ok => (ok === false ? "down" : "up"),
+					() => "down"
+				);
 			const transit = this.broker.transit as any;
 			const [database, redis, rabbitmq, nats] = await Promise.all([
 				probe(this.dbPool.query("SELECT 1")),
 				probe(redisHealthy(this.redis)),
 				probe(this.amqp.probe()),
-				transit ? probe(transit.connected ? transit.tx.client.flush() : Promise.resolve(false)) : Promise.resolve<Probe>("disabled")
+				transit
+					? probe(transit.connected ? transit.tx.client.flush() : Promise.resolve(false))
+					: Promise.resolve<Probe>("disabled")
 			]);
 			return { database, redis, rabbitmq, nats };
 		},
@@ -657,12 +739,20 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			// Not known yet: no call (Moleculer would log each one that finds no service).
 			if (!this.broker.registry.getServiceList({ onlyAvailable: true }).some(s => s.name === "user")) return false;
 			try {
-				this.revoked.add(await this.broker.call<RevokedSession[], Record<string, never>>("user.revokedSessions", {}, { retries: 0, timeout: 5000 }));
-				if (!this.revocationsLoaded) this.logger.info(`revoked sessions loaded (${this.revoked.size} within their tokens' lifetime)`);
+				this.revoked.add(
+					await this.broker.call<RevokedSession[], Record<string, never>>(
+						"user.revokedSessions",
+						{},
+						{ retries: 0, timeout: 5000 }
+					)
+				);
+				if (!this.revocationsLoaded)
+					this.logger.info(`revoked sessions loaded (${this.revoked.size} within their tokens' lifetime)`);
 				this.revocationsLoaded = true;
 				return true;
 			} catch (err) {
-				if (this.revocationsLoaded) this.logger.warn(`could not reload the revoked sessions (${(err as Error).name}); retrying`);
+				if (this.revocationsLoaded)
+					this.logger.warn(`could not reload the revoked sessions (${(err as Error).name}); retrying`);
 				return false;
 			}
 		},
@@ -684,7 +774,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 	created(this: ApiThis) {
 		const c = cfg();
 		this.createServer();
-		this.server.on("error", err => this.logger.error(`HTTP server error: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
+		this.server.on("error", err =>
+			this.logger.error(`HTTP server error: ${(err as NodeJS.ErrnoException).code ?? err.message}`)
+		);
 		this.listeners = [];
 		this.ready = false;
 		this.draining = false;
@@ -701,26 +793,61 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.trusted = new Set(c.http.trusted_proxies);
 		this.limiterWarnedAt = 0;
 		// Fail fast when Redis is away: no offline queue, no retries, a short timeout.
-		this.limiterRedis = createRedis(c.rate_limit.redis_url ? { url: c.rate_limit.redis_url, cluster_nodes: [] } : c.redis, c.namespace, { rateLimitGcra: { file: "ratelimit_gcra.lua", numberOfKeys: 1 } }, "gomall-ratelimit", {
-			enableOfflineQueue: false,
-			maxRetriesPerRequest: 0,
-			commandTimeout: 500
-		}) as GcraRedis;
+		this.limiterRedis = createRedis(
+			c.rate_limit.redis_url ? { url: c.rate_limit.redis_url, cluster_nodes: [] } : c.redis,
+			c.namespace,
+			{ rateLimitGcra: { file: "ratelimit_gcra.lua", numberOfKeys: 1 } },
+			"gomall-ratelimit",
+			{
+				enableOfflineQueue: false,
+				maxRetriesPerRequest: 0,
+				commandTimeout: 500
+			}
+		) as GcraRedis;
 		const m = this.broker.metrics;
 		if (!m.getMetric("gomall_http_requests_total")) {
-			m.register({ name: "gomall_http_requests_total", type: "counter", labelNames: ["method", "route", "status"], description: "HTTP requests by method, route pattern and status" });
-			m.register({ name: "gomall_http_request_duration_seconds", type: "histogram", labelNames: ["method", "route", "status"], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], description: "HTTP request duration in seconds" });
+			m.register({
+				name: "gomall_http_requests_total",
+				type: "counter",
+				labelNames: ["method", "route", "status"],
+				description: "HTTP requests by method, route pattern and status"
+			});
+			m.register({
+				name: "gomall_http_request_duration_seconds",
+				type: "histogram",
+				labelNames: ["method", "route", "status"],
+				buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+				description: "HTTP request duration in seconds"
+			});
 		}
-		counter(m, "gomall_rate_limit_rejected_total", "Requests refused by the rate limiter", [{ layer: "local", tier: "api" }, ...labelSets({ layer: ["distributed"], tier: ["global", "api", "seckill", "login"] })]);
+		counter(m, "gomall_rate_limit_rejected_total", "Requests refused by the rate limiter", [
+			{ layer: "local", tier: "api" },
+			...labelSets({ layer: ["distributed"], tier: ["global", "api", "seckill", "login"] })
+		]);
 		counter(m, "gomall_rate_limit_errors_total", "Rate-limit checks Redis could not answer");
-		this.dbPool = mysql.createPool({ host: c.db.host, port: c.db.port, user: c.db.user, password: c.db.password, database: c.db.name, connectionLimit: 2, connectTimeout: 1500 });
+		this.dbPool = mysql.createPool({
+			host: c.db.host,
+			port: c.db.port,
+			user: c.db.user,
+			password: c.db.password,
+			database: c.db.name,
+			connectionLimit: 2,
+			connectTimeout: 1500
+		});
 	},
 
 	async started(this: ApiThis) {
 		// Workers of one node share the port; their supervisor checked it is free (scripts/gomall.ts).
 		const sockets = cfg().http.listen_sockets;
-		this.listeners = await listenShared(this.server, { port: this.settings.port!, host: this.settings.ip!, sockets, checkFree: !cluster.isWorker });
-		this.logger.info(`API Gateway listening on http://${this.settings.ip}:${this.port()} (${sockets} socket${sockets > 1 ? "s" : ""})`);
+		this.listeners = await listenShared(this.server, {
+			port: this.settings.port!,
+			host: this.settings.ip!,
+			sockets,
+			checkFree: !cluster.isWorker
+		});
+		this.logger.info(
+			`API Gateway listening on http://${this.settings.ip}:${this.port()} (${sockets} socket${sockets > 1 ? "s" : ""})`
+		);
 		// Health reports RabbitMQ down until this connects; a broker that is down must not
 		// hold the gateway's start-up for more than a moment.
 		const connecting = this.amqp.start().catch(() => undefined);
@@ -731,7 +858,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		// and until then the tokens of sessions ended within the last jwt.expires_in pass here.
 		let loaded = await this.syncRevocations();
 		if (!loaded && this.broker.getLocalService("user")) {
-			for (const end = Date.now() + 3000; !(loaded = await this.syncRevocations()) && Date.now() < end; ) await new Promise(r => setTimeout(r, 100));
+			for (const end = Date.now() + 3000; !(loaded = await this.syncRevocations()) && Date.now() < end;)
+				await new Promise(r => setTimeout(r, 100));
 		}
 		if (!loaded) this.logger.warn("revoked sessions not loaded yet (no user actor answers); retrying every second");
 		// Once more when every node has surely learnt of this one (its INFO reaches them some time

@@ -1,11 +1,10 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { DataTypes, QueryTypes } from "sequelize";
-import { bizError } from "../lib/errors";
-import { AuthUser } from "../lib/jwt";
-import { toCents, fromCents } from "../lib/money";
+import { bizError } from "../lib/contract/errors";
+import { AuthUser } from "../lib/auth/jwt";
+import { toCents, fromCents } from "../lib/domain/money";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
-import type { Product } from "./product.service";
-import { PRODUCT_ON_SHELF } from "./product.service";
+import { Product, PRODUCT_ON_SHELF } from "../lib/domain/product";
 
 export const MAX_LINE_QUANTITY = 999;
 
@@ -31,7 +30,12 @@ type UserCtx<P = unknown> = Context<P, { user: AuthUser }>;
 
 interface CartThis extends Service, DbThis {
 	productFor(ctx: Context, productId: number): Promise<Product>;
-	setLine(ctx: UserCtx, productId: number, quantity: number, mode: "add" | "set"): Promise<{ product_id: number; quantity: number }>;
+	setLine(
+		ctx: UserCtx,
+		productId: number,
+		quantity: number,
+		mode: "add" | "set"
+	): Promise<{ product_id: number; quantity: number }>;
 	listCart(ctx: UserCtx): Promise<{ items: CartItem[]; total_count: number; total_price: number }>;
 }
 
@@ -60,7 +64,7 @@ const CartService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		add: {
 			auth: "user",
 			// Adds to the line, so a replay after a lost reply would add twice: retried only after
-			// errors proving it never ran (moleculer.config.ts, retryable()).
+			// errors proving it never ran (lib/messaging/retry.ts, retryable()).
 			retryPolicy: { onlyNeverRan: true } as any,
 			params: { $$strict: "remove", product_id: productId, quantity },
 			handler(this: CartThis, ctx: UserCtx<{ product_id: number; quantity: number }>) {
@@ -106,7 +110,11 @@ const CartService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			visibility: "public",
 			params: { user_id: { type: "number", integer: true, positive: true } },
 			async handler(this: CartThis, ctx: Context<{ user_id: number }>) {
-				const rows = (await this.model.findAll({ where: { user_id: ctx.params.user_id }, order: [["product_id", "ASC"]], raw: true })) as unknown as CartLineRow[];
+				const rows = (await this.model.findAll({
+					where: { user_id: ctx.params.user_id },
+					order: [["product_id", "ASC"]],
+					raw: true
+				})) as unknown as CartLineRow[];
 				return rows.map(r => ({ id: Number(r.id), product_id: Number(r.product_id), quantity: r.quantity }));
 			}
 		}
@@ -134,13 +142,20 @@ const CartService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 						{ replacements: [userId, productId, qty], transaction }
 					);
 				} else {
-					const [, affected] = (await db.query("UPDATE cart_items SET quantity = ? WHERE user_id = ? AND product_id = ?", {
-						replacements: [qty, userId, productId],
-						transaction,
-						type: QueryTypes.UPDATE
-					})) as unknown as [unknown, number];
+					const [, affected] = (await db.query(
+						"UPDATE cart_items SET quantity = ? WHERE user_id = ? AND product_id = ?",
+						{
+							replacements: [qty, userId, productId],
+							transaction,
+							type: QueryTypes.UPDATE
+						}
+					)) as unknown as [unknown, number];
 					if (!affected) {
-						const exists = await db.query("SELECT 1 FROM cart_items WHERE user_id = ? AND product_id = ?", { replacements: [userId, productId], transaction, type: QueryTypes.SELECT });
+						const exists = await db.query("SELECT 1 FROM cart_items WHERE user_id = ? AND product_id = ?", {
+							replacements: [userId, productId],
+							transaction,
+							type: QueryTypes.SELECT
+						});
 						if (!exists.length) throw bizError("CART_ITEM_NOT_FOUND");
 					}
 				}
@@ -149,15 +164,26 @@ const CartService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 					transaction,
 					type: QueryTypes.SELECT
 				})) as { quantity: number }[];
-				if (row.quantity > MAX_LINE_QUANTITY) throw bizError("BAD_REQUEST", null, `a cart line holds at most ${MAX_LINE_QUANTITY}`);
-				if (row.quantity > product.stock) throw bizError("CART_NOT_ENOUGH_STOCK", { product_id: productId, stock: product.stock });
+				if (row.quantity > MAX_LINE_QUANTITY)
+					throw bizError("BAD_REQUEST", null, `a cart line holds at most ${MAX_LINE_QUANTITY}`);
+				if (row.quantity > product.stock)
+					throw bizError("CART_NOT_ENOUGH_STOCK", { product_id: productId, stock: product.stock });
 				return { product_id: productId, quantity: row.quantity };
 			});
 		},
 
 		async listCart(this: CartThis, ctx: UserCtx) {
-			const lines = (await this.model.findAll({ where: { user_id: ctx.meta.user.id }, order: [["created_at", "ASC"], ["id", "ASC"]], raw: true })) as unknown as CartLineRow[];
-			const products = lines.length ? ((await ctx.call("product.getMany", { ids: lines.map(l => Number(l.product_id)) })) as Product[]) : [];
+			const lines = (await this.model.findAll({
+				where: { user_id: ctx.meta.user.id },
+				order: [
+					["created_at", "ASC"],
+					["id", "ASC"]
+				],
+				raw: true
+			})) as unknown as CartLineRow[];
+			const products = lines.length
+				? ((await ctx.call("product.getMany", { ids: lines.map(l => Number(l.product_id)) })) as Product[])
+				: [];
 			const byId = new Map(products.map(p => [p.id, p]));
 			const items: CartItem[] = [];
 			let count = 0;
@@ -168,7 +194,16 @@ const CartService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				const sub = toCents(p.price) * line.quantity;
 				count += line.quantity;
 				totalCents += sub;
-				items.push({ id: Number(line.id), product_id: p.id, product_name: p.name, price: p.price, product_price: p.price, product_image: p.image_url, quantity: line.quantity, sub_total: fromCents(sub) });
+				items.push({
+					id: Number(line.id),
+					product_id: p.id,
+					product_name: p.name,
+					price: p.price,
+					product_price: p.price,
+					product_image: p.image_url,
+					quantity: line.quantity,
+					sub_total: fromCents(sub)
+				});
 			}
 			const gone = lines.filter(l => !byId.has(Number(l.product_id))).map(l => l.id);
 			if (gone.length) await this.model.destroy({ where: { id: gone } });

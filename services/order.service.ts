@@ -1,46 +1,39 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { DataTypes, QueryTypes, Sequelize, Transaction, UniqueConstraintError } from "sequelize";
 import { getConfig } from "../config";
-import { ATTEMPTS_HEADER, ConfirmPublisher, ConsumerOptions, MessageOutcome, PermanentMessageError, QueueConsumer, REASON_HEADER } from "../lib/amqp";
-import { CodeKey } from "../lib/codes";
-import { bizError } from "../lib/errors";
-import { AuthUser, ROLE_ADMIN } from "../lib/jwt";
-import { centsToDecimal, toCents } from "../lib/money";
-import { counter, labelSets } from "../lib/metrics";
-import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
-import { pageParams, paged } from "../lib/paging";
-import { isSeckillOrderMessage, SeckillOrderMessage } from "../lib/seckill";
-import { assertCloseTopology, assertDelayQueue, assertSeckillTopology, CLOSE_ROUTING_KEY, deliveryPolicy, names, parking, SECKILL_ROUTING_KEY } from "../lib/topology";
-import { inTransaction } from "../lib/tx";
+import {
+	ATTEMPTS_HEADER,
+	ConfirmPublisher,
+	ConsumerOptions,
+	MessageOutcome,
+	PermanentMessageError,
+	QueueConsumer,
+	REASON_HEADER
+} from "../lib/messaging/amqp";
+import { CodeKey } from "../lib/contract/codes";
+import { bizError } from "../lib/contract/errors";
+import { AuthUser, ROLE_ADMIN } from "../lib/auth/jwt";
+import { centsToDecimal, toCents } from "../lib/domain/money";
+import { counter, labelSets } from "../lib/observability/metrics";
+import { acquireWorkerId, OrderNoGenerator } from "../lib/domain/order-no";
+import { pageParams, paged } from "../lib/contract/paging";
+import { isSeckillOrderMessage, SeckillOrderMessage } from "../lib/domain/seckill";
+import {
+	assertCloseTopology,
+	assertDelayQueue,
+	assertSeckillTopology,
+	CLOSE_ROUTING_KEY,
+	deliveryPolicy,
+	names,
+	parking,
+	SECKILL_ROUTING_KEY
+} from "../lib/messaging/topology";
+import { inTransaction } from "../lib/storage/tx";
 import { AmqpMixin, AmqpThis } from "../mixins/amqp.mixin";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 import { RedisMixin, RedisThis } from "../mixins/redis.mixin";
-import { PRODUCT_ON_SHELF } from "./product.service";
-import type { ClaimResult } from "./stock.service";
-
-export const OrderStatus = { PROCESSING: 0, PENDING_PAYMENT: 1, PAID: 2, SHIPPED: 3, COMPLETED: 4, CLOSED: 5 } as const;
-export const PAY_TYPES = [1, 2]; // 1 alipay, 2 wechat
-
-export interface Order {
-	id: number;
-	order_no: string;
-	user_id: number;
-	product_id: number;
-	product_name: string;
-	product_image: string;
-	quantity: number;
-	total_price: number;
-	status: number;
-	pay_type: number;
-	created_at: Date;
-	updated_at: Date;
-}
-
-export interface OrderRow extends Omit<Order, "total_price"> {
-	total_price: string;
-	expires_at: Date;
-	activity_id: number | null;
-}
+import { PRODUCT_ON_SHELF } from "../lib/domain/product";
+import { ClaimResult, CloseResult, Order, OrderRow, OrderStatus, PAY_TYPES } from "../lib/domain/order";
 
 interface Line {
 	product_id: number;
@@ -55,13 +48,6 @@ const FAILURES = {
 
 type UserCtx<P = unknown> = Context<P, { user: AuthUser }>;
 
-export interface CloseResult {
-	closed: boolean;
-	order?: OrderRow;
-	/** the flash-sale arming whose Redis reservation the close gives back */
-	arming?: string;
-}
-
 interface OrderThis extends Service, DbThis, AmqpThis, RedisThis {
 	orderNos: OrderNoGenerator;
 	publisher: ConfirmPublisher;
@@ -71,7 +57,13 @@ interface OrderThis extends Service, DbThis, AmqpThis, RedisThis {
 	db(): Sequelize;
 	toOrder(row: OrderRow): Order;
 	payTimeoutMs(): number;
-	placeOrders(ctx: Context, userId: number, lines: Line[], kind: keyof typeof FAILURES, cartLineIds?: number[]): Promise<Order[]>;
+	placeOrders(
+		ctx: Context,
+		userId: number,
+		lines: Line[],
+		kind: keyof typeof FAILURES,
+		cartLineIds?: number[]
+	): Promise<Order[]>;
 	lockOrder(orderNo: string, t: Transaction): Promise<(OrderRow & { expired: number }) | undefined>;
 	payOrder(userId: number, orderNo: string, payType: number): Promise<Order>;
 	closeOrder(orderNo: string, opts: { userId?: number; reason: "cancel" | "timeout" }): Promise<CloseResult>;
@@ -82,7 +74,11 @@ interface OrderThis extends Service, DbThis, AmqpThis, RedisThis {
 	createSeckillOrders(bodies: unknown[]): Promise<boolean[]>;
 	writeSeckillGroup(messages: SeckillOrderMessage[]): Promise<void>;
 	seckillOrdersWritten(written: SeckillOrderMessage[]): Promise<void>;
-	deadLetters(queue: DlqName, limit: number, replay: boolean): Promise<{ queue: string; messages: unknown[]; replayed: number }>;
+	deadLetters(
+		queue: DlqName,
+		limit: number,
+		replay: boolean
+	): Promise<{ queue: string; messages: unknown[]; replayed: number }>;
 }
 
 type DlqName = "seckill" | "close";
@@ -121,9 +117,18 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		create: {
 			auth: "user",
 			retryPolicy: { enabled: false },
-			params: { $$strict: "remove", product_id: { type: "number", integer: true, positive: true, convert: true }, quantity },
+			params: {
+				$$strict: "remove",
+				product_id: { type: "number", integer: true, positive: true, convert: true },
+				quantity
+			},
 			async handler(this: OrderThis, ctx: UserCtx<Line>) {
-				const [order] = await this.placeOrders(ctx, ctx.meta.user.id, [{ product_id: ctx.params.product_id, quantity: ctx.params.quantity }], "create");
+				const [order] = await this.placeOrders(
+					ctx,
+					ctx.meta.user.id,
+					[{ product_id: ctx.params.product_id, quantity: ctx.params.quantity }],
+					"create"
+				);
 				return order;
 			}
 		},
@@ -134,21 +139,42 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			async handler(this: OrderThis, ctx: UserCtx) {
 				const lines = (await ctx.call("cart.lines", { user_id: ctx.meta.user.id })) as (Line & { id: number })[];
 				if (!lines.length) throw bizError("CART_EMPTY");
-				const orders = await this.placeOrders(ctx, ctx.meta.user.id, lines, "checkout", lines.map(l => l.id));
+				const orders = await this.placeOrders(
+					ctx,
+					ctx.meta.user.id,
+					lines,
+					"checkout",
+					lines.map(l => l.id)
+				);
 				return { orders, total_price: orders.reduce((sum, o) => sum + toCents(o.total_price), 0) / 100 };
 			}
 		},
 
 		list: {
 			auth: "user",
-			params: { $$strict: "remove", ...pageParams, status: { type: "number", integer: true, min: 0, max: 5, convert: true, optional: true } },
+			params: {
+				$$strict: "remove",
+				...pageParams,
+				status: { type: "number", integer: true, min: 0, max: 5, convert: true, optional: true }
+			},
 			async handler(this: OrderThis, ctx: UserCtx<{ page: number; page_size: number; status?: number }>) {
 				const { page, page_size, status } = ctx.params;
 				const filter = status === undefined ? "" : " AND status = :status";
 				const repl = { user: ctx.meta.user.id, status, limit: page_size, offset: (page - 1) * page_size };
-				const rows = (await this.db().query(`SELECT * FROM orders WHERE user_id = :user${filter} ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset`, { replacements: repl, type: QueryTypes.SELECT })) as OrderRow[];
-				const [{ total }] = (await this.db().query(`SELECT COUNT(*) AS total FROM orders WHERE user_id = :user${filter}`, { replacements: repl, type: QueryTypes.SELECT })) as { total: number }[];
-				return paged(rows.map(r => this.toOrder(r)), Number(total), page, page_size);
+				const rows = (await this.db().query(
+					`SELECT * FROM orders WHERE user_id = :user${filter} ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset`,
+					{ replacements: repl, type: QueryTypes.SELECT }
+				)) as OrderRow[];
+				const [{ total }] = (await this.db().query(
+					`SELECT COUNT(*) AS total FROM orders WHERE user_id = :user${filter}`,
+					{ replacements: repl, type: QueryTypes.SELECT }
+				)) as { total: number }[];
+				return paged(
+					rows.map(r => this.toOrder(r)),
+					Number(total),
+					page,
+					page_size
+				);
 			}
 		},
 
@@ -156,9 +182,13 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			auth: "user",
 			params: { order_no: orderNo },
 			async handler(this: OrderThis, ctx: UserCtx<{ order_no: string }>) {
-				const [row] = (await this.db().query("SELECT * FROM orders WHERE order_no = ?", { replacements: [ctx.params.order_no], type: QueryTypes.SELECT })) as OrderRow[];
+				const [row] = (await this.db().query("SELECT * FROM orders WHERE order_no = ?", {
+					replacements: [ctx.params.order_no],
+					type: QueryTypes.SELECT
+				})) as OrderRow[];
 				// Someone else's order does not exist for you: 404, not 403.
-				if (!row || (Number(row.user_id) !== ctx.meta.user.id && ctx.meta.user.role !== ROLE_ADMIN)) throw bizError("ORDER_NOT_FOUND");
+				if (!row || (Number(row.user_id) !== ctx.meta.user.id && ctx.meta.user.role !== ROLE_ADMIN))
+					throw bizError("ORDER_NOT_FOUND");
 				return this.toOrder(row);
 			}
 		},
@@ -191,7 +221,10 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		/** Operators: what is in a dead-letter queue ("seckill" or "close"). */
 		deadLetters: {
 			visibility: "public",
-			params: { queue: { type: "enum", values: ["seckill", "close"] }, limit: { type: "number", integer: true, min: 1, max: 10000, default: 100, convert: true } },
+			params: {
+				queue: { type: "enum", values: ["seckill", "close"] },
+				limit: { type: "number", integer: true, min: 1, max: 10000, default: 100, convert: true }
+			},
 			handler(this: OrderThis, ctx: Context<{ queue: DlqName; limit: number }>) {
 				return this.deadLetters(ctx.params.queue, ctx.params.limit, false);
 			}
@@ -200,7 +233,10 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		/** Operators: send dead letters back to their work queue, once the cause is fixed. */
 		replayDeadLetters: {
 			visibility: "public",
-			params: { queue: { type: "enum", values: ["seckill", "close"] }, limit: { type: "number", integer: true, min: 1, max: 10000, default: 100, convert: true } },
+			params: {
+				queue: { type: "enum", values: ["seckill", "close"] },
+				limit: { type: "number", integer: true, min: 1, max: 10000, default: 100, convert: true }
+			},
 			handler(this: OrderThis, ctx: Context<{ queue: DlqName; limit: number }>) {
 				return this.deadLetters(ctx.params.queue, ctx.params.limit, true);
 			}
@@ -253,7 +289,14 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		 * write, no interleaving can oversell (failure mode 2). Products are locked in id order
 		 * so two checkouts cannot deadlock on each other's lines.
 		 */
-		async placeOrders(this: OrderThis, ctx: Context, userId: number, lines: Line[], kind: keyof typeof FAILURES, cartLineIds?: number[]) {
+		async placeOrders(
+			this: OrderThis,
+			ctx: Context,
+			userId: number,
+			lines: Line[],
+			kind: keyof typeof FAILURES,
+			cartLineIds?: number[]
+		) {
 			const codes = FAILURES[kind];
 			const sorted = [...lines].sort((a, b) => a.product_id - b.product_id);
 			const timeoutUs = this.payTimeoutMs() * 1000;
@@ -270,13 +313,20 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					const p = byId.get(line.product_id);
 					if (!p) throw bizError("PRODUCT_NOT_FOUND", { product_id: line.product_id });
 					if (p.status !== PRODUCT_ON_SHELF) throw bizError(codes.offShelf, { product_id: line.product_id });
-					const [, affected] = (await db.query("UPDATE products SET stock = stock - :n WHERE id = :id AND stock >= :n", {
-						replacements: { n: line.quantity, id: line.product_id },
-						type: QueryTypes.UPDATE,
-						transaction
-					})) as unknown as [unknown, number];
+					const [, affected] = (await db.query(
+						"UPDATE products SET stock = stock - :n WHERE id = :id AND stock >= :n",
+						{
+							replacements: { n: line.quantity, id: line.product_id },
+							type: QueryTypes.UPDATE,
+							transaction
+						}
+					)) as unknown as [unknown, number];
 					if (affected !== 1) {
-						const [{ stock }] = (await db.query("SELECT stock FROM products WHERE id = ?", { replacements: [line.product_id], type: QueryTypes.SELECT, transaction })) as { stock: number }[];
+						const [{ stock }] = (await db.query("SELECT stock FROM products WHERE id = ?", {
+							replacements: [line.product_id],
+							type: QueryTypes.SELECT,
+							transaction
+						})) as { stock: number }[];
 						throw bizError(stock === 0 ? codes.soldOut : codes.short, { product_id: line.product_id, stock });
 					}
 					const no = this.orderNos.next();
@@ -302,17 +352,33 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					made.push(no);
 				}
 				if (cartLineIds?.length) {
-					await db.query("DELETE FROM cart_items WHERE user_id = :user AND id IN (:ids)", { replacements: { user: userId, ids: cartLineIds }, transaction });
+					await db.query("DELETE FROM cart_items WHERE user_id = :user AND id IN (:ids)", {
+						replacements: { user: userId, ids: cartLineIds },
+						transaction
+					});
 				}
 				return made;
 			});
 
-			const rows = (await db.query("SELECT * FROM orders WHERE order_no IN (:nos) ORDER BY id", { replacements: { nos: orderNos }, type: QueryTypes.SELECT })) as OrderRow[];
+			const rows = (await db.query("SELECT * FROM orders WHERE order_no IN (:nos) ORDER BY id", {
+				replacements: { nos: orderNos },
+				type: QueryTypes.SELECT
+			})) as OrderRow[];
 			const orders = rows.map(r => this.toOrder(r));
 			await this.scheduleClose(orderNos);
-			this.broker.metrics.increment("gomall_orders_created_total", { kind: kind === "create" ? "order" : "checkout" }, orders.length);
+			this.broker.metrics.increment(
+				"gomall_orders_created_total",
+				{ kind: kind === "create" ? "order" : "checkout" },
+				orders.length
+			);
 			for (const o of orders) {
-				ctx.emit("order.created", { order_no: o.order_no, user_id: o.user_id, product_id: o.product_id, quantity: o.quantity, total_price: o.total_price });
+				ctx.emit("order.created", {
+					order_no: o.order_no,
+					user_id: o.user_id,
+					product_id: o.product_id,
+					quantity: o.quantity,
+					total_price: o.total_price
+				});
 				ctx.emit("product.stock.changed", { product_id: o.product_id });
 			}
 			return orders;
@@ -320,11 +386,14 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 		/** The row, locked until the transaction ends, with whether its payment window has passed. */
 		async lockOrder(this: OrderThis, no: string, transaction: Transaction) {
-			const [row] = (await this.db().query("SELECT *, expires_at <= NOW(3) AS expired FROM orders WHERE order_no = ? FOR UPDATE", {
-				replacements: [no],
-				type: QueryTypes.SELECT,
-				transaction
-			})) as (OrderRow & { expired: number })[];
+			const [row] = (await this.db().query(
+				"SELECT *, expires_at <= NOW(3) AS expired FROM orders WHERE order_no = ? FOR UPDATE",
+				{
+					replacements: [no],
+					type: QueryTypes.SELECT,
+					transaction
+				}
+			)) as (OrderRow & { expired: number })[];
 			return row;
 		},
 
@@ -334,11 +403,19 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				const order = await this.lockOrder(no, t);
 				if (!order || Number(order.user_id) !== userId) throw bizError("ORDER_NOT_FOUND");
 				if (order.status === OrderStatus.CLOSED) throw bizError("ORDER_CLOSED");
-				if (order.status === OrderStatus.PAID || order.status === OrderStatus.SHIPPED || order.status === OrderStatus.COMPLETED) throw bizError("ORDER_ALREADY_PAID");
+				if (
+					order.status === OrderStatus.PAID ||
+					order.status === OrderStatus.SHIPPED ||
+					order.status === OrderStatus.COMPLETED
+				)
+					throw bizError("ORDER_ALREADY_PAID");
 				if (order.status !== OrderStatus.PENDING_PAYMENT) throw bizError("ORDER_WRONG_STATUS");
 				// Past the deadline the order is as good as closed, even if the closer has not run yet.
 				if (order.expired) throw bizError("ORDER_CLOSED");
-				await this.db().query("UPDATE orders SET status = ?, pay_type = ?, paid_at = NOW(3) WHERE id = ?", { replacements: [OrderStatus.PAID, payType, order.id], transaction: t });
+				await this.db().query("UPDATE orders SET status = ?, pay_type = ?, paid_at = NOW(3) WHERE id = ?", {
+					replacements: [OrderStatus.PAID, payType, order.id],
+					transaction: t
+				});
 				return { ...order, status: OrderStatus.PAID, pay_type: payType };
 			});
 			this.broker.emit("order.paid", { order_no: no, user_id: userId, product_id: Number(row.product_id) });
@@ -350,7 +427,11 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		 * happens once, so the stock comes back exactly once, whoever closes (buyer, delay
 		 * queue, sweep) and however often a close message is delivered.
 		 */
-		async closeOrder(this: OrderThis, no: string, opts: { userId?: number; reason: "cancel" | "timeout" }): Promise<CloseResult> {
+		async closeOrder(
+			this: OrderThis,
+			no: string,
+			opts: { userId?: number; reason: "cancel" | "timeout" }
+		): Promise<CloseResult> {
 			const result = await inTransaction(this.db(), async t => {
 				const order = await this.lockOrder(no, t);
 				if (opts.reason === "cancel") {
@@ -360,15 +441,28 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				} else if (!order || order.status !== OrderStatus.PENDING_PAYMENT || !order.expired) {
 					return { closed: false, order };
 				}
-				await this.db().query("UPDATE orders SET status = ?, closed_at = NOW(3) WHERE id = ?", { replacements: [OrderStatus.CLOSED, order.id], transaction: t });
+				await this.db().query("UPDATE orders SET status = ?, closed_at = NOW(3) WHERE id = ?", {
+					replacements: [OrderStatus.CLOSED, order.id],
+					transaction: t
+				});
 				const closed = { ...order, status: OrderStatus.CLOSED };
 				// A flash-sale unit goes back to its activity; an ordinary one to the product.
 				if (!order.activity_id) {
-					await this.db().query("UPDATE products SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.product_id], transaction: t });
+					await this.db().query("UPDATE products SET stock = stock + ? WHERE id = ?", {
+						replacements: [order.quantity, order.product_id],
+						transaction: t
+					});
 					return { closed: true, order: closed };
 				}
-				await this.db().query("UPDATE seckill_activities SET stock = stock + ? WHERE id = ?", { replacements: [order.quantity, order.activity_id], transaction: t });
-				const [activity] = (await this.db().query("SELECT arming_id FROM seckill_activities WHERE id = ?", { replacements: [order.activity_id], type: QueryTypes.SELECT, transaction: t })) as { arming_id: string }[];
+				await this.db().query("UPDATE seckill_activities SET stock = stock + ? WHERE id = ?", {
+					replacements: [order.quantity, order.activity_id],
+					transaction: t
+				});
+				const [activity] = (await this.db().query("SELECT arming_id FROM seckill_activities WHERE id = ?", {
+					replacements: [order.activity_id],
+					type: QueryTypes.SELECT,
+					transaction: t
+				})) as { arming_id: string }[];
 				return { closed: true, order: closed, arming: activity?.arming_id };
 			});
 			if (result.closed && result.order) {
@@ -382,7 +476,14 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				} else {
 					this.broker.emit("product.stock.changed", { product_id: Number(o.product_id) });
 				}
-				this.broker.emit("order.closed", { order_no: o.order_no, user_id: Number(o.user_id), product_id: Number(o.product_id), quantity: o.quantity, activity_id: o.activity_id, reason: opts.reason });
+				this.broker.emit("order.closed", {
+					order_no: o.order_no,
+					user_id: Number(o.user_id),
+					product_id: Number(o.product_id),
+					quantity: o.quantity,
+					activity_id: o.activity_id,
+					reason: opts.reason
+				});
 			}
 			return result;
 		},
@@ -399,10 +500,13 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		},
 
 		async sweepExpired(this: OrderThis, limit = 500) {
-			const rows = (await this.db().query("SELECT order_no FROM orders WHERE status = ? AND expires_at <= NOW(3) ORDER BY expires_at LIMIT ?", {
-				replacements: [OrderStatus.PENDING_PAYMENT, limit],
-				type: QueryTypes.SELECT
-			})) as { order_no: string }[];
+			const rows = (await this.db().query(
+				"SELECT order_no FROM orders WHERE status = ? AND expires_at <= NOW(3) ORDER BY expires_at LIMIT ?",
+				{
+					replacements: [OrderStatus.PENDING_PAYMENT, limit],
+					type: QueryTypes.SELECT
+				}
+			)) as { order_no: string }[];
 			let closed = 0;
 			for (const { order_no } of rows) if ((await this.closeOrder(order_no, { reason: "timeout" })).closed) closed++;
 			if (closed) this.logger.info(`sweep closed ${closed} expired unpaid order(s)`);
@@ -417,10 +521,17 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		 */
 		async createSeckillOrder(this: OrderThis, m: SeckillOrderMessage) {
 			const db = this.db();
-			const done = await db.query("SELECT 1 FROM orders WHERE order_no = ?", { replacements: [m.order_no], type: QueryTypes.SELECT });
+			const done = await db.query("SELECT 1 FROM orders WHERE order_no = ?", {
+				replacements: [m.order_no],
+				type: QueryTypes.SELECT
+			});
 			if (!done.length) {
-				const [claim] = (await this.broker.call("stock.claim", { arming_id: m.arming_id, order_nos: [m.order_no] })) as ClaimResult[];
-				if (claim === "unknown_arming") throw new PermanentMessageError(`unknown arming ${m.arming_id}: Redis holds no flash sale of it`);
+				const [claim] = (await this.broker.call("stock.claim", {
+					arming_id: m.arming_id,
+					order_nos: [m.order_no]
+				})) as ClaimResult[];
+				if (claim === "unknown_arming")
+					throw new PermanentMessageError(`unknown arming ${m.arming_id}: Redis holds no flash sale of it`);
 				if (claim === "released") {
 					this.logger.info(`seckill ${m.order_no}: reservation was released before its order; nothing to write`);
 					return;
@@ -432,25 +543,46 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 							`INSERT INTO orders (order_no, user_id, product_id, product_name, product_image, quantity, unit_price, total_price, status, activity_id, seckill_seq, expires_at)
 							 VALUES (:no, :user, :product, :name, :image, 1, :price, :price, :status, :activity, :seq, NOW(3) + INTERVAL :us MICROSECOND)`,
 							{
-								replacements: { no: m.order_no, user: m.user_id, product: m.product_id, name: m.product_name, image: m.product_image, price: m.price, status: OrderStatus.PENDING_PAYMENT, activity: m.activity_id, seq: m.seq, us: this.payTimeoutMs() * 1000 },
+								replacements: {
+									no: m.order_no,
+									user: m.user_id,
+									product: m.product_id,
+									name: m.product_name,
+									image: m.product_image,
+									price: m.price,
+									status: OrderStatus.PENDING_PAYMENT,
+									activity: m.activity_id,
+									seq: m.seq,
+									us: this.payTimeoutMs() * 1000
+								},
 								transaction
 							}
 						);
 						// The arming in the guard is what keeps a message of another sale (an older
 						// database, a restored backup) out of this one: same activity id, other arming.
-						const [, affected] = (await db.query("UPDATE seckill_activities SET stock = stock - 1 WHERE id = ? AND arming_id = ? AND stock >= 1", {
-							replacements: [m.activity_id, m.arming_id],
-							type: QueryTypes.UPDATE,
-							transaction
-						})) as unknown as [unknown, number];
-						if (affected !== 1) throw new PermanentMessageError((await this.whyUnwritable(m, transaction)) ?? `activity ${m.activity_id} refused the order`);
+						const [, affected] = (await db.query(
+							"UPDATE seckill_activities SET stock = stock - 1 WHERE id = ? AND arming_id = ? AND stock >= 1",
+							{
+								replacements: [m.activity_id, m.arming_id],
+								type: QueryTypes.UPDATE,
+								transaction
+							}
+						)) as unknown as [unknown, number];
+						if (affected !== 1)
+							throw new PermanentMessageError(
+								(await this.whyUnwritable(m, transaction)) ?? `activity ${m.activity_id} refused the order`
+							);
 					});
 				} catch (err) {
 					if (!(err instanceof UniqueConstraintError)) throw err;
 					const key = String((err as any).parent?.sqlMessage ?? "");
 					// A concurrent delivery of the same message won the insert: that is the order.
 					if (key.includes("uk_orders_order_no")) inserted = false;
-					else if (key.includes("uk_orders_activity_buyer_seq")) throw new PermanentMessageError((await this.whyUnwritable(m)) ?? `buyer ${m.user_id} already holds reservation #${m.seq} of activity ${m.activity_id} under another order number`);
+					else if (key.includes("uk_orders_activity_buyer_seq"))
+						throw new PermanentMessageError(
+							(await this.whyUnwritable(m)) ??
+								`buyer ${m.user_id} already holds reservation #${m.seq} of activity ${m.activity_id} under another order number`
+						);
 					else throw err;
 				}
 				if (inserted) await this.seckillOrdersWritten([m]);
@@ -495,12 +627,20 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			// A redelivered copy may sit in the same batch as its original.
 			const unique = [...new Map(messages.map(m => [m.order_no, m])).values()];
 			const existing = new Set(
-				((await db.query("SELECT order_no FROM orders WHERE order_no IN (:nos)", { replacements: { nos: unique.map(m => m.order_no) }, type: QueryTypes.SELECT })) as { order_no: string }[]).map(r => r.order_no)
+				(
+					(await db.query("SELECT order_no FROM orders WHERE order_no IN (:nos)", {
+						replacements: { nos: unique.map(m => m.order_no) },
+						type: QueryTypes.SELECT
+					})) as { order_no: string }[]
+				).map(r => r.order_no)
 			);
 			const fresh = unique.filter(m => !existing.has(m.order_no));
 			let write: SeckillOrderMessage[] = [];
 			if (fresh.length) {
-				const claims = (await this.broker.call("stock.claim", { arming_id, order_nos: fresh.map(m => m.order_no) })) as ClaimResult[];
+				const claims = (await this.broker.call("stock.claim", {
+					arming_id,
+					order_nos: fresh.map(m => m.order_no)
+				})) as ClaimResult[];
 				if (claims.includes("unknown_arming")) throw new Error(`unknown arming ${arming_id}`);
 				write = fresh.filter((_, i) => claims[i] === "claimed");
 			}
@@ -510,13 +650,31 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				await inTransaction(db, async transaction => {
 					await db.query(
 						`INSERT INTO orders (order_no, user_id, product_id, product_name, product_image, quantity, unit_price, total_price, status, activity_id, seckill_seq, expires_at) VALUES ${write.map(() => row).join(", ")}`,
-						{ replacements: write.flatMap(m => [m.order_no, m.user_id, m.product_id, m.product_name, m.product_image, m.price, m.price, OrderStatus.PENDING_PAYMENT, m.activity_id, m.seq, us]), transaction }
+						{
+							replacements: write.flatMap(m => [
+								m.order_no,
+								m.user_id,
+								m.product_id,
+								m.product_name,
+								m.product_image,
+								m.price,
+								m.price,
+								OrderStatus.PENDING_PAYMENT,
+								m.activity_id,
+								m.seq,
+								us
+							]),
+							transaction
+						}
 					);
-					const [, affected] = (await db.query("UPDATE seckill_activities SET stock = stock - :n WHERE id = :id AND arming_id = :arming AND stock >= :n", {
-						replacements: { n: write.length, id: activity_id, arming: arming_id },
-						type: QueryTypes.UPDATE,
-						transaction
-					})) as unknown as [unknown, number];
+					const [, affected] = (await db.query(
+						"UPDATE seckill_activities SET stock = stock - :n WHERE id = :id AND arming_id = :arming AND stock >= :n",
+						{
+							replacements: { n: write.length, id: activity_id, arming: arming_id },
+							type: QueryTypes.UPDATE,
+							transaction
+						}
+					)) as unknown as [unknown, number];
 					if (affected !== 1) throw new Error(`activity ${activity_id} refused ${write.length} units`);
 				});
 				await this.seckillOrdersWritten(write);
@@ -528,7 +686,15 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		/** What follows committed flash-sale orders, however they were written: count, announce, schedule the close. */
 		async seckillOrdersWritten(this: OrderThis, written: SeckillOrderMessage[]) {
 			this.broker.metrics.increment("gomall_orders_created_total", { kind: "seckill" }, written.length);
-			for (const m of written) this.broker.emit("order.created", { order_no: m.order_no, user_id: m.user_id, product_id: m.product_id, quantity: 1, total_price: Number(m.price), activity_id: m.activity_id });
+			for (const m of written)
+				this.broker.emit("order.created", {
+					order_no: m.order_no,
+					user_id: m.user_id,
+					product_id: m.product_id,
+					quantity: 1,
+					total_price: Number(m.price),
+					activity_id: m.activity_id
+				});
 			await this.scheduleClose(written.map(m => m.order_no));
 		},
 
@@ -538,9 +704,14 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		 * second one while holding the first starves the pool when every handler does it.
 		 */
 		async whyUnwritable(this: OrderThis, m: SeckillOrderMessage, transaction?: Transaction) {
-			const [a] = (await this.db().query("SELECT arming_id, stock FROM seckill_activities WHERE id = ?", { replacements: [m.activity_id], type: QueryTypes.SELECT, transaction })) as { arming_id: string; stock: number }[];
+			const [a] = (await this.db().query("SELECT arming_id, stock FROM seckill_activities WHERE id = ?", {
+				replacements: [m.activity_id],
+				type: QueryTypes.SELECT,
+				transaction
+			})) as { arming_id: string; stock: number }[];
 			if (!a) return `unknown activity ${m.activity_id}`;
-			if (a.arming_id !== m.arming_id) return `stale arming: activity ${m.activity_id} is arming ${a.arming_id}, the message is of arming ${m.arming_id}`;
+			if (a.arming_id !== m.arming_id)
+				return `stale arming: activity ${m.activity_id} is arming ${a.arming_id}, the message is of arming ${m.arming_id}`;
 			if (Number(a.stock) < 1) return `activity ${m.activity_id} has no database stock left`;
 			return null;
 		},
@@ -582,7 +753,12 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 						from_queue: death?.queue ?? null
 					});
 					if (replay) {
-						ch.publish(n.orderExchange, routingKey, msg.content, { persistent: true, mandatory: true, messageId: msg.properties.messageId, contentType: "application/json" });
+						ch.publish(n.orderExchange, routingKey, msg.content, {
+							persistent: true,
+							mandatory: true,
+							messageId: msg.properties.messageId,
+							contentType: "application/json"
+						});
 						await ch.waitForConfirms();
 						ch.ack(msg);
 						replayed++;
@@ -609,11 +785,35 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		});
 		const m = this.broker.metrics;
 		const outcomes: MessageOutcome[] = ["acked", "retried", "dead_lettered"];
-		counter(m, "gomall_orders_created_total", "Orders written, by kind (order, checkout, seckill)", labelSets({ kind: ["order", "checkout", "seckill"] }));
-		counter(m, "gomall_queue_messages_total", "Consumed queue messages by outcome (acked, retried, dead_lettered)", labelSets({ queue: ["seckill", "close"], outcome: outcomes }));
-		const consumer = (queue: "seckill" | "close", name: string, routingKey: string, handle: (body: any) => Promise<void>, batch?: ConsumerOptions["batch"]) => {
+		counter(
+			m,
+			"gomall_orders_created_total",
+			"Orders written, by kind (order, checkout, seckill)",
+			labelSets({ kind: ["order", "checkout", "seckill"] })
+		);
+		counter(
+			m,
+			"gomall_queue_messages_total",
+			"Consumed queue messages by outcome (acked, retried, dead_lettered)",
+			labelSets({ queue: ["seckill", "close"], outcome: outcomes })
+		);
+		const consumer = (
+			queue: "seckill" | "close",
+			name: string,
+			routingKey: string,
+			handle: (body: any) => Promise<void>,
+			batch?: ConsumerOptions["batch"]
+		) => {
 			const onOutcome = (outcome: MessageOutcome) => m.increment("gomall_queue_messages_total", { queue, outcome });
-			this.consumers.push(new QueueConsumer(this.amqp, name, { prefetch: c.amqp.prefetch, ...parking(c.namespace, name, routingKey, policy), onOutcome, batch }, handle, this.logger));
+			this.consumers.push(
+				new QueueConsumer(
+					this.amqp,
+					name,
+					{ prefetch: c.amqp.prefetch, ...parking(c.namespace, name, routingKey, policy), onOutcome, batch },
+					handle,
+					this.logger
+				)
+			);
 		};
 		consumer(
 			"seckill",
@@ -623,7 +823,9 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				if (!isSeckillOrderMessage(body)) throw new PermanentMessageError("malformed flash-sale order message");
 				await this.createSeckillOrder(body);
 			},
-			c.seckill.batch_size > 1 ? { maxSize: c.seckill.batch_size, handler: bodies => this.createSeckillOrders(bodies) } : undefined
+			c.seckill.batch_size > 1
+				? { maxSize: c.seckill.batch_size, handler: bodies => this.createSeckillOrders(bodies) }
+				: undefined
 		);
 		consumer("close", n.closeQueue, CLOSE_ROUTING_KEY, async body => {
 			if (typeof body?.order_no !== "string") throw new PermanentMessageError("close message without order_no");

@@ -1,30 +1,11 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { DataTypes, Op, WhereOptions } from "sequelize";
 import { getConfig } from "../config";
-import { bizError } from "../lib/errors";
-import { pageParams, paged, Paged } from "../lib/paging";
+import { bizError } from "../lib/contract/errors";
+import { pageParams, paged, Paged } from "../lib/contract/paging";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
-
-export const PRODUCT_ON_SHELF = 1;
-export const PRODUCT_OFF_SHELF = 0;
-
-export interface Product {
-	id: number;
-	name: string;
-	description: string;
-	price: number;
-	stock: number;
-	category: string;
-	image_url: string;
-	status: number;
-	created_at: Date;
-	updated_at: Date;
-}
-
-/** Two decimal places at most, stored exactly as DECIMAL(12,2). */
-export function isMoney(value: number): boolean {
-	return Math.abs(value * 100 - Math.round(value * 100)) < 1e-6;
-}
+import { isMoney } from "../lib/domain/money";
+import { Product, PRODUCT_OFF_SHELF, PRODUCT_ON_SHELF } from "../lib/domain/product";
 
 const MAX_PRICE = 9999999999.99;
 
@@ -56,7 +37,13 @@ const idParam = { id: { type: "number", integer: true, positive: true, convert: 
 interface ProductThis extends Service, DbThis {
 	toProduct(row: Record<string, any>): Product;
 	findProduct(id: number): Promise<Product>;
-	listProducts(q: { page: number; page_size: number; category?: string; keyword?: string; include_off_shelf?: boolean }): Promise<Paged<Product>>;
+	listProducts(q: {
+		page: number;
+		page_size: number;
+		category?: string;
+		keyword?: string;
+		include_off_shelf?: boolean;
+	}): Promise<Paged<Product>>;
 }
 
 function escapeLike(s: string): string {
@@ -198,12 +185,20 @@ const ProductService: ServiceSchema<ServiceSettingSchema, Record<string, any>, R
 			if (q.keyword) Object.assign(where, { name: { [Op.like]: `%${escapeLike(q.keyword)}%` } });
 			const { rows, count } = await this.model.findAndCountAll({
 				where,
-				order: [["created_at", "DESC"], ["id", "DESC"]],
+				order: [
+					["created_at", "DESC"],
+					["id", "DESC"]
+				],
 				limit: q.page_size,
 				offset: (q.page - 1) * q.page_size,
 				raw: true
 			});
-			return paged(rows.map(r => this.toProduct(r)), count, q.page, q.page_size);
+			return paged(
+				rows.map(r => this.toProduct(r)),
+				count,
+				q.page,
+				q.page_size
+			);
 		}
 	}
 };

@@ -1,19 +1,31 @@
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { DataTypes, QueryTypes } from "sequelize";
 import { getConfig } from "../config";
-import { ConfirmPublisher } from "../lib/amqp";
-import { CodeKey } from "../lib/codes";
-import { bizError, rejection, Rejection } from "../lib/errors";
-import { AuthUser } from "../lib/jwt";
-import { centsToDecimal, toCents } from "../lib/money";
-import { counter, labelSets } from "../lib/metrics";
-import { acquireWorkerId, OrderNoGenerator } from "../lib/order-no";
-import { activityKeys, ARMING_ID, newArmingId, parseReservation, productActivityKey, ReplicatedReserver, Reservation, ReserveRedis, SeckillOrderMessage, SeckillResult } from "../lib/seckill";
-import { assertSeckillTopology, deliveryPolicy, names, SECKILL_ROUTING_KEY } from "../lib/topology";
+import { ConfirmPublisher } from "../lib/messaging/amqp";
+import { CodeKey } from "../lib/contract/codes";
+import { bizError, rejection, Rejection } from "../lib/contract/errors";
+import { AuthUser } from "../lib/auth/jwt";
+import { centsToDecimal, toCents } from "../lib/domain/money";
+import { counter, labelSets } from "../lib/observability/metrics";
+import { acquireWorkerId, OrderNoGenerator } from "../lib/domain/order-no";
+import {
+	activityKeys,
+	ARMING_ID,
+	newArmingId,
+	parseReservation,
+	productActivityKey,
+	ReplicatedReserver,
+	Reservation,
+	ReserveRedis,
+	SeckillOrderMessage,
+	SeckillResult
+} from "../lib/domain/seckill";
+import { assertSeckillTopology, deliveryPolicy, names, SECKILL_ROUTING_KEY } from "../lib/messaging/topology";
 import { AmqpMixin, AmqpThis } from "../mixins/amqp.mixin";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 import { RedisMixin } from "../mixins/redis.mixin";
-import type { Product } from "./product.service";
+import type { Product } from "../lib/domain/product";
+import { ActivityStatus, ClaimResult, OrderStatus } from "../lib/domain/order";
 
 /** What a node remembers about the activity armed for a product (cheap rejections). */
 interface ActivityMeta {
@@ -79,9 +91,17 @@ interface StockThis extends Service, DbThis, AmqpThis {
 	rejections: Record<string, Rejection>;
 	activityFor(productId: number): Promise<ActivityMeta | null>;
 	reject(result: string, key: CodeKey): Rejection;
-	reserve(productId: number, userId: number): Promise<Rejection | { order_no: string; success: true; status: "queued"; message: string }>;
+	reserve(
+		productId: number,
+		userId: number
+	): Promise<Rejection | { order_no: string; success: true; status: "queued"; message: string }>;
 	handOff(meta: ActivityMeta, userId: number, seq: number, orderNo: string): Promise<void>;
-	runReserve(arming: string, userId: number, orderNo: string, attempt?: number): Promise<[number, number, number, number]>;
+	runReserve(
+		arming: string,
+		userId: number,
+		orderNo: string,
+		attempt?: number
+	): Promise<[number, number, number, number]>;
 	replicated: ReplicatedReserver | null;
 	release(arming: string, orderNo: string, mode: "unclaimed" | "any"): Promise<number>;
 	markMany(arming: string, orderNos: string[], state: "C" | "O"): Promise<(1 | 0 | -1)[]>;
@@ -121,7 +141,6 @@ const reservationRef = { arming_id: armingId, order_no: "string" };
 const reservationsRef = { arming_id: armingId, order_nos: { type: "array", items: "string", min: 1, max: 1000 } };
 
 /** What a claim found: the consumer writes the order only for "claimed". */
-export type ClaimResult = "claimed" | "released" | "unknown_arming";
 const CLAIM_RESULTS: Record<number, ClaimResult> = { 1: "claimed", 0: "released", [-1]: "unknown_arming" };
 
 /**
@@ -178,7 +197,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		seckill: {
 			auth: "user",
 			// Not idempotent (a replay can reserve a second unit): retried, when retries are on,
-			// only after errors proving it never ran (moleculer.config.ts, retryable()).
+			// only after errors proving it never ran (lib/messaging/retry.ts, retryable()).
 			retryPolicy: { onlyNeverRan: true } as any,
 			params: { product_id: productId },
 			handler(this: StockThis, ctx: Context<{ product_id: number }, { user: AuthUser }>) {
@@ -199,7 +218,10 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				const r = value ? parseReservation(orderNo, value) : null;
 				if (r) return { status: r.state === "O" ? "success" : "queued", order_no: orderNo };
 				// Released: either it never became an order, or its order was closed later.
-				const rows = await this.adapter.db.query("SELECT 1 FROM orders WHERE order_no = ?", { replacements: [orderNo], type: QueryTypes.SELECT });
+				const rows = await this.adapter.db.query("SELECT 1 FROM orders WHERE order_no = ?", {
+					replacements: [orderNo],
+					type: QueryTypes.SELECT
+				});
 				return { status: rows.length ? "success" : "failed", order_no: rows.length ? orderNo : null };
 			}
 		},
@@ -288,7 +310,12 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			async handler(this: StockThis, ctx: Context<{ activity_id?: number }>) {
 				const ids = ctx.params.activity_id
 					? [ctx.params.activity_id]
-					: ((await this.adapter.db.query("SELECT id FROM seckill_activities WHERE status = 1 OR updated_at > NOW(3) - INTERVAL 1 DAY ORDER BY id", { type: QueryTypes.SELECT })) as { id: number }[]).map(r => Number(r.id));
+					: (
+							(await this.adapter.db.query(
+								"SELECT id FROM seckill_activities WHERE status = 1 OR updated_at > NOW(3) - INTERVAL 1 DAY ORDER BY id",
+								{ type: QueryTypes.SELECT }
+							)) as { id: number }[]
+						).map(r => Number(r.id));
 				const activities: ReconcileReport[] = [];
 				for (const id of ids) activities.push(await this.reconcileActivity(id));
 				return { activities };
@@ -313,7 +340,10 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		/** seckill_mark.lua for each order_no, in one round trip (all keys share the arming's slot). */
 		async markMany(this: StockThis, arming: string, orderNos: string[], state: "C" | "O"): Promise<(1 | 0 | -1)[]> {
 			const k = activityKeys(arming);
-			const pipeline = this.redis.pipeline() as unknown as { seckillMark(...args: string[]): void; exec(): Promise<[Error | null, unknown][] | null> };
+			const pipeline = this.redis.pipeline() as unknown as {
+				seckillMark(...args: string[]): void;
+				exec(): Promise<[Error | null, unknown][] | null>;
+			};
 			for (const no of orderNos) pipeline.seckillMark(k.resv, k.info, no, state);
 			return ((await pipeline.exec()) ?? []).map(([err, r]) => {
 				if (err) throw err;
@@ -333,8 +363,28 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			const arming = await this.redis.get(productActivityKey(pid));
 			let meta: ActivityMeta | null = null;
 			if (arming) {
-				const [id, start, end, price, name, image, active] = await this.redis.hmget(activityKeys(arming).info, "activity_id", "start", "end", "price", "name", "image", "active");
-				if (active === "1") meta = { id: Number(id), arming, product_id: pid, start: Number(start), end: Number(end), price: price!, name: name ?? "", image: image ?? "", loadedAt: Date.now() };
+				const [id, start, end, price, name, image, active] = await this.redis.hmget(
+					activityKeys(arming).info,
+					"activity_id",
+					"start",
+					"end",
+					"price",
+					"name",
+					"image",
+					"active"
+				);
+				if (active === "1")
+					meta = {
+						id: Number(id),
+						arming,
+						product_id: pid,
+						start: Number(start),
+						end: Number(end),
+						price: price!,
+						name: name ?? "",
+						image: image ?? "",
+						loadedAt: Date.now()
+					};
 			}
 			// A miss is remembered too, briefly: unknown products are the cheapest rejection.
 			this.metas.set(pid, meta ?? null);
@@ -363,7 +413,8 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			}
 			const [code, seq, left, replicas] = reserved;
 			if (code !== SeckillResult.WON) {
-				if (code === SeckillResult.SOLD_OUT) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
+				if (code === SeckillResult.SOLD_OUT)
+					this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
 				const [result, key] = RESULT_BY_CODE[code];
 				return this.reject(result, key);
 			}
@@ -387,11 +438,22 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			}
 			this.broker.metrics.increment("gomall_seckill_requests_total", { result: "queued" });
 			this.broker.metrics.increment("gomall_seckill_success_total");
-			return { order_no: orderNo, success: true as const, status: "queued" as const, message: "queued: poll /api/seckill/result for the order" };
+			return {
+				order_no: orderNo,
+				success: true as const,
+				status: "queued" as const,
+				message: "queued: poll /api/seckill/result for the order"
+			};
 		},
 
 		/** seckill_reserve.lua, acknowledged by WAIT when redis.wait_replicas is set (lib/seckill.ts ReplicatedReserver). */
-		async runReserve(this: StockThis, arming: string, userId: number, orderNo: string, attempt = 1): Promise<[number, number, number, number]> {
+		async runReserve(
+			this: StockThis,
+			arming: string,
+			userId: number,
+			orderNo: string,
+			attempt = 1
+		): Promise<[number, number, number, number]> {
 			if (!this.replicated) {
 				const k = activityKeys(arming);
 				return [...(await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo)), 0];
@@ -410,7 +472,17 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		},
 
 		handOff(this: StockThis, meta: ActivityMeta, userId: number, seq: number, orderNo: string) {
-			const msg: SeckillOrderMessage = { order_no: orderNo, activity_id: meta.id, arming_id: meta.arming, product_id: meta.product_id, user_id: userId, seq, product_name: meta.name, product_image: meta.image, price: meta.price };
+			const msg: SeckillOrderMessage = {
+				order_no: orderNo,
+				activity_id: meta.id,
+				arming_id: meta.arming,
+				product_id: meta.product_id,
+				user_id: userId,
+				seq,
+				product_name: meta.name,
+				product_image: meta.image,
+				price: meta.price
+			};
 			return this.publisher.publish(names(getConfig().namespace).orderExchange, SECKILL_ROUTING_KEY, msg, orderNo);
 		},
 
@@ -434,17 +506,32 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			const product = (await ctx.call("product.get", { id: p.product_id })) as Product;
 			const start = p.start_time ? p.start_time.getTime() : Date.now();
 			const end = p.end_time ? p.end_time.getTime() : start + DEFAULT_DURATION_MS;
-			if (end <= start) throw bizError("BAD_REQUEST", [{ field: "end_time", message: "end_time must be after start_time" }], "validation failed");
+			if (end <= start)
+				throw bizError(
+					"BAD_REQUEST",
+					[{ field: "end_time", message: "end_time must be after start_time" }],
+					"validation failed"
+				);
 			const price = centsToDecimal(toCents(p.seckill_price ?? product.price));
 			const limit = p.limit_per_user ?? 1;
 			const db = this.adapter.db;
-			const previous = (await db.query("SELECT arming_id FROM seckill_activities WHERE product_id = ? AND status = 1", { replacements: [p.product_id], type: QueryTypes.SELECT })) as { arming_id: string }[];
+			const previous = (await db.query("SELECT arming_id FROM seckill_activities WHERE product_id = ? AND status = 1", {
+				replacements: [p.product_id],
+				type: QueryTypes.SELECT
+			})) as { arming_id: string }[];
 			const arming = newArmingId();
 			const id = await db.transaction(async transaction => {
-				await db.query("UPDATE seckill_activities SET status = 0 WHERE product_id = ? AND status = 1", { replacements: [p.product_id], transaction });
+				await db.query("UPDATE seckill_activities SET status = 0 WHERE product_id = ? AND status = 1", {
+					replacements: [p.product_id],
+					transaction
+				});
 				const [insertId] = (await db.query(
 					"INSERT INTO seckill_activities (arming_id, product_id, seckill_price, total_stock, stock, limit_per_user, start_time, end_time, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
-					{ replacements: [arming, p.product_id, price, p.stock, p.stock, limit, new Date(start), new Date(end)], transaction, type: QueryTypes.INSERT }
+					{
+						replacements: [arming, p.product_id, price, p.stock, p.stock, limit, new Date(start), new Date(end)],
+						transaction,
+						type: QueryTypes.INSERT
+					}
 				)) as unknown as [number];
 				return Number(insertId);
 			});
@@ -453,10 +540,30 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			// sale stops first, then the new one exists, and only then do buyers find it (between
 			// the first and the last step a buyer is told "no activity" for a few milliseconds).
 			await Promise.all(previous.map(old => this.redis.hset(activityKeys(old.arming_id).info, "active", "0")));
-			await this.redis.hset(activityKeys(arming).info, { stock: p.stock, start, end, limit, active: 1, activity_id: id, product_id: p.product_id, price, name: product.name, image: product.image_url });
+			await this.redis.hset(activityKeys(arming).info, {
+				stock: p.stock,
+				start,
+				end,
+				limit,
+				active: 1,
+				activity_id: id,
+				product_id: p.product_id,
+				price,
+				name: product.name,
+				image: product.image_url
+			});
 			await this.redis.set(productActivityKey(p.product_id), arming);
 			this.broker.broadcast("seckill.armed", { product_id: p.product_id, activity_id: id });
-			return { id, arming_id: arming, product_id: p.product_id, stock: p.stock, seckill_price: Number(price), start_time: new Date(start), end_time: new Date(end), limit_per_user: limit };
+			return {
+				id,
+				arming_id: arming,
+				product_id: p.product_id,
+				stock: p.stock,
+				seckill_price: Number(price),
+				start_time: new Date(start),
+				end_time: new Date(end),
+				limit_per_user: limit
+			};
 		},
 
 		/**
@@ -495,7 +602,10 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				orphan_orders: [],
 				consistent: false
 			};
-			const rows = (await db.query("SELECT order_no, status, user_id, seckill_seq, created_at FROM orders WHERE activity_id = ?", { replacements: [activityId], type: QueryTypes.SELECT })) as {
+			const rows = (await db.query(
+				"SELECT order_no, status, user_id, seckill_seq, created_at FROM orders WHERE activity_id = ?",
+				{ replacements: [activityId], type: QueryTypes.SELECT }
+			)) as {
 				order_no: string;
 				status: number;
 				user_id: number;
@@ -505,24 +615,47 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			const orders = new Map(rows.map(o => [o.order_no, Number(o.status)]));
 			const price = centsToDecimal(toCents(activity.seckill_price));
 			if (!(await this.redis.exists(k.info))) {
-				const armed = Number(activity.status) === 1;
+				const armed = Number(activity.status) === ActivityStatus.LIVE;
 				const start = new Date(activity.start_time).getTime();
 				const end = new Date(activity.end_time).getTime();
-				await this.redis.hset(k.info, { stock: report.initial, start, end, limit: Number(activity.limit_per_user), active: armed ? 1 : 0, activity_id: activityId, product_id: report.product_id, price, name: activity.name ?? "", image: activity.image_url ?? "" });
+				await this.redis.hset(k.info, {
+					stock: report.initial,
+					start,
+					end,
+					limit: Number(activity.limit_per_user),
+					active: armed ? 1 : 0,
+					activity_id: activityId,
+					product_id: report.product_id,
+					price,
+					name: activity.name ?? "",
+					image: activity.image_url ?? ""
+				});
 				if (armed) await this.redis.set(productActivityKey(report.product_id), arming);
 				report.rebuilt = true;
 				this.logger.warn(`reconcile activity ${activityId}: its Redis keys were gone; rebuilt from the database`);
 				this.broker.broadcast("seckill.armed", { product_id: report.product_id, activity_id: activityId });
 			}
 			const raw = await this.redis.hgetall(k.resv);
-			const reservations = Object.entries(raw).map(([no, v]) => parseReservation(no, v)).filter((r): r is Reservation => r !== null);
+			const reservations = Object.entries(raw)
+				.map(([no, v]) => parseReservation(no, v))
+				.filter((r): r is Reservation => r !== null);
 			const [redisNow] = await this.redis.time();
 			const ageLimitMs = getConfig().seckill.reconcile_age * 1000;
-			const meta: ActivityMeta = { id: activityId, arming, product_id: report.product_id, price, name: activity.name ?? "", image: activity.image_url ?? "", start: 0, end: 0, loadedAt: 0 };
+			const meta: ActivityMeta = {
+				id: activityId,
+				arming,
+				product_id: report.product_id,
+				price,
+				name: activity.name ?? "",
+				image: activity.image_url ?? "",
+				start: 0,
+				end: 0,
+				loadedAt: 0
+			};
 
 			for (const r of reservations) {
 				const status = orders.get(r.order_no);
-				if (status === 5) {
+				if (status === OrderStatus.CLOSED) {
 					if ((await this.release(arming, r.order_no, "any")) === 1) report.released_closed++;
 				} else if (status !== undefined) {
 					if (r.state !== "O") {
@@ -541,20 +674,40 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 			const held = new Set(Object.keys(await this.redis.hgetall(k.resv)));
 			for (const o of rows) {
-				if (Number(o.status) === 5 || held.has(o.order_no)) continue;
-				const [restored] = await this.redis.seckillRestore(k.info, k.bought, k.seqs, k.resv, k.last, o.order_no, Number(o.user_id), Number(o.seckill_seq), new Date(o.created_at).getTime());
+				if (Number(o.status) === OrderStatus.CLOSED || held.has(o.order_no)) continue;
+				const [restored] = await this.redis.seckillRestore(
+					k.info,
+					k.bought,
+					k.seqs,
+					k.resv,
+					k.last,
+					o.order_no,
+					Number(o.user_id),
+					Number(o.seckill_seq),
+					new Date(o.created_at).getTime()
+				);
 				if (restored === -1) report.orphan_orders.push(o.order_no);
 				else if (restored === 1) report.restored.push(o.order_no);
 			}
 			const live = new Set(Object.keys(await this.redis.hgetall(k.resv)));
-			const [dbRow] = (await db.query("SELECT stock FROM seckill_activities WHERE id = ?", { replacements: [activityId], type: QueryTypes.SELECT })) as { stock: number }[];
+			const [dbRow] = (await db.query("SELECT stock FROM seckill_activities WHERE id = ?", {
+				replacements: [activityId],
+				type: QueryTypes.SELECT
+			})) as { stock: number }[];
 			report.redis.remaining = Number((await this.redis.hget(k.info, "stock")) ?? 0);
 			report.redis.reservations = live.size;
 			report.db.stock = Number(dbRow.stock);
-			report.db.live_orders = [...orders.values()].filter(s => s !== 5).length;
+			report.db.live_orders = [...orders.values()].filter(s => s !== OrderStatus.CLOSED).length;
 			report.consistent =
-				report.initial === report.redis.remaining + report.redis.reservations && report.initial === report.db.stock + report.db.live_orders;
-			if (report.republished.length || report.released.length || report.released_closed || report.restored.length || report.orphan_orders.length) {
+				report.initial === report.redis.remaining + report.redis.reservations &&
+				report.initial === report.db.stock + report.db.live_orders;
+			if (
+				report.republished.length ||
+				report.released.length ||
+				report.released_closed ||
+				report.restored.length ||
+				report.orphan_orders.length
+			) {
 				this.logger.warn(
 					`reconcile activity ${activityId}: republished ${report.republished.length}, released ${report.released.length}, released after close ${report.released_closed}, restored from orders ${report.restored.length}, orphan orders ${report.orphan_orders.length}`
 				);
@@ -562,7 +715,10 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			// More units held in Redis than it had: the same unit was sold twice in Redis (a
 			// reservation lost to a failover, its unit sold again). The database's guarded UPDATE
 			// kept MySQL exact; say it loudly, because a buyer told "queued" may have no order.
-			if (report.redis.remaining < 0) this.logger.error(`reconcile activity ${activityId}: Redis holds ${-report.redis.remaining} more reservations than stock (lost writes; see redis.wait_replicas)`);
+			if (report.redis.remaining < 0)
+				this.logger.error(
+					`reconcile activity ${activityId}: Redis holds ${-report.redis.remaining} more reservations than stock (lost writes; see redis.wait_replicas)`
+				);
 			return report;
 		},
 
@@ -577,13 +733,20 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			const out: ActivityStatus[] = [];
 			for (const a of rows) {
 				const k = activityKeys(a.arming_id);
-				const [remaining, resv, buyers] = await Promise.all([this.redis.hget(k.info, "stock"), this.redis.hgetall(k.resv), this.redis.hlen(k.bought)]);
+				const [remaining, resv, buyers] = await Promise.all([
+					this.redis.hget(k.info, "stock"),
+					this.redis.hgetall(k.resv),
+					this.redis.hlen(k.bought)
+				]);
 				const states = { R: 0, C: 0, O: 0 };
 				for (const [no, v] of Object.entries(resv)) {
 					const r = parseReservation(no, v);
 					if (r) states[r.state]++;
 				}
-				const [o] = (await db.query("SELECT COUNT(*) AS orders, COALESCE(SUM(status = 5), 0) AS closed FROM orders WHERE activity_id = ?", { replacements: [a.id], type: QueryTypes.SELECT })) as Record<string, any>[];
+				const [o] = (await db.query(
+					"SELECT COUNT(*) AS orders, COALESCE(SUM(status = 5), 0) AS closed FROM orders WHERE activity_id = ?",
+					{ replacements: [a.id], type: QueryTypes.SELECT }
+				)) as Record<string, any>[];
 				const initial = Number(a.total_stock);
 				const reservations = states.R + states.C + states.O;
 				const orders = Number(o.orders);
@@ -592,7 +755,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				out.push({
 					activity_id: Number(a.id),
 					product_id: Number(a.product_id),
-					armed: Number(a.status) === 1,
+					armed: Number(a.status) === ActivityStatus.LIVE,
 					initial,
 					redis_remaining: redisRemaining,
 					reservations: states,
@@ -623,8 +786,19 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		this.metas = new Map();
 		this.timers = [];
 		this.publisher = new ConfirmPublisher(this.amqp, ch => assertSeckillTopology(ch, c.namespace, deliveryPolicy(c)));
-		const results = ["queued", "handoff_failed", "unreplicated", "redis_error", ...Object.values(RESULT_BY_CODE).map(([result]) => result)];
-		counter(this.broker.metrics, "gomall_seckill_requests_total", "Flash-sale requests by result", labelSets({ result: results }));
+		const results = [
+			"queued",
+			"handoff_failed",
+			"unreplicated",
+			"redis_error",
+			...Object.values(RESULT_BY_CODE).map(([result]) => result)
+		];
+		counter(
+			this.broker.metrics,
+			"gomall_seckill_requests_total",
+			"Flash-sale requests by result",
+			labelSets({ result: results })
+		);
 		counter(this.broker.metrics, "gomall_seckill_success_total", "Flash-sale reservations handed to the order queue");
 	},
 

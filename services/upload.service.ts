@@ -4,8 +4,16 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { getConfig } from "../config";
-import { bizError } from "../lib/errors";
-import { BATCH_ID, ImageType, newStoredName, SNIFF_BYTES, sniffImage, STORED_NAME, storedType } from "../lib/upload";
+import { bizError } from "../lib/contract/errors";
+import {
+	BATCH_ID,
+	ImageType,
+	newStoredName,
+	SNIFF_BYTES,
+	sniffImage,
+	STORED_NAME,
+	storedType
+} from "../lib/domain/upload";
 
 /** Staged files older than this belong to no live request (a node died mid-upload). */
 const STALE_MS = 3600_000;
@@ -50,7 +58,10 @@ async function writeAll(fh: fsp.FileHandle, buf: Buffer): Promise<void> {
 	while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
 }
 
-const isFsError = (err: unknown) => typeof (err as { code?: unknown })?.code === "string" && /^E[A-Z]+$/.test((err as { code: string }).code) && typeof (err as { syscall?: unknown }).syscall === "string";
+const isFsError = (err: unknown) =>
+	typeof (err as { code?: unknown })?.code === "string" &&
+	/^E[A-Z]+$/.test((err as { code: string }).code) &&
+	typeof (err as { syscall?: unknown }).syscall === "string";
 
 /**
  * The upload actor: it owns the upload directory. The gateway streams each file of a
@@ -72,14 +83,20 @@ const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Re
 			},
 			// A stream cannot be replayed: a retried call would read nothing.
 			retryPolicy: { enabled: false },
-			async handler(this: UploadThis, ctx: Context<{ $filename?: string }, { upload?: { batch?: unknown } }>): Promise<StagedFile> {
+			async handler(
+				this: UploadThis,
+				ctx: Context<{ $filename?: string }, { upload?: { batch?: unknown } }>
+			): Promise<StagedFile> {
 				if (!ctx.stream) throw bizError("UPLOAD_NO_FILE");
 				return this.stage(ctx.stream as Readable, batchOf(ctx), ctx.params.$filename ?? "");
 			}
 		},
 		commit: {
 			visibility: "public",
-			params: { batch: { type: "string", pattern: BATCH_ID }, names: { type: "array", min: 1, max: 100, items: { type: "string", pattern: STORED_NAME } } },
+			params: {
+				batch: { type: "string", pattern: BATCH_ID },
+				names: { type: "array", min: 1, max: 100, items: { type: "string", pattern: STORED_NAME } }
+			},
 			handler(this: UploadThis, ctx: Context<{ batch: string; names: string[] }>): Promise<void> {
 				return this.commit(ctx.params.batch, ctx.params.names);
 			}
@@ -147,7 +164,11 @@ const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Re
 		 * is a file created; the size limit is counted here as well as by busboy (a caller
 		 * other than the gateway has no busboy). On any failure the staged file is removed.
 		 */
-		async receive(this: UploadThis, stream: Readable, tmp: (type: ImageType) => string): Promise<{ type: ImageType; size: number; file: string }> {
+		async receive(
+			this: UploadThis,
+			stream: Readable,
+			tmp: (type: ImageType) => string
+		): Promise<{ type: ImageType; size: number; file: string }> {
 			const max = getConfig().upload.max_bytes;
 			let head = Buffer.alloc(0);
 			let type: ImageType | null = null;
@@ -205,8 +226,12 @@ const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Re
 					moved.push(to);
 				}
 			} catch (err) {
-				this.logger.error(`upload: cannot publish a staged file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).name}`);
-				await Promise.allSettled([...moved, ...names.map(n => this.staged(batch, n))].map(f => fsp.rm(f, { force: true })));
+				this.logger.error(
+					`upload: cannot publish a staged file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).name}`
+				);
+				await Promise.allSettled(
+					[...moved, ...names.map(n => this.staged(batch, n))].map(f => fsp.rm(f, { force: true }))
+				);
 				throw bizError("UPLOAD_SAVE_FAILED");
 			}
 		},
@@ -227,7 +252,9 @@ const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Re
 			} catch {
 				return; // no upload ever reached this node
 			}
-			await Promise.allSettled(entries.filter(f => f.startsWith(`${batch}-`)).map(f => fsp.rm(path.join(this.incoming, f), { force: true })));
+			await Promise.allSettled(
+				entries.filter(f => f.startsWith(`${batch}-`)).map(f => fsp.rm(path.join(this.incoming, f), { force: true }))
+			);
 		},
 
 		async open(this: UploadThis, ctx: Context<unknown, Record<string, unknown>>, name: string): Promise<Readable> {

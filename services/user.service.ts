@@ -2,12 +2,12 @@ import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "mole
 import bcrypt from "bcrypt";
 import { DataTypes, QueryTypes, Transaction, UniqueConstraintError } from "sequelize";
 import { getConfig } from "../config";
-import { bizError } from "../lib/errors";
-import { AuthUser, ROLE_ADMIN, ROLE_USER, TokenService } from "../lib/jwt";
-import { callEachNode } from "../lib/each-node";
-import { counter, labelSets } from "../lib/metrics";
-import { hashRefreshToken, newRefreshToken, newSessionId, refusedUntil, RevokedSession } from "../lib/sessions";
-import { inTransaction } from "../lib/tx";
+import { bizError } from "../lib/contract/errors";
+import { AuthUser, ROLE_ADMIN, ROLE_USER, TokenService } from "../lib/auth/jwt";
+import { callEachNode } from "../lib/messaging/each-node";
+import { counter, labelSets } from "../lib/observability/metrics";
+import { hashRefreshToken, newRefreshToken, newSessionId, refusedUntil, RevokedSession } from "../lib/auth/sessions";
+import { inTransaction } from "../lib/storage/tx";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 
 export interface PublicUser {
@@ -39,7 +39,11 @@ const DUMMY_HASH = bcrypt.hashSync("gomall-timing-equaliser", 4);
 const NEW_PASSWORD = { type: "string", min: 8, max: 72 };
 
 const credentials = {
-	username: { type: "string", pattern: /^[A-Za-z0-9_]{3,32}$/, messages: { stringPattern: "username must be 3-32 letters, digits or _" } },
+	username: {
+		type: "string",
+		pattern: /^[A-Za-z0-9_]{3,32}$/,
+		messages: { stringPattern: "username must be 3-32 letters, digits or _" }
+	},
 	password: NEW_PASSWORD
 };
 
@@ -56,7 +60,12 @@ type RevokeReason = "logout" | "reuse" | "password";
 interface UserThis extends Service, DbThis {
 	tokens: TokenService;
 	toPublic(row: UserRow): PublicUser;
-	register(p: { username: string; password: string; email?: string; phone?: string }): Promise<Tokens & { user: PublicUser }>;
+	register(p: {
+		username: string;
+		password: string;
+		email?: string;
+		phone?: string;
+	}): Promise<Tokens & { user: PublicUser }>;
 	login(username: string, password: string): Promise<Tokens & { user: PublicUser }>;
 	ensureAdmin(): Promise<void>;
 	openSession(user: PublicUser): Promise<Tokens>;
@@ -65,7 +74,12 @@ interface UserThis extends Service, DbThis {
 	refresh(refreshToken: string): Promise<Tokens>;
 	logout(user: AuthUser): Promise<void>;
 	changePassword(user: AuthUser, oldPassword: string, newPassword: string): Promise<void>;
-	revokeSessions(where: string, replacements: unknown[], reason: RevokeReason, t: Transaction): Promise<RevokedSession[]>;
+	revokeSessions(
+		where: string,
+		replacements: unknown[],
+		reason: RevokeReason,
+		t: Transaction
+	): Promise<RevokedSession[]>;
 	announceRevoked(sessions: RevokedSession[]): Promise<void>;
 	revokedSessions(): Promise<RevokedSession[]>;
 	purgeSessions(): Promise<{ tokens: number; sessions: number }>;
@@ -106,7 +120,12 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				$$strict: "remove",
 				...credentials,
 				email: { type: "email", max: 128, optional: true },
-				phone: { type: "string", pattern: /^\+?[0-9]{6,20}$/, optional: true, messages: { stringPattern: "phone must be 6-20 digits, optionally starting with +" } }
+				phone: {
+					type: "string",
+					pattern: /^\+?[0-9]{6,20}$/,
+					optional: true,
+					messages: { stringPattern: "phone must be 6-20 digits, optionally starting with +" }
+				}
 			},
 			handler(this: UserThis, ctx: Context<{ username: string; password: string; email?: string; phone?: string }>) {
 				return this.register(ctx.params);
@@ -178,14 +197,28 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 
 	methods: {
 		toPublic(row: UserRow): PublicUser {
-			return { id: Number(row.id), username: row.username, email: row.email, phone: row.phone, role: row.role, created_at: row.created_at };
+			return {
+				id: Number(row.id),
+				username: row.username,
+				email: row.email,
+				phone: row.phone,
+				role: row.role,
+				created_at: row.created_at
+			};
 		},
 
 		async register(this: UserThis, p) {
 			const hash = await bcrypt.hash(p.password, getConfig().bcrypt.cost);
 			let row: UserRow;
 			try {
-				const created = await this.model.create({ username: p.username, password_hash: hash, email: p.email ?? null, phone: p.phone ?? null, role: ROLE_USER, status: USER_ACTIVE });
+				const created = await this.model.create({
+					username: p.username,
+					password_hash: hash,
+					email: p.email ?? null,
+					phone: p.phone ?? null,
+					role: ROLE_USER,
+					status: USER_ACTIVE
+				});
 				row = (await this.model.findByPk(created.get("id") as number, { raw: true })) as unknown as UserRow;
 			} catch (err) {
 				// The unique keys decide between concurrent registrations; the losers get 409.
@@ -211,23 +244,34 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		async openSession(this: UserThis, user: PublicUser) {
 			const sid = newSessionId();
 			const refreshToken = await inTransaction(this.adapter.db, async t => {
-				await this.adapter.db.query("INSERT INTO user_sessions (id, user_id) VALUES (?, ?)", { replacements: [sid, user.id], transaction: t, type: QueryTypes.INSERT });
+				await this.adapter.db.query("INSERT INTO user_sessions (id, user_id) VALUES (?, ?)", {
+					replacements: [sid, user.id],
+					transaction: t,
+					type: QueryTypes.INSERT
+				});
 				return this.issueRefreshToken(sid, t);
 			});
 			return this.tokensFor(user, sid, refreshToken);
 		},
 
 		tokensFor(this: UserThis, user: AuthUser, sid: string, refreshToken: string): Tokens {
-			return { token: this.tokens.sign(user, sid), refresh_token: refreshToken, expires_in: getConfig().jwt.expires_in };
+			return {
+				token: this.tokens.sign(user, sid),
+				refresh_token: refreshToken,
+				expires_in: getConfig().jwt.expires_in
+			};
 		},
 
 		async issueRefreshToken(this: UserThis, sid: string, t: Transaction) {
 			const { token, hash } = newRefreshToken();
-			await this.adapter.db.query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, NOW(3) + INTERVAL ? SECOND)", {
-				replacements: [hash, sid, getConfig().jwt.refresh_expires_in],
-				transaction: t,
-				type: QueryTypes.INSERT
-			});
+			await this.adapter.db.query(
+				"INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, NOW(3) + INTERVAL ? SECOND)",
+				{
+					replacements: [hash, sid, getConfig().jwt.refresh_expires_in],
+					transaction: t,
+					type: QueryTypes.INSERT
+				}
+			);
 			return token;
 		},
 
@@ -238,7 +282,15 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		 * ends (the rightful holder logs in again; the thief's tokens stop working).
 		 */
 		async refresh(this: UserThis, refreshToken: string) {
-			type Found = { session_id: string; expired: number; used: number; revoked: number; user_id: number; role: number; status: number };
+			type Found = {
+				session_id: string;
+				expired: number;
+				used: number;
+				revoked: number;
+				user_id: number;
+				role: number;
+				status: number;
+			};
 			const db = this.adapter.db;
 			const hash = hashRefreshToken(refreshToken);
 			const outcome = await inTransaction(db, async t => {
@@ -249,15 +301,31 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 					{ replacements: [hash], transaction: t, type: QueryTypes.SELECT }
 				)) as Found[];
 				if (!row || Number(row.revoked)) return { refused: "TOKEN_INVALID" as const };
-				if (Number(row.used)) return { refused: "TOKEN_INVALID" as const, reused: await this.revokeSessions("id = ? AND revoked_at IS NULL", [row.session_id], "reuse", t) };
+				if (Number(row.used))
+					return {
+						refused: "TOKEN_INVALID" as const,
+						reused: await this.revokeSessions("id = ? AND revoked_at IS NULL", [row.session_id], "reuse", t)
+					};
 				if (Number(row.expired)) return { refused: "TOKEN_EXPIRED" as const };
 				if (row.status !== USER_ACTIVE) return { refused: "USER_DISABLED" as const };
-				await db.query("UPDATE refresh_tokens SET used_at = NOW(3) WHERE token_hash = ?", { replacements: [hash], transaction: t, type: QueryTypes.UPDATE });
-				return { sid: row.session_id, user: { id: Number(row.user_id), role: row.role }, refreshToken: await this.issueRefreshToken(row.session_id, t) };
+				await db.query("UPDATE refresh_tokens SET used_at = NOW(3) WHERE token_hash = ?", {
+					replacements: [hash],
+					transaction: t,
+					type: QueryTypes.UPDATE
+				});
+				return {
+					sid: row.session_id,
+					user: { id: Number(row.user_id), role: row.role },
+					refreshToken: await this.issueRefreshToken(row.session_id, t)
+				};
 			});
-			this.broker.metrics.increment("gomall_user_refreshes_total", { result: outcome.reused ? "reused" : outcome.refused ? "refused" : "success" });
+			this.broker.metrics.increment("gomall_user_refreshes_total", {
+				result: outcome.reused ? "reused" : outcome.refused ? "refused" : "success"
+			});
 			if (outcome.reused) {
-				this.logger.warn(`a rotated refresh token was presented again: session ${outcome.reused.map(r => r.sid).join(", ")} ended`);
+				this.logger.warn(
+					`a rotated refresh token was presented again: session ${outcome.reused.map(r => r.sid).join(", ")} ended`
+				);
 				await this.announceRevoked(outcome.reused);
 				throw bizError("TOKEN_INVALID", undefined, "refresh token already used: the session has ended, log in again");
 			}
@@ -268,7 +336,9 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		async logout(this: UserThis, user: AuthUser) {
 			// A token from before sessions existed has no session to end; it expires by itself.
 			if (!user.sid) return;
-			const revoked = await inTransaction(this.adapter.db, t => this.revokeSessions("id = ? AND user_id = ? AND revoked_at IS NULL", [user.sid, user.id], "logout", t));
+			const revoked = await inTransaction(this.adapter.db, t =>
+				this.revokeSessions("id = ? AND user_id = ? AND revoked_at IS NULL", [user.sid, user.id], "logout", t)
+			);
 			await this.announceRevoked(revoked);
 		},
 
@@ -277,17 +347,30 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			const row = (await this.model.findByPk(user.id, { raw: true })) as UserRow | null;
 			if (!row) throw bizError("USER_NOT_FOUND");
 			if (!(await bcrypt.compare(oldPassword, row.password_hash))) throw bizError("USER_OLD_PASSWORD_WRONG");
-			if (oldPassword === newPassword) throw bizError("BAD_REQUEST", [{ field: "new_password", message: "the new password must differ from the old one" }], "validation failed");
+			if (oldPassword === newPassword)
+				throw bizError(
+					"BAD_REQUEST",
+					[{ field: "new_password", message: "the new password must differ from the old one" }],
+					"validation failed"
+				);
 			const hash = await bcrypt.hash(newPassword, getConfig().bcrypt.cost);
 			const revoked = await inTransaction(this.adapter.db, async t => {
 				// Only if the hash is still the one checked: of two concurrent changes, one wins.
-				const [, changed] = (await this.adapter.db.query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?", {
-					replacements: [hash, user.id, row.password_hash],
-					transaction: t,
-					type: QueryTypes.UPDATE
-				})) as unknown as [unknown, number];
+				const [, changed] = (await this.adapter.db.query(
+					"UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+					{
+						replacements: [hash, user.id, row.password_hash],
+						transaction: t,
+						type: QueryTypes.UPDATE
+					}
+				)) as unknown as [unknown, number];
 				if (changed !== 1) throw bizError("USER_OLD_PASSWORD_WRONG");
-				return this.revokeSessions("user_id = ? AND id <> ? AND revoked_at IS NULL", [user.id, user.sid ?? ""], "password", t);
+				return this.revokeSessions(
+					"user_id = ? AND id <> ? AND revoked_at IS NULL",
+					[user.id, user.sid ?? ""],
+					"password",
+					t
+				);
 			});
 			await this.announceRevoked(revoked);
 		},
@@ -295,10 +378,18 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		/** Ends the sessions matching `where` (in t); the sessions ended, with how long gateways must refuse their tokens. */
 		async revokeSessions(this: UserThis, where: string, replacements: unknown[], reason: RevokeReason, t: Transaction) {
 			const db = this.adapter.db;
-			const rows = (await db.query(`SELECT id FROM user_sessions WHERE ${where} FOR UPDATE`, { replacements, transaction: t, type: QueryTypes.SELECT })) as { id: string }[];
+			const rows = (await db.query(`SELECT id FROM user_sessions WHERE ${where} FOR UPDATE`, {
+				replacements,
+				transaction: t,
+				type: QueryTypes.SELECT
+			})) as { id: string }[];
 			if (!rows.length) return [];
 			const ids = rows.map(r => r.id);
-			await db.query("UPDATE user_sessions SET revoked_at = NOW(3), revoke_reason = ? WHERE id IN (?)", { replacements: [reason, ids], transaction: t, type: QueryTypes.UPDATE });
+			await db.query("UPDATE user_sessions SET revoked_at = NOW(3), revoke_reason = ? WHERE id IN (?)", {
+				replacements: [reason, ids],
+				transaction: t,
+				type: QueryTypes.UPDATE
+			});
 			this.broker.metrics.increment("gomall_user_sessions_revoked_total", { reason }, ids.length);
 			const until = refusedUntil(Date.now() / 1000, getConfig().jwt.expires_in);
 			return ids.map(sid => ({ sid, until }));
@@ -312,7 +403,11 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		async announceRevoked(this: UserThis, sessions: RevokedSession[]) {
 			if (!sessions.length) return;
 			const answers = await callEachNode(this.broker, "api", "api.revokeSessions", { sessions }, 2000);
-			for (const a of answers) if (a.error) this.logger.warn(`gateway ${a.node} did not take the revoked sessions (${a.error}); it catches up at its next resync`);
+			for (const a of answers)
+				if (a.error)
+					this.logger.warn(
+						`gateway ${a.node} did not take the revoked sessions (${a.error}); it catches up at its next resync`
+					);
 		},
 
 		async revokedSessions(this: UserThis) {
@@ -333,14 +428,17 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			const db = this.adapter.db;
 			const ttl = getConfig().jwt.expires_in + 1;
 			const batch = async (sql: string, replacements: unknown[]) => {
-				for (let total = 0; ; ) {
+				for (let total = 0; ;) {
 					// BULKDELETE: Sequelize answers the affected row count.
 					const affected = (await db.query(sql, { replacements, type: QueryTypes.BULKDELETE })) as unknown as number;
 					total += affected;
 					if (affected < 5000) return total;
 				}
 			};
-			const tokens = await batch("DELETE FROM refresh_tokens WHERE expires_at < NOW(3) - INTERVAL 1 DAY LIMIT 5000", []);
+			const tokens = await batch(
+				"DELETE FROM refresh_tokens WHERE expires_at < NOW(3) - INTERVAL 1 DAY LIMIT 5000",
+				[]
+			);
 			const sessions = await batch(
 				`DELETE FROM user_sessions WHERE created_at < NOW(3) - INTERVAL ? SECOND AND (revoked_at IS NULL OR revoked_at < NOW(3) - INTERVAL ? SECOND)
 				 AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = user_sessions.id) LIMIT 5000`,
@@ -356,7 +454,12 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			const existing = await this.model.findOne({ where: { username }, raw: true });
 			if (existing) return;
 			try {
-				await this.model.create({ username, password_hash: await bcrypt.hash(password, getConfig().bcrypt.cost), role: ROLE_ADMIN, status: USER_ACTIVE });
+				await this.model.create({
+					username,
+					password_hash: await bcrypt.hash(password, getConfig().bcrypt.cost),
+					role: ROLE_ADMIN,
+					status: USER_ACTIVE
+				});
 				this.logger.info(`created the first admin user "${username}"`);
 			} catch (err) {
 				if (!(err instanceof UniqueConstraintError)) throw err;
@@ -367,14 +470,32 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 	created(this: UserThis) {
 		const c = getConfig();
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in);
-		counter(this.broker.metrics, "gomall_user_logins_total", "Logins by result", labelSets({ result: ["success", "wrong_password", "disabled"] }));
-		counter(this.broker.metrics, "gomall_user_refreshes_total", "Refresh-token rotations by result (reused: a rotated token presented again, the session ended)", labelSets({ result: ["success", "refused", "reused"] }));
-		counter(this.broker.metrics, "gomall_user_sessions_revoked_total", "Sessions ended, by reason", labelSets({ reason: ["logout", "reuse", "password"] }));
+		counter(
+			this.broker.metrics,
+			"gomall_user_logins_total",
+			"Logins by result",
+			labelSets({ result: ["success", "wrong_password", "disabled"] })
+		);
+		counter(
+			this.broker.metrics,
+			"gomall_user_refreshes_total",
+			"Refresh-token rotations by result (reused: a rotated token presented again, the session ended)",
+			labelSets({ result: ["success", "refused", "reused"] })
+		);
+		counter(
+			this.broker.metrics,
+			"gomall_user_sessions_revoked_total",
+			"Sessions ended, by reason",
+			labelSets({ reason: ["logout", "reuse", "password"] })
+		);
 	},
 
 	async started(this: UserThis) {
 		await this.ensureAdmin();
-		this.purgeTimer = setInterval(() => this.purgeSessions().catch(err => this.logger.warn(`purging old sessions failed (${(err as Error).name})`)), 3600_000);
+		this.purgeTimer = setInterval(
+			() => this.purgeSessions().catch(err => this.logger.warn(`purging old sessions failed (${(err as Error).name})`)),
+			3600_000
+		);
 		this.purgeTimer.unref();
 	},
 

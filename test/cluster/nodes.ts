@@ -13,8 +13,8 @@ import { ServiceBroker } from "moleculer";
 import mysql from "mysql2/promise";
 import { Sequelize } from "sequelize";
 import { Config, loadConfig } from "../../config";
-import { TokenService } from "../../lib/jwt";
-import { PROJECT_ROOT } from "../../lib/paths";
+import { TokenService } from "../../lib/auth/jwt";
+import { PROJECT_ROOT } from "../../config/paths";
 import { ADMIN, HttpClient, cleanupNamespace, dropDatabase } from "../helpers/node";
 import type { TestMall } from "../helpers/node";
 import { clusterEnv, eventually, freePort, NodeProcess, spawnNode } from "../helpers/proc";
@@ -38,7 +38,13 @@ export const CLUSTER_SETTINGS = {
 const alive = new Set<NodeProcess>();
 // Whatever happens to the test runner, no node outlives it.
 process.on("exit", () => {
-	for (const p of alive) if (p.child.pid && p.child.exitCode === null) try { process.kill(p.child.pid, "SIGKILL"); } catch { /* gone */ }
+	for (const p of alive)
+		if (p.child.pid && p.child.exitCode === null)
+			try {
+				process.kill(p.child.pid, "SIGKILL");
+			} catch {
+				/* gone */
+			}
 });
 
 export interface ClusterNode {
@@ -85,34 +91,53 @@ export class ProcCluster {
 	}
 
 	/** Starts a node process with its own nodeID and waits until the observer sees its actors. */
-	async start(name: string, services: string[], extraEnv: Record<string, string> = {}, timeoutMs = 40000): Promise<ClusterNode> {
-		const env: Record<string, string> = { ...this.env, GOMALL_NODE_ID: name, GOMALL_HTTP_PORT: services.includes("api") ? String(this.port) : "0", ...extraEnv };
+	async start(
+		name: string,
+		services: string[],
+		extraEnv: Record<string, string> = {},
+		timeoutMs = 40000
+	): Promise<ClusterNode> {
+		const env: Record<string, string> = {
+			...this.env,
+			GOMALL_NODE_ID: name,
+			GOMALL_HTTP_PORT: services.includes("api") ? String(this.port) : "0",
+			...extraEnv
+		};
 		const proc = spawnNode(["--config", this.configFile, "--services", services.join(",")], env);
 		alive.add(proc);
 		proc.exited.then(() => alive.delete(proc));
 		const node = { name, services, proc };
 		this.nodes.set(name, node);
 		await this.waitJoined(name, services, timeoutMs);
-		if (services.includes("api")) await eventually(async () => (await this.http.get("/ready")).status === 200, timeoutMs);
+		if (services.includes("api"))
+			await eventually(async () => (await this.http.get("/ready")).status === 200, timeoutMs);
 		return node;
 	}
 
 	async waitJoined(name: string, services: string[], timeoutMs = 40000): Promise<void> {
 		await eventually(
 			async () => {
-				const n = (this.observer.registry.getNodeList({ onlyAvailable: true, withServices: true }) as any[]).find(x => x.id === name);
+				const n = (this.observer.registry.getNodeList({ onlyAvailable: true, withServices: true }) as any[]).find(
+					x => x.id === name
+				);
 				return !!n && services.every(s => n.services.some((x: any) => x.name === s));
 			},
 			timeoutMs,
 			100
 		).catch(() => {
-			throw new Error(`node ${name} did not join with ${services.join(",")}:\n${this.nodes.get(name)?.proc.output().slice(-3000)}`);
+			throw new Error(
+				`node ${name} did not join with ${services.join(",")}:\n${this.nodes.get(name)?.proc.output().slice(-3000)}`
+			);
 		});
 	}
 
 	/** Waits until the observer has dropped a node (heartbeats stopped, or it said goodbye). */
 	async waitGone(name: string, timeoutMs = 20000): Promise<void> {
-		await eventually(async () => !(this.observer.registry.getNodeList({ onlyAvailable: true }) as any[]).some(x => x.id === name), timeoutMs, 100);
+		await eventually(
+			async () => !(this.observer.registry.getNodeList({ onlyAvailable: true }) as any[]).some(x => x.id === name),
+			timeoutMs,
+			100
+		);
 	}
 
 	kill(name: string, signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
@@ -123,7 +148,14 @@ export class ProcCluster {
 
 	/** The mall's database, for checks. */
 	db(): Sequelize {
-		if (!this.sequelize) this.sequelize = new Sequelize(this.cfg.db.name, this.cfg.db.user, this.cfg.db.password, { host: this.cfg.db.host, port: this.cfg.db.port, dialect: "mysql", logging: false, pool: { max: 2 } });
+		if (!this.sequelize)
+			this.sequelize = new Sequelize(this.cfg.db.name, this.cfg.db.user, this.cfg.db.password, {
+				host: this.cfg.db.host,
+				port: this.cfg.db.port,
+				dialect: "mysql",
+				logging: false,
+				pool: { max: 2 }
+			});
 		return this.sequelize;
 	}
 
@@ -141,13 +173,22 @@ export class ProcCluster {
 
 	/** Many buyers at once: rows written directly, tokens signed with the cluster's secret. */
 	async buyers(n: number, prefix: string): Promise<Buyer[]> {
-		const conn = await mysql.createConnection({ host: this.cfg.db.host, port: this.cfg.db.port, user: this.cfg.db.user, password: this.cfg.db.password, database: this.cfg.db.name });
+		const conn = await mysql.createConnection({
+			host: this.cfg.db.host,
+			port: this.cfg.db.port,
+			user: this.cfg.db.user,
+			password: this.cfg.db.password,
+			database: this.cfg.db.name
+		});
 		try {
 			const values = Array.from({ length: n }, (_, i) => `('${prefix}_${i}', 'x', 1, 1)`).join(",");
 			await conn.query(`INSERT INTO users (username, password_hash, role, status) VALUES ${values}`);
 			const [rows] = await conn.query(`SELECT id FROM users WHERE username LIKE ? ORDER BY id`, [`${prefix}\\_%`]);
 			const tokens = new TokenService(this.cfg.jwt.secret, 3600);
-			return (rows as { id: number }[]).map(r => ({ id: Number(r.id), token: tokens.sign({ id: Number(r.id), role: 1 }) }));
+			return (rows as { id: number }[]).map(r => ({
+				id: Number(r.id),
+				token: tokens.sign({ id: Number(r.id), role: 1 })
+			}));
 		} finally {
 			await conn.end();
 		}
@@ -158,11 +199,24 @@ export class ProcCluster {
 	 * `run(cmd)` types a line and resolves with what was printed until the next prompt.
 	 */
 	async repl(name: string): Promise<ReplSession> {
-		const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"), "--env", "test", "--config", this.configFile, "--services", "", "--repl"], {
-			cwd: PROJECT_ROOT,
-			env: { ...process.env, ...this.env, GOMALL_NODE_ID: name, GOMALL_HTTP_PORT: "0" },
-			stdio: ["pipe", "pipe", "pipe"]
-		});
+		const child = spawn(
+			process.execPath,
+			[
+				path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"),
+				"--env",
+				"test",
+				"--config",
+				this.configFile,
+				"--services",
+				"",
+				"--repl"
+			],
+			{
+				cwd: PROJECT_ROOT,
+				env: { ...process.env, ...this.env, GOMALL_NODE_ID: name, GOMALL_HTTP_PORT: "0" },
+				stdio: ["pipe", "pipe", "pipe"]
+			}
+		);
 		let out = "";
 		child.stdout.on("data", d => (out += d.toString()));
 		child.stderr.on("data", d => (out += d.toString()));
@@ -212,7 +266,8 @@ export class ProcCluster {
 
 function deepMerge(a: Record<string, any>, b: Record<string, any>): Record<string, any> {
 	const out = { ...a };
-	for (const [k, v] of Object.entries(b)) out[k] = v && typeof v === "object" && !Array.isArray(v) && typeof out[k] === "object" ? deepMerge(out[k], v) : v;
+	for (const [k, v] of Object.entries(b))
+		out[k] = v && typeof v === "object" && !Array.isArray(v) && typeof out[k] === "object" ? deepMerge(out[k], v) : v;
 	return out;
 }
 
@@ -263,7 +318,13 @@ export class Tally {
  * the given number of requests has been started (they may return a promise that holds the
  * feeder back, e.g. "wait until the new node has joined"). Bounded by count and by time.
  */
-export async function drive<T>(items: T[], concurrency: number, send: (item: T, i: number) => Promise<void>, at: Record<number, () => unknown> = {}, deadlineMs = 180000): Promise<void> {
+export async function drive<T>(
+	items: T[],
+	concurrency: number,
+	send: (item: T, i: number) => Promise<void>,
+	at: Record<number, () => unknown> = {},
+	deadlineMs = 180000
+): Promise<void> {
 	const end = Date.now() + deadlineMs;
 	let next = 0;
 	// A hook holds every worker, not only the one that reached it: the others finish the

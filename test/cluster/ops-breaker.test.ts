@@ -62,7 +62,9 @@ it("opens on a hanging actor (fast 503 envelopes instead of timeouts) and closes
 	for (const r of fast) expect(r).toMatchObject({ status: 503, code: 503 });
 	expect(Math.max(...fast.map(r => r.ms))).toBeLessThan(TIMEOUT_MS / 3);
 	expect(fast[0].trace).toMatch(/^[0-9a-f]{32}$/);
-	expect(await breakerGauge()).toEqual([expect.stringMatching(/affected_node_id="catalogue".*action="product.list".* 1$/)]);
+	expect(await breakerGauge()).toEqual([
+		expect.stringMatching(/affected_node_id="catalogue".*action="product.list".* 1$/)
+	]);
 
 	// The database answers again: after half_open_time one call is let through, succeeds, and the breaker closes.
 	proxy.resume();

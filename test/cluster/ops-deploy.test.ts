@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { PROJECT_ROOT } from "../../lib/paths";
+import { PROJECT_ROOT } from "../../config/paths";
 import { startMall, TestMall } from "../helpers/node";
 
 const run = promisify(execFile);
@@ -36,7 +36,13 @@ it("has Compose files that docker-compose accepts, each provisioning Grafana wit
 	const cluster = (await run("docker-compose", ["-f", deploy("docker-compose.cluster.yml"), "config"], { env })).stdout;
 	expect(cluster).toMatch(/GOMALL_METRICS_PORT: '9100'/);
 	// The high-availability layer: Redis Cluster, NATS cluster and WAIT on every actor node.
-	const ha = (await run("docker-compose", ["-f", deploy("docker-compose.cluster.yml"), "-f", deploy("docker-compose.ha.yml"), "config"], { env })).stdout;
+	const ha = (
+		await run(
+			"docker-compose",
+			["-f", deploy("docker-compose.cluster.yml"), "-f", deploy("docker-compose.ha.yml"), "config"],
+			{ env }
+		)
+	).stdout;
 	for (const node of ["gateway", "stock", "order"]) {
 		const service = new RegExp(`\\n  ${node}:\\n((?:    .*\\n)*)`).exec(ha)?.[1] ?? "";
 		expect(service).toMatch(/GOMALL_REDIS_CLUSTER_NODES: (172\.28\.0\.1\d:6379,?){6}/);
@@ -48,7 +54,9 @@ it("has Compose files that docker-compose accepts, each provisioning Grafana wit
 
 it("has a dashboard whose every query is valid PromQL (promtool) and covers routes, flash sale, queue drain, breakers and nodes", async () => {
 	expect(dashboard.uid).toBe("gomall-ops");
-	const rules = { groups: [{ name: "dashboard", rules: exprs.map((expr, i) => ({ record: `gomall:dashboard_${i}`, expr })) }] };
+	const rules = {
+		groups: [{ name: "dashboard", rules: exprs.map((expr, i) => ({ record: `gomall:dashboard_${i}`, expr })) }]
+	};
 	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-dash-"));
 	const file = path.join(dir, "rules.json"); // JSON is YAML
 	fs.writeFileSync(file, JSON.stringify(rules));
@@ -59,17 +67,34 @@ it("has a dashboard whose every query is valid PromQL (promtool) and covers rout
 		fs.rmSync(dir, { recursive: true, force: true });
 	}
 	const all = exprs.join("\n");
-	for (const m of ["gomall_http_requests_total", "gomall_http_request_duration_seconds_bucket", "gomall_seckill_requests_total", "gomall_queue_messages_total", "moleculer_circuit_breaker_opened_active", "gomall_node_info"]) expect(all).toContain(m);
+	for (const m of [
+		"gomall_http_requests_total",
+		"gomall_http_request_duration_seconds_bucket",
+		"gomall_seckill_requests_total",
+		"gomall_queue_messages_total",
+		"moleculer_circuit_breaker_opened_active",
+		"gomall_node_info"
+	])
+		expect(all).toContain(m);
 });
 
 it("queries only metrics a running node exports", async () => {
 	mall = await startMall();
 	await mall.http.get("/api/product");
 	const text = await (await fetch(`${mall.baseUrl}/metrics`)).text();
-	const exported = new Set(text.split("\n").filter(l => l && !l.startsWith("#")).map(l => l.split(/[{ ]/)[0]));
+	const exported = new Set(
+		text
+			.split("\n")
+			.filter(l => l && !l.startsWith("#"))
+			.map(l => l.split(/[{ ]/)[0])
+	);
 	const used = new Set([...exprs.join("\n").matchAll(/\b(gomall_[a-z_]+|moleculer_[a-z_]+)\b/g)].map(m => m[1]));
 	// Breaker series appear once a breaker has changed state (shown in ops-breaker.test.ts).
 	const missing = [...used].filter(m => !exported.has(m) && !m.startsWith("moleculer_circuit_breaker_"));
 	expect(missing).toEqual([]);
-	expect(text).toMatch(new RegExp(`gomall_node_info\\{node_id="${mall.cfg.node_id}",namespace="${mall.cfg.namespace}",services="user,product,cart,stock,order,upload,api"\\} 1`));
+	expect(text).toMatch(
+		new RegExp(
+			`gomall_node_info\\{node_id="${mall.cfg.node_id}",namespace="${mall.cfg.namespace}",services="user,product,cart,stock,order,upload,api"\\} 1`
+		)
+	);
 }, 60000);

@@ -14,7 +14,11 @@ beforeAll(async () => {
 	await cluster.open();
 	await cluster.start("gateway", ["api"]);
 	await cluster.start("catalogue", ["user", "product", "cart"]); // applies the migrations
-	await Promise.all([cluster.start("orders", ["order"]), cluster.start("stock-1", ["stock"]), cluster.start("stock-2", ["stock"])]);
+	await Promise.all([
+		cluster.start("orders", ["order"]),
+		cluster.start("stock-1", ["stock"]),
+		cluster.start("stock-2", ["stock"])
+	]);
 	admin = await cluster.http.adminToken();
 }, 120000);
 
@@ -25,7 +29,11 @@ afterAll(async () => {
 async function newSale(stock: number, limit = 1): Promise<{ pid: number; activityId: number }> {
 	const p = await cluster.http.post("/api/product", { name: "Flash phone", price: 999, stock: 100000 }, admin);
 	expect(p.status).toBe(200);
-	const a = await cluster.http.post("/api/seckill/init", { product_id: p.body.data.id, stock, limit_per_user: limit }, admin);
+	const a = await cluster.http.post(
+		"/api/seckill/init",
+		{ product_id: p.body.data.id, stock, limit_per_user: limit },
+		admin
+	);
 	expect(a.status).toBe(200);
 	return { pid: p.body.data.id, activityId: a.body.data.id };
 }
@@ -43,7 +51,11 @@ async function settle(activityId: number) {
 		async () => {
 			const report = await cluster.observer.call<any, any>("stock.reconcile", { activity_id: activityId });
 			const c = await counts(mall, activityId);
-			return report.activities[0].orphan_orders.length === 0 && c.ordered === c.reservations && c.liveOrders === c.reservations;
+			return (
+				report.activities[0].orphan_orders.length === 0 &&
+				c.ordered === c.reservations &&
+				c.liveOrders === c.reservations
+			);
 		},
 		60000,
 		1000
@@ -53,7 +65,9 @@ async function settle(activityId: number) {
 
 /** Each buyer told "queued" has exactly one order with that order_no; nobody holds two. */
 async function expectOneOrderPerWinner(activityId: number, wins: Map<number, string>) {
-	const orders = await sql(cluster.asMall(), "SELECT order_no, user_id FROM orders WHERE activity_id = ?", [activityId]);
+	const orders = await sql(cluster.asMall(), "SELECT order_no, user_id FROM orders WHERE activity_id = ?", [
+		activityId
+	]);
 	const byNo = new Map(orders.map(o => [o.order_no, Number(o.user_id)]));
 	expect(byNo.size).toBe(orders.length);
 	for (const [user, orderNo] of wins) expect([orderNo, byNo.get(orderNo)]).toEqual([orderNo, user]);
@@ -65,8 +79,14 @@ async function expectOneOrderPerWinner(activityId: number, wins: Map<number, str
 
 /** Whether the gateway's own registry has the node among stock.seckill's endpoints. */
 async function gatewayRoutesTo(nodeID: string): Promise<boolean> {
-	const actions = (await cluster.observer.call("$node.actions", { onlyAvailable: true, withEndpoints: true, skipInternal: true }, { nodeID: "gateway" })) as any[];
-	return actions.some(a => a.name === "stock.seckill" && a.endpoints?.some((e: any) => e.nodeID === nodeID && e.available !== false));
+	const actions = (await cluster.observer.call(
+		"$node.actions",
+		{ onlyAvailable: true, withEndpoints: true, skipInternal: true },
+		{ nodeID: "gateway" }
+	)) as any[];
+	return actions.some(
+		a => a.name === "stock.seckill" && a.endpoints?.some((e: any) => e.nodeID === nodeID && e.available !== false)
+	);
 }
 
 it("finishes a 3,000-buyer sale when a stock node is SIGKILLed mid-sale; every answer a win, a 409 or a 503; a third stock node joins and serves", async () => {
@@ -89,7 +109,9 @@ it("finishes a 3,000-buyer sale when a stock node is SIGKILLed mid-sale; every a
 		buyers,
 		24,
 		async b => {
-			const r = await cluster.http.post("/api/seckill", { product_id: pid }, b.token).catch(err => ({ status: 0, body: { code: (err as Error).name } as any }));
+			const r = await cluster.http
+				.post("/api/seckill", { product_id: pid }, b.token)
+				.catch(err => ({ status: 0, body: { code: (err as Error).name } as any }));
 			tally.add(r.status, r.body?.code);
 			if (r.status === 200) wins.set(b.id, r.body.data.order_no);
 			else if (!(r.status === 409 || r.status === 503) && bad.length < 5) bad.push(JSON.stringify(r));
@@ -114,7 +136,8 @@ it("finishes a 3,000-buyer sale when a stock node is SIGKILLed mid-sale; every a
 
 	console.log(`seckill answers during the SIGKILL: ${JSON.stringify(tally)}`);
 	expect(bad).toEqual([]);
-	for (const key of tally.byKey.keys()) expect(["200/0", "409/60003", "409/60004", "503/503", "503/60005"]).toContain(key);
+	for (const key of tally.byKey.keys())
+		expect(["200/0", "409/60003", "409/60004", "503/503", "503/60005"]).toContain(key);
 	expect(tally.total()).toBe(3000);
 	expect(tally.get("200/0")).toBe(wins.size);
 	expect(stock2Before).toBeGreaterThan(0);
@@ -127,7 +150,10 @@ it("finishes a 3,000-buyer sale when a stock node is SIGKILLed mid-sale; every a
 	// What Prometheus scrapes from that node says the same, under its nodeID.
 	const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
 	expect(text).toMatch(/^gomall_node_info\{node_id="stock-3",[^}]*services="stock"\} 1$/m);
-	const scraped = [...text.matchAll(/^gomall_seckill_requests_total\{[^}]*\} (\d+)$/gm)].reduce((a, m) => a + Number(m[1]), 0);
+	const scraped = [...text.matchAll(/^gomall_seckill_requests_total\{[^}]*\} (\d+)$/gm)].reduce(
+		(a, m) => a + Number(m[1]),
+		0
+	);
 	expect(scraped).toBe(stock3);
 
 	const c = await settle(activityId);

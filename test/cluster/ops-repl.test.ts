@@ -3,7 +3,7 @@
  * known sale, and the numbers in the printed tables checked against the sale.
  */
 import amqp from "amqplib";
-import { names, SECKILL_ROUTING_KEY } from "../../lib/topology";
+import { names, SECKILL_ROUTING_KEY } from "../../lib/messaging/topology";
 import { counts, drained, expectInvariant } from "../helpers/seckill";
 import { eventually } from "../helpers/proc";
 import { ProcCluster, ReplSession, Tally, drive, parseTable } from "./nodes";
@@ -16,7 +16,11 @@ beforeAll(async () => {
 	await cluster.open();
 	await cluster.start("gateway", ["api"]);
 	await cluster.start("catalogue", ["user", "product", "cart"]);
-	await Promise.all([cluster.start("orders", ["order"]), cluster.start("stock-1", ["stock"]), cluster.start("stock-2", ["stock"])]);
+	await Promise.all([
+		cluster.start("orders", ["order"]),
+		cluster.start("stock-1", ["stock"]),
+		cluster.start("stock-2", ["stock"])
+	]);
 }, 120000);
 
 afterAll(async () => {
@@ -45,17 +49,42 @@ it("prints the nodes, the sale, its reconciliation and the dead letters as table
 	// A message the order writer cannot read goes to the dead-letter queue.
 	const conn = await amqp.connect(cluster.cfg.amqp.url);
 	const ch = await conn.createConfirmChannel();
-	ch.publish(names(cluster.cfg.namespace).orderExchange, SECKILL_ROUTING_KEY, Buffer.from(JSON.stringify({ not: "an order" })), { persistent: true, messageId: "poison-1" });
+	ch.publish(
+		names(cluster.cfg.namespace).orderExchange,
+		SECKILL_ROUTING_KEY,
+		Buffer.from(JSON.stringify({ not: "an order" })),
+		{ persistent: true, messageId: "poison-1" }
+	);
 	await ch.waitForConfirms();
 	await conn.close();
 
 	repl = await cluster.repl("console");
 	// Wait until both stock nodes have the sold-out flag (a broadcast) before reading the status.
-	await eventually(async () => (await Promise.all(["stock-1", "stock-2"].map(n => cluster.observer.call<any, any>("stock.node", {}, { nodeID: n })))).every(s => s.sold_out.includes(pid)));
+	await eventually(async () =>
+		(
+			await Promise.all(
+				["stock-1", "stock-2"].map(n => cluster.observer.call<any, any>("stock.node", {}, { nodeID: n }))
+			)
+		).every(s => s.sold_out.includes(pid))
+	);
 
 	const status = parseTable(await repl.run(`gomall-status ${pid}`), "flash-sale activities");
 	expect(status).toHaveLength(1);
-	expect(status[0]).toMatchObject({ activity: String(activityId), product: String(pid), armed: "yes", initial: "50", redis_left: "0", reserved: "0", claimed: "0", ordered: "50", buyers: "50", orders: "50", closed: "0", db_stock: "0", invariant: "holds" });
+	expect(status[0]).toMatchObject({
+		activity: String(activityId),
+		product: String(pid),
+		armed: "yes",
+		initial: "50",
+		redis_left: "0",
+		reserved: "0",
+		claimed: "0",
+		ordered: "50",
+		buyers: "50",
+		orders: "50",
+		closed: "0",
+		db_stock: "0",
+		invariant: "holds"
+	});
 	expect(status[0].sold_out_on.split(",").sort()).toEqual(["stock-1", "stock-2"]);
 
 	// Per stock node: what each served, adding up to the sale's answers.
@@ -67,7 +96,12 @@ it("prints the nodes, the sale, its reconciliation and the dead letters as table
 
 	const nodesOut = await repl.run("gomall-nodes");
 	const nodes = parseTable(nodesOut, "nodes");
-	expect(nodes.map(r => r.node.replace(" (this)", "")).filter(n => !n.startsWith("observer")).sort()).toEqual(["catalogue", "console", "gateway", "orders", "stock-1", "stock-2"]);
+	expect(
+		nodes
+			.map(r => r.node.replace(" (this)", ""))
+			.filter(n => !n.startsWith("observer"))
+			.sort()
+	).toEqual(["catalogue", "console", "gateway", "orders", "stock-1", "stock-2"]);
 	const row = (id: string) => nodes.find(r => r.node.replace(" (this)", "") === id)!;
 	expect(row("console").node).toBe("console (this)");
 	expect(row("stock-1").actors).toBe("stock");
@@ -76,12 +110,29 @@ it("prints the nodes, the sale, its reconciliation and the dead letters as table
 	expect(row("stock-1").uptime).toMatch(/^\d+s$/);
 	// Requests each node's actors handled: the stock nodes served the 80 reserves between them.
 	expect(num(row("stock-1").requests) + num(row("stock-2").requests)).toBeGreaterThanOrEqual(80);
-	expect(parseTable(nodesOut, "flash-sale requests served, per stock node").reduce((s, r) => s + num(r.served), 0)).toBe(80);
+	expect(
+		parseTable(nodesOut, "flash-sale requests served, per stock node").reduce((s, r) => s + num(r.served), 0)
+	).toBe(80);
 
 	const rec = parseTable(await repl.run(`gomall-reconcile ${activityId}`), "reconciliation");
-	expect(rec[0]).toMatchObject({ activity: String(activityId), initial: "50", redis_left: "0", reservations: "50", db_stock: "0", live_orders: "50", republished: "0", released: "0", orphans: "0", invariant: "holds" });
+	expect(rec[0]).toMatchObject({
+		activity: String(activityId),
+		initial: "50",
+		redis_left: "0",
+		reservations: "50",
+		db_stock: "0",
+		live_orders: "50",
+		republished: "0",
+		released: "0",
+		orphans: "0",
+		invariant: "holds"
+	});
 
-	await eventually(async () => (await cluster.observer.call<any, any>("order.deadLetters", { queue: "seckill", limit: 10 })).messages.length === 1);
+	await eventually(
+		async () =>
+			(await cluster.observer.call<any, any>("order.deadLetters", { queue: "seckill", limit: 10 })).messages.length ===
+			1
+	);
 	const dlqOut = await repl.run("gomall-dlq seckill");
 	expect(dlqOut).toMatch(/: 1 message\(s\)/);
 	const dlq = parseTable(dlqOut, names(cluster.cfg.namespace).seckillDlq);

@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import mysql from "mysql2/promise";
-import { PROJECT_ROOT } from "../../lib/paths";
+import { PROJECT_ROOT } from "../../config/paths";
 import { dropDatabase, startMall, startMallWith, testConfig, TestMall } from "../helpers/node";
 import { arm, buy, drained, expectInvariant, makeBuyers, newProduct } from "../helpers/seckill";
 
@@ -33,9 +33,18 @@ afterAll(async () => {
 }, 60000);
 
 async function tableStats(db: string): Promise<Record<string, { rows: number; checksum: string }>> {
-	const conn = await mysql.createConnection({ host: mall.cfg.db.host, port: mall.cfg.db.port, user: mall.cfg.db.user, password: mall.cfg.db.password, database: db });
+	const conn = await mysql.createConnection({
+		host: mall.cfg.db.host,
+		port: mall.cfg.db.port,
+		user: mall.cfg.db.user,
+		password: mall.cfg.db.password,
+		database: db
+	});
 	try {
-		const [tables] = await conn.query("SELECT table_name AS t FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name", [db]);
+		const [tables] = await conn.query(
+			"SELECT table_name AS t FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
+			[db]
+		);
 		const out: Record<string, { rows: number; checksum: string }> = {};
 		for (const { t } of tables as { t: string }[]) {
 			const [[c]] = (await conn.query(`SELECT COUNT(*) AS n FROM \`${t}\``)) as any;
@@ -75,13 +84,17 @@ it("restores a backup of a mall with users, products, orders and a finished flas
 
 	const before = await tableStats(mall.cfg.db.name);
 	const after = await tableStats(restoredDb);
-	expect(Object.keys(before)).toEqual(expect.arrayContaining(["users", "products", "orders", "cart_items", "seckill_activities"]));
+	expect(Object.keys(before)).toEqual(
+		expect.arrayContaining(["users", "products", "orders", "cart_items", "seckill_activities"])
+	);
 	expect(before.orders.rows).toBe(7); // 2 ordinary + 5 flash-sale
 	expect(before.users.rows).toBeGreaterThanOrEqual(11);
 	expect(after).toEqual(before);
 
 	// Refuses to load into a database that has tables (no mixing with live data).
-	await expect(run("bash", [path.join(PROJECT_ROOT, "scripts", "restore.sh"), file, restoredDb], { env })).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/already has/) });
+	await expect(
+		run("bash", [path.join(PROJECT_ROOT, "scripts", "restore.sh"), file, restoredDb], { env })
+	).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/already has/) });
 
 	// A node on the restored database serves what was backed up.
 	restored = await startMallWith(testConfig({ db: { name: restoredDb } }));

@@ -3,11 +3,11 @@
  * one replica before "queued": the race counted exactly, then the master holding the sale's
  * slot SIGKILLed mid-sale.
  */
-import { redisKeyPrefix } from "../../lib/redis";
-import { activityKeys } from "../../lib/seckill";
-import { GomallNode, startNode } from "../../lib/node";
+import { redisKeyPrefix } from "../../lib/storage/redis";
+import { activityKeys } from "../../lib/domain/seckill";
+import { GomallNode, startNode } from "../../bootstrap/node";
 import type { Cluster } from "ioredis";
-import { checkDistributed, GcraRedis } from "../../lib/ratelimit";
+import { checkDistributed, GcraRedis } from "../../lib/http/ratelimit";
 import { plainRedis, startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
 import { RedisCluster } from "../helpers/servers";
@@ -21,7 +21,10 @@ let orderNode: GomallNode | undefined;
 
 beforeAll(async () => {
 	rc = await new RedisCluster().start();
-	mall = await startMall({ redis: { cluster_nodes: rc.nodes, wait_replicas: 1, wait_timeout_ms: 200 }, seckill: { reconcile_age: 2 } });
+	mall = await startMall({
+		redis: { cluster_nodes: rc.nodes, wait_replicas: 1, wait_timeout_ms: 200 },
+		seckill: { reconcile_age: 2 }
+	});
 	admin = await mall.http.adminToken();
 }, 60000);
 
@@ -33,7 +36,9 @@ afterAll(async () => {
 
 /** The buyers' orders: each winner's order_no is an order of that buyer; nobody holds two. */
 async function expectOneOrderPerWinner(activityId: number, wins: Map<number, string>): Promise<number> {
-	const orders = await sql(mall, "SELECT order_no, user_id FROM orders WHERE activity_id = ? AND status <> 5", [activityId]);
+	const orders = await sql(mall, "SELECT order_no, user_id FROM orders WHERE activity_id = ? AND status <> 5", [
+		activityId
+	]);
 	const byNo = new Map(orders.map(o => [o.order_no, Number(o.user_id)]));
 	for (const [user, orderNo] of wins) expect([orderNo, byNo.get(orderNo)]).toEqual([orderNo, user]);
 	const perUser = new Map<number, number>();
@@ -46,14 +51,26 @@ it("runs the 2,000-request race from 500 buyers on the Redis Cluster: exactly 10
 	const pid = await newProduct(mall, admin);
 	const activity = await arm(mall, admin, { product_id: pid, stock: 100 });
 	const buyers = await makeBuyers(mall, 500, "rcrace");
-	const results = await Promise.all(buyers.flatMap(b => [b, b, b, b]).map(b => buy(mall, b, pid).then(r => ({ b, r }))));
+	const results = await Promise.all(
+		buyers.flatMap(b => [b, b, b, b]).map(b => buy(mall, b, pid).then(r => ({ b, r })))
+	);
 	const wins = results.filter(x => x.r.status === 200);
 	expect(wins).toHaveLength(100);
-	expect([...new Set(results.filter(x => x.r.status !== 200).map(x => `${x.r.status}/${x.r.body.code}`))].sort()).toEqual(["409/60003", "409/60004"]);
+	expect(
+		[...new Set(results.filter(x => x.r.status !== 200).map(x => `${x.r.status}/${x.r.body.code}`))].sort()
+	).toEqual(["409/60003", "409/60004"]);
 	expect(new Set(wins.map(w => w.b.id)).size).toBe(100);
 
 	const c = await drained(mall, activity.id);
-	expect(c).toMatchObject({ initial: 100, redisRemaining: 0, reservations: 100, dbStock: 0, orders: 100, liveOrders: 100, distinctBuyerSeq: 100 });
+	expect(c).toMatchObject({
+		initial: 100,
+		redisRemaining: 0,
+		reservations: 100,
+		dbStock: 0,
+		orders: 100,
+		liveOrders: 100,
+		distinctBuyerSeq: 100
+	});
 	expectInvariant(c);
 	await expectOneOrderPerWinner(activity.id, new Map(wins.map(w => [w.b.id, w.r.body.data.order_no])));
 
@@ -109,11 +126,15 @@ it("completes a sale when the master holding its slot is SIGKILLed mid-sale: the
 	// Reconciliation: republishes a reservation whose buyer saw an error mid-failover, and
 	// shows the invariant holds from both sides.
 	let report: any;
-	await eventually(async () => {
-		report = ((await mall.node.broker.call("stock.reconcile", { activity_id: activity.id })) as any).activities[0];
-		const c = await counts(mall, activity.id);
-		return report.consistent && c.ordered === c.reservations && c.liveOrders === c.reservations;
-	}, 60000, 1000).catch(err => {
+	await eventually(
+		async () => {
+			report = ((await mall.node.broker.call("stock.reconcile", { activity_id: activity.id })) as any).activities[0];
+			const c = await counts(mall, activity.id);
+			return report.consistent && c.ordered === c.reservations && c.liveOrders === c.reservations;
+		},
+		60000,
+		1000
+	).catch(err => {
 		throw new Error(`${err.message}: ${JSON.stringify(report)}`);
 	});
 	const c = await drained(mall, activity.id);
@@ -125,8 +146,11 @@ it("completes a sale when the master holding its slot is SIGKILLed mid-sale: the
 	await expectOneOrderPerWinner(activity.id, wins);
 	// The sale completed: every unit went to a buyer.
 	expect(c).toMatchObject({ redisRemaining: 0, dbStock: 0, reservations: STOCK });
-	console.log(`Redis master ${dead} SIGKILLed; replica ${replica} promoted after ${promotedAfterMs} ms; answers ${JSON.stringify(tally)}; reconcile ${JSON.stringify({ republished: report.republished.length, released: report.released.length, restored: report.restored.length })}`);
-	for (const key of tally.byKey.keys()) expect(["200/0", "409/60003", "409/60004", "503/60005", "503/503"]).toContain(key);
+	console.log(
+		`Redis master ${dead} SIGKILLed; replica ${replica} promoted after ${promotedAfterMs} ms; answers ${JSON.stringify(tally)}; reconcile ${JSON.stringify({ republished: report.republished.length, released: report.released.length, restored: report.restored.length })}`
+	);
+	for (const key of tally.byKey.keys())
+		expect(["200/0", "409/60003", "409/60004", "503/60005", "503/503"]).toContain(key);
 }, 240000);
 
 it("runs every Redis user on the cluster: health, the gateway's limiter, the cacher, order-number worker ids", async () => {
@@ -136,7 +160,10 @@ it("runs every Redis user on the cluster: health, the gateway's limiter, the cac
 	// The gateway's own limiter client: two tiers whose keys live in different slots.
 	const limiter = (mall.node.broker.getLocalService("api") as any).limiterRedis as GcraRedis;
 	const tier = { rate: 0.01, burst: 2 };
-	const checks = [{ key: "rl:global-test", tier }, { key: "rl:seckill:4242", tier }];
+	const checks = [
+		{ key: "rl:global-test", tier },
+		{ key: "rl:seckill:4242", tier }
+	];
 	expect(await checkDistributed(limiter, checks)).toMatchObject({ allowed: true });
 	expect(await checkDistributed(limiter, checks)).toMatchObject({ allowed: true });
 	expect(await checkDistributed(limiter, checks)).toMatchObject({ allowed: false });
@@ -206,7 +233,13 @@ describe("acknowledged means replicated (redis.wait_replicas)", () => {
 		await mall.stop();
 		// The order actor starts only after the failover, as when the queue is backed up: its
 		// claim then finds the lost reservation gone.
-		mall = await startMall({ redis: { cluster_nodes: rc.nodes, wait_replicas: 0 } }, ["api", "user", "product", "cart", "stock"]);
+		mall = await startMall({ redis: { cluster_nodes: rc.nodes, wait_replicas: 0 } }, [
+			"api",
+			"user",
+			"product",
+			"cart",
+			"stock"
+		]);
 		admin = await mall.http.adminToken();
 		const pid = await newProduct(mall, admin);
 		const activity = await arm(mall, admin, { product_id: pid, stock: 50 });
@@ -215,11 +248,17 @@ describe("acknowledged means replicated (redis.wait_replicas)", () => {
 		const queued = during.filter(x => x.r.status === 200);
 		expect(queued).toHaveLength(20);
 		orderNode = await startNode(mall.cfg, ["order"], { nodeID: `${mall.cfg.node_id}-orders` });
-		await eventually(async () => {
-			const [{ n }] = await sql(mall, "SELECT COUNT(*) AS n FROM orders WHERE activity_id = ?", [activity.id]);
-			const polls = await Promise.all(queued.map(x => mall.http.get(`/api/seckill/result?product_id=${pid}`, x.b.token)));
-			return Number(n) === 0 && polls.every(p => p.body.data?.status === "failed");
-		}, 30000, 500);
+		await eventually(
+			async () => {
+				const [{ n }] = await sql(mall, "SELECT COUNT(*) AS n FROM orders WHERE activity_id = ?", [activity.id]);
+				const polls = await Promise.all(
+					queued.map(x => mall.http.get(`/api/seckill/result?product_id=${pid}`, x.b.token))
+				);
+				return Number(n) === 0 && polls.every(p => p.body.data?.status === "failed");
+			},
+			30000,
+			500
+		);
 		// Redis and MySQL still agree (the units are for sale again); the buyers are what was lost.
 		const c = await counts(mall, activity.id);
 		expect(c).toMatchObject({ reservations: 0, orders: 0, redisRemaining: 50, dbStock: 50 });

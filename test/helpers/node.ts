@@ -2,10 +2,10 @@ import crypto from "node:crypto";
 import amqp from "amqplib";
 import Redis, { Cluster } from "ioredis";
 import { Config, loadConfig } from "../../config";
-import { names } from "../../lib/topology";
-import { clusterOptions, isCluster, masters, RedisClient } from "../../lib/redis";
-import { connectAdmin } from "../../lib/migrate";
-import { ALL_SERVICES, GomallNode, startNode } from "../../lib/node";
+import { names } from "../../lib/messaging/topology";
+import { clusterOptions, isCluster, masters, RedisClient } from "../../lib/storage/redis";
+import { connectAdmin } from "../../lib/storage/migrate";
+import { ALL_SERVICES, GomallNode, startNode } from "../../bootstrap/node";
 
 export const ADMIN = { username: "root_admin", password: "admin-password-1" };
 
@@ -14,13 +14,23 @@ export function testConfig(overrides: Record<string, any> = {}): Config {
 	const id = crypto.randomBytes(4).toString("hex");
 	return loadConfig({
 		env: "test",
-		overrides: deepMerge({ namespace: `t${id}`, node_id: `test-${id}`, db: { name: `gomall_t_${id}` }, http: { port: 0, host: "127.0.0.1" }, admin: ADMIN }, overrides)
+		overrides: deepMerge(
+			{
+				namespace: `t${id}`,
+				node_id: `test-${id}`,
+				db: { name: `gomall_t_${id}` },
+				http: { port: 0, host: "127.0.0.1" },
+				admin: ADMIN
+			},
+			overrides
+		)
 	});
 }
 
 function deepMerge(a: Record<string, any>, b: Record<string, any>): Record<string, any> {
 	const out = { ...a };
-	for (const [k, v] of Object.entries(b)) out[k] = v && typeof v === "object" && !Array.isArray(v) && typeof out[k] === "object" ? deepMerge(out[k], v) : v;
+	for (const [k, v] of Object.entries(b))
+		out[k] = v && typeof v === "object" && !Array.isArray(v) && typeof out[k] === "object" ? deepMerge(out[k], v) : v;
 	return out;
 }
 
@@ -33,7 +43,10 @@ export interface TestMall {
 }
 
 /** Starts a whole mall on one node (real MariaDB, Redis, RabbitMQ, NATS) and an HTTP client for it. */
-export function startMall(overrides: Record<string, any> = {}, services: readonly string[] = ALL_SERVICES): Promise<TestMall> {
+export function startMall(
+	overrides: Record<string, any> = {},
+	services: readonly string[] = ALL_SERVICES
+): Promise<TestMall> {
 	return startMallWith(testConfig(overrides), services);
 }
 
@@ -73,7 +86,11 @@ export interface HttpResult<T = any> {
 export class HttpClient {
 	constructor(readonly baseUrl: string) {}
 
-	async request<T = any>(method: string, path: string, opts: { body?: unknown; token?: string; raw?: string; headers?: Record<string, string> } = {}): Promise<HttpResult<T>> {
+	async request<T = any>(
+		method: string,
+		path: string,
+		opts: { body?: unknown; token?: string; raw?: string; headers?: Record<string, string> } = {}
+	): Promise<HttpResult<T>> {
 		const headers: Record<string, string> = { ...opts.headers };
 		if (opts.token) headers.authorization = `Bearer ${opts.token}`;
 		let body: string | undefined;
@@ -125,7 +142,10 @@ export class HttpClient {
  * up in the broker until it stops answering.
  */
 export async function removeClusterEnv(env: Record<string, string>): Promise<void> {
-	const cfg = loadConfig({ env: "test", overrides: { namespace: env.GOMALL_NAMESPACE, db: { name: env.GOMALL_DB_NAME } } });
+	const cfg = loadConfig({
+		env: "test",
+		overrides: { namespace: env.GOMALL_NAMESPACE, db: { name: env.GOMALL_DB_NAME } }
+	});
 	await dropDatabase(cfg);
 	await cleanupNamespace(cfg);
 }
@@ -144,8 +164,18 @@ export async function cleanupNamespace(cfg: Config): Promise<void> {
 		const ch = await conn.createChannel();
 		ch.on("error", () => undefined);
 		const n = names(cfg.namespace);
-		const retries = [n.closeQueue, n.seckillQueue].flatMap(q => cfg.amqp.retry_delays_ms.map(ms => n.retryQueue(q, ms)));
-		for (const q of [n.closeQueue, n.closeDlq, n.seckillQueue, n.seckillDlq, n.payTimeoutQueue(Math.round(cfg.order.pay_timeout * 1000)), ...retries]) await ch.deleteQueue(q);
+		const retries = [n.closeQueue, n.seckillQueue].flatMap(q =>
+			cfg.amqp.retry_delays_ms.map(ms => n.retryQueue(q, ms))
+		);
+		for (const q of [
+			n.closeQueue,
+			n.closeDlq,
+			n.seckillQueue,
+			n.seckillDlq,
+			n.payTimeoutQueue(Math.round(cfg.order.pay_timeout * 1000)),
+			...retries
+		])
+			await ch.deleteQueue(q);
 		for (const x of [n.orderExchange, n.deadLetterExchange]) await ch.deleteExchange(x);
 		await ch.close();
 	} finally {

@@ -2,8 +2,8 @@ import { ChildProcess, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { assertPortFree } from "../../lib/listen";
-import { PROJECT_ROOT } from "../../lib/paths";
+import { assertPortFree } from "../../lib/http/listen";
+import { PROJECT_ROOT } from "../../config/paths";
 
 /** A port nothing listens on now (the system's pick). */
 export const freePort = (): Promise<number> => assertPortFree(0, "127.0.0.1");
@@ -36,11 +36,15 @@ export function clusterEnv(): Record<string, string> {
 
 /** Runs the built runner (dist/scripts/gomall.js) as its own process, as an operator would. */
 export function spawnNode(args: string[], env: Record<string, string>): NodeProcess {
-	const child = spawn(process.execPath, [path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"), "--env", "test", ...args], {
-		cwd: PROJECT_ROOT,
-		env: { ...process.env, ...env },
-		stdio: ["ignore", "pipe", "pipe"]
-	});
+	const child = spawn(
+		process.execPath,
+		[path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"), "--env", "test", ...args],
+		{
+			cwd: PROJECT_ROOT,
+			env: { ...process.env, ...env },
+			stdio: ["ignore", "pipe", "pipe"]
+		}
+	);
 	let out = "";
 	const waiters: { re: RegExp; resolve: (s: string) => void }[] = [];
 	const onData = (d: Buffer) => {
@@ -67,7 +71,10 @@ export function spawnNode(args: string[], env: Record<string, string>): NodeProc
 			const m = out.match(re);
 			if (m) return Promise.resolve(m[0]);
 			return new Promise((resolve, reject) => {
-				const timer = setTimeout(() => reject(new Error(`timed out waiting for ${re} in:\n${out.slice(-3000)}`)), timeoutMs);
+				const timer = setTimeout(
+					() => reject(new Error(`timed out waiting for ${re} in:\n${out.slice(-3000)}`)),
+					timeoutMs
+				);
 				waiters.push({ re, resolve: s => (clearTimeout(timer), resolve(s)) });
 			});
 		}

@@ -1,7 +1,7 @@
 import { QueryTypes } from "sequelize";
-import { TokenService } from "../../lib/jwt";
-import { activityKeys, parseReservation } from "../../lib/seckill";
-import { createRedis } from "../../lib/redis";
+import { TokenService } from "../../lib/auth/jwt";
+import { activityKeys, parseReservation } from "../../lib/domain/seckill";
+import { createRedis } from "../../lib/storage/redis";
 import type { TestMall } from "./node";
 import { eventually } from "./proc";
 
@@ -24,7 +24,9 @@ export async function exec(mall: TestMall, query: string, replacements: unknown[
 export async function makeBuyers(mall: TestMall, n: number, prefix: string): Promise<Buyer[]> {
 	const values = Array.from({ length: n }, (_, i) => `('${prefix}_${i}', 'x', 1, 1)`).join(",");
 	await db(mall).query(`INSERT INTO users (username, password_hash, role, status) VALUES ${values}`);
-	const rows = await sql<{ id: number }>(mall, "SELECT id FROM users WHERE username LIKE ? ORDER BY id", [`${prefix}\\_%`]);
+	const rows = await sql<{ id: number }>(mall, "SELECT id FROM users WHERE username LIKE ? ORDER BY id", [
+		`${prefix}\\_%`
+	]);
 	const tokens = new TokenService(mall.cfg.jwt.secret, 3600);
 	return rows.map(r => ({ id: Number(r.id), token: tokens.sign({ id: Number(r.id), role: 1 }) }));
 }
@@ -83,10 +85,14 @@ export async function counts(mall: TestMall, activityId: number): Promise<Counts
 /** Waits until every live reservation has become an order. */
 export async function drained(mall: TestMall, activityId: number, timeoutMs = 30000): Promise<Counts> {
 	let last: Counts | undefined;
-	await eventually(async () => {
-		last = await counts(mall, activityId);
-		return last.ordered === last.reservations && last.liveOrders === last.reservations;
-	}, timeoutMs, 200);
+	await eventually(
+		async () => {
+			last = await counts(mall, activityId);
+			return last.ordered === last.reservations && last.liveOrders === last.reservations;
+		},
+		timeoutMs,
+		200
+	);
 	return last!;
 }
 

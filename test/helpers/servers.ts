@@ -71,7 +71,9 @@ class Processes {
 	}
 
 	async stop(): Promise<void> {
-		const exits = [...this.procs.values()].map(p => new Promise(resolve => (p.exitCode !== null ? resolve(null) : p.once("exit", resolve))));
+		const exits = [...this.procs.values()].map(
+			p => new Promise(resolve => (p.exitCode !== null ? resolve(null) : p.once("exit", resolve)))
+		);
 		this.killAll();
 		await Promise.all(exits);
 		process.removeListener("exit", this.onExit);
@@ -83,7 +85,10 @@ class Processes {
 export class RedisCluster extends Processes {
 	ports: number[] = [];
 
-	constructor(private readonly size = 6, private readonly nodeTimeoutMs = 1000) {
+	constructor(
+		private readonly size = 6,
+		private readonly nodeTimeoutMs = 1000
+	) {
 		super();
 	}
 
@@ -96,7 +101,9 @@ export class RedisCluster extends Processes {
 		this.ports = await freePorts(this.size, 10000);
 		for (const p of this.ports) this.launch(p);
 		await Promise.all(this.ports.map(p => eventually(() => this.ping(p), 10000, 50)));
-		await run("redis-cli", ["--cluster", "create", ...this.nodes, "--cluster-replicas", "1", "--cluster-yes"], { timeout: 30000 });
+		await run("redis-cli", ["--cluster", "create", ...this.nodes, "--cluster-replicas", "1", "--cluster-yes"], {
+			timeout: 30000
+		});
 		await this.waitHealthy();
 		return this;
 	}
@@ -105,9 +112,26 @@ export class RedisCluster extends Processes {
 		// No persistence: a restarted node comes back empty and re-syncs from its master, as a
 		// replaced machine would. nodes-<port>.conf (the cluster's view) survives in the dir.
 		this.spawn(port, "redis-server", [
-			"--port", String(port), "--bind", "127.0.0.1", "--protected-mode", "no",
-			"--cluster-enabled", "yes", "--cluster-config-file", `nodes-${port}.conf`, "--cluster-node-timeout", String(this.nodeTimeoutMs),
-			"--dir", this.dir, "--save", "", "--appendonly", "no", "--loglevel", "warning"
+			"--port",
+			String(port),
+			"--bind",
+			"127.0.0.1",
+			"--protected-mode",
+			"no",
+			"--cluster-enabled",
+			"yes",
+			"--cluster-config-file",
+			`nodes-${port}.conf`,
+			"--cluster-node-timeout",
+			String(this.nodeTimeoutMs),
+			"--dir",
+			this.dir,
+			"--save",
+			"",
+			"--appendonly",
+			"no",
+			"--loglevel",
+			"warning"
 		]);
 	}
 
@@ -118,7 +142,12 @@ export class RedisCluster extends Processes {
 	}
 
 	private async ask<T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> {
-		const r = new Redis(port, "127.0.0.1", { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
+		const r = new Redis(port, "127.0.0.1", {
+			lazyConnect: true,
+			maxRetriesPerRequest: 0,
+			retryStrategy: () => null,
+			connectTimeout: 1000
+		});
 		r.on("error", () => undefined);
 		try {
 			await r.connect();
@@ -129,7 +158,10 @@ export class RedisCluster extends Processes {
 	}
 
 	private ping(port: number): Promise<boolean> {
-		return this.ask(port, r => r.ping()).then(() => true, () => false);
+		return this.ask(port, r => r.ping()).then(
+			() => true,
+			() => false
+		);
 	}
 
 	/**
@@ -139,18 +171,24 @@ export class RedisCluster extends Processes {
 	 * has no replica (WAIT 1 refuses everything, and a test has no replica to freeze).
 	 */
 	async waitHealthy(timeoutMs = 30000): Promise<void> {
-		await eventually(async () => {
-			for (const p of this.procs.keys()) {
-				const ok = await this.ask(p, async r => {
-					const info = String(await r.cluster("INFO"));
-					const repl = await r.info("replication");
-					const linked = repl.includes("role:slave") ? repl.includes("master_link_status:up") : /^slave\d+:[^\n]*state=online/m.test(repl);
-					return info.includes("cluster_state:ok") && linked;
-				}).catch(() => false);
-				if (!ok) return false;
-			}
-			return true;
-		}, timeoutMs, 200);
+		await eventually(
+			async () => {
+				for (const p of this.procs.keys()) {
+					const ok = await this.ask(p, async r => {
+						const info = String(await r.cluster("INFO"));
+						const repl = await r.info("replication");
+						const linked = repl.includes("role:slave")
+							? repl.includes("master_link_status:up")
+							: /^slave\d+:[^\n]*state=online/m.test(repl);
+						return info.includes("cluster_state:ok") && linked;
+					}).catch(() => false);
+					if (!ok) return false;
+				}
+				return true;
+			},
+			timeoutMs,
+			200
+		);
 	}
 
 	/** The port of the master now serving a key's slot (the key as it is stored, prefix included). */
@@ -207,16 +245,37 @@ export class NatsCluster extends Processes {
 		this.monitorPorts = await freePorts(this.size, 0);
 		const routes = this.routePorts.map(p => `nats://127.0.0.1:${p}`).join(",");
 		this.ports.forEach((p, i) =>
-			this.spawn(p, "nats-server", ["-a", "127.0.0.1", "-p", String(p), "-m", String(this.monitorPorts[i]), "-n", `gomall-nats-${i}`, "--cluster_name", "gomall-test", "--cluster", `nats://127.0.0.1:${this.routePorts[i]}`, "--routes", routes])
+			this.spawn(p, "nats-server", [
+				"-a",
+				"127.0.0.1",
+				"-p",
+				String(p),
+				"-m",
+				String(this.monitorPorts[i]),
+				"-n",
+				`gomall-nats-${i}`,
+				"--cluster_name",
+				"gomall-test",
+				"--cluster",
+				`nats://127.0.0.1:${this.routePorts[i]}`,
+				"--routes",
+				routes
+			])
 		);
 		// Each server sees the other two: the cluster is one.
-		await eventually(async () => {
-			for (const m of this.monitorPorts) {
-				const r = await fetch(`http://127.0.0.1:${m}/routez`).then(res => res.json() as Promise<{ num_routes: number }>).catch(() => null);
-				if (!r || r.num_routes < this.size - 1) return false;
-			}
-			return true;
-		}, 15000, 100);
+		await eventually(
+			async () => {
+				for (const m of this.monitorPorts) {
+					const r = await fetch(`http://127.0.0.1:${m}/routez`)
+						.then(res => res.json() as Promise<{ num_routes: number }>)
+						.catch(() => null);
+					if (!r || r.num_routes < this.size - 1) return false;
+				}
+				return true;
+			},
+			15000,
+			100
+		);
 		return this;
 	}
 

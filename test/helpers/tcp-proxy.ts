@@ -11,7 +11,10 @@ export class TcpProxy {
 	private stalled = false;
 	port = 0;
 
-	constructor(private readonly targetHost: string, private readonly targetPort: number) {}
+	constructor(
+		private readonly targetHost: string,
+		private readonly targetPort: number
+	) {}
 
 	async up(): Promise<void> {
 		const server = net.createServer(client => {

@@ -10,7 +10,11 @@ beforeAll(async () => {
 afterAll(() => mall?.stop());
 
 async function product(body: Record<string, unknown> = {}) {
-	const r = await mall.http.post("/api/product", { name: "Widget", price: 19.99, stock: 10, image_url: "https://img/w.png", ...body }, admin);
+	const r = await mall.http.post(
+		"/api/product",
+		{ name: "Widget", price: 19.99, stock: 10, image_url: "https://img/w.png", ...body },
+		admin
+	);
 	expect(r.status).toBe(200);
 	return r.body.data as { id: number };
 }
@@ -21,15 +25,39 @@ describe("cart", () => {
 		const u = await mall.http.newUser();
 		const a = await product({ price: 19.99 });
 		const b = await product({ name: "Gadget", price: 0.1 });
-		expect((await mall.http.post("/api/cart", { product_id: a.id, quantity: 1 }, u.token)).body.data).toEqual({ product_id: a.id, quantity: 1 });
-		expect((await mall.http.post("/api/cart", { product_id: a.id, quantity: 2 }, u.token)).body.data).toEqual({ product_id: a.id, quantity: 3 });
+		expect((await mall.http.post("/api/cart", { product_id: a.id, quantity: 1 }, u.token)).body.data).toEqual({
+			product_id: a.id,
+			quantity: 1
+		});
+		expect((await mall.http.post("/api/cart", { product_id: a.id, quantity: 2 }, u.token)).body.data).toEqual({
+			product_id: a.id,
+			quantity: 3
+		});
 		await mall.http.post("/api/cart", { product_id: b.id, quantity: 2 }, u.token);
 		const r = await mall.http.get("/api/cart", u.token);
 		expect(r.status).toBe(200);
 		expect(r.body.data).toEqual({
 			items: [
-				{ id: expect.any(Number), product_id: a.id, product_name: "Widget", price: 19.99, product_price: 19.99, product_image: "https://img/w.png", quantity: 3, sub_total: 59.97 },
-				{ id: expect.any(Number), product_id: b.id, product_name: "Gadget", price: 0.1, product_price: 0.1, product_image: "https://img/w.png", quantity: 2, sub_total: 0.2 }
+				{
+					id: expect.any(Number),
+					product_id: a.id,
+					product_name: "Widget",
+					price: 19.99,
+					product_price: 19.99,
+					product_image: "https://img/w.png",
+					quantity: 3,
+					sub_total: 59.97
+				},
+				{
+					id: expect.any(Number),
+					product_id: b.id,
+					product_name: "Gadget",
+					price: 0.1,
+					product_price: 0.1,
+					product_image: "https://img/w.png",
+					quantity: 2,
+					sub_total: 0.2
+				}
 			],
 			total_count: 5,
 			total_price: 60.17
@@ -68,11 +96,21 @@ describe("cart", () => {
 		const cases: [string, () => Promise<any>, number, number][] = [
 			["quantity 0", () => mall.http.post("/api/cart", { product_id: p.id, quantity: 0 }, u.token), 400, 400],
 			["quantity 1000", () => mall.http.post("/api/cart", { product_id: p.id, quantity: 1000 }, u.token), 400, 400],
-			["unknown product", () => mall.http.post("/api/cart", { product_id: 99999999, quantity: 1 }, u.token), 404, 20001],
+			[
+				"unknown product",
+				() => mall.http.post("/api/cart", { product_id: 99999999, quantity: 1 }, u.token),
+				404,
+				20001
+			],
 			["off shelf", () => mall.http.post("/api/cart", { product_id: off.id, quantity: 1 }, u.token), 400, 50009],
 			["add beyond stock", () => mall.http.post("/api/cart", { product_id: p.id, quantity: 2 }, u.token), 409, 50007],
 			["set beyond stock", () => mall.http.put("/api/cart", { product_id: p.id, quantity: 6 }, u.token), 409, 50007],
-			["update a missing line", () => mall.http.put("/api/cart", { product_id: off.id, quantity: 1 }, u.token), 400, 50009],
+			[
+				"update a missing line",
+				() => mall.http.put("/api/cart", { product_id: off.id, quantity: 1 }, u.token),
+				400,
+				50009
+			],
 			["remove a missing line", () => mall.http.del("/api/cart", { product_id: 99999999 }, u.token), 404, 50002],
 			["no token", () => mall.http.get("/api/cart"), 401, 401]
 		];

@@ -19,7 +19,7 @@ describe("error envelope", () => {
 	});
 
 	it("answers malformed JSON with 400", async () => {
-		const r = await mall.http.request("POST", "/api/user/login", { raw: "{\"username\": " });
+		const r = await mall.http.request("POST", "/api/user/login", { raw: '{"username": ' });
 		expect([r.status, r.body.code]).toEqual([400, 400]);
 		expect(r.body.message).toMatch(/malformed/i);
 	});
@@ -45,9 +45,15 @@ describe("headers", () => {
 	});
 
 	it("answers CORS preflight for an allowed origin only", async () => {
-		const ok = await fetch(`${mall.baseUrl}/api/product`, { method: "OPTIONS", headers: { origin: "https://shop.example", "access-control-request-method": "POST" } });
+		const ok = await fetch(`${mall.baseUrl}/api/product`, {
+			method: "OPTIONS",
+			headers: { origin: "https://shop.example", "access-control-request-method": "POST" }
+		});
 		expect(ok.headers.get("access-control-allow-origin")).toBe("https://shop.example");
-		const bad = await fetch(`${mall.baseUrl}/api/product`, { method: "OPTIONS", headers: { origin: "https://evil.example", "access-control-request-method": "POST" } });
+		const bad = await fetch(`${mall.baseUrl}/api/product`, {
+			method: "OPTIONS",
+			headers: { origin: "https://evil.example", "access-control-request-method": "POST" }
+		});
 		expect(bad.headers.get("access-control-allow-origin")).toBeNull();
 	});
 });
@@ -60,7 +66,10 @@ describe("operations", () => {
 			r = await mall.http.get("/health");
 		}
 		expect(r.status).toBe(200);
-		expect(r.body).toEqual({ status: "healthy", components: { database: "up", redis: "up", rabbitmq: "up", nats: "up" } });
+		expect(r.body).toEqual({
+			status: "healthy",
+			components: { database: "up", redis: "up", rabbitmq: "up", nats: "up" }
+		});
 	});
 
 	it("/ready is 200 once started", async () => {
@@ -74,17 +83,28 @@ describe("operations", () => {
 		try {
 			const text = await (await fetch(`${fresh.baseUrl}/metrics`)).text();
 			const expected = [
-				...["queued", "handoff_failed", "no_activity", "not_started", "ended", "limit", "sold_out"].map(r => `gomall_seckill_requests_total{result="${r}"`),
+				...["queued", "handoff_failed", "no_activity", "not_started", "ended", "limit", "sold_out"].map(
+					r => `gomall_seckill_requests_total{result="${r}"`
+				),
 				"gomall_seckill_success_total",
 				...["order", "checkout", "seckill"].map(k => `gomall_orders_created_total{kind="${k}"`),
 				...["success", "wrong_password", "disabled"].map(r => `gomall_user_logins_total{result="${r}"`),
-				...["seckill", "close"].flatMap(q => ["acked", "retried", "dead_lettered"].map(o => `gomall_queue_messages_total{queue="${q}",outcome="${o}"`)),
+				...["seckill", "close"].flatMap(q =>
+					["acked", "retried", "dead_lettered"].map(o => `gomall_queue_messages_total{queue="${q}",outcome="${o}"`)
+				),
 				'gomall_rate_limit_rejected_total{layer="local",tier="api"',
 				"gomall_rate_limit_errors_total"
 			];
-			const samples = new Map(text.split("\n").filter(l => l.startsWith("gomall_")).map(l => [l.slice(0, l.lastIndexOf(" ")), l.slice(l.lastIndexOf(" ") + 1)]));
+			const samples = new Map(
+				text
+					.split("\n")
+					.filter(l => l.startsWith("gomall_"))
+					.map(l => [l.slice(0, l.lastIndexOf(" ")), l.slice(l.lastIndexOf(" ") + 1)])
+			);
 			for (const series of expected) {
-				const match = [...samples.keys()].find(k => k === series || k.startsWith(series + ",") || k.startsWith(series + "}") || k.startsWith(series + "{"));
+				const match = [...samples.keys()].find(
+					k => k === series || k.startsWith(series + ",") || k.startsWith(series + "}") || k.startsWith(series + "{")
+				);
 				expect({ series, value: match ? samples.get(match) : "absent" }).toEqual({ series, value: "0" });
 			}
 		} finally {
@@ -104,7 +124,9 @@ describe("operations", () => {
 		expect(text).toMatch(/# TYPE moleculer_request_total counter/);
 		expect(text).toMatch(/gomall_http_requests_total\{method="GET",route="\/api\/product\/:id",status="200"\} 1/);
 		expect(text).toMatch(/gomall_http_requests_total\{method="GET",route="\/api\/product\/:id",status="404"\} 1/);
-		expect(text).toMatch(/gomall_http_request_duration_seconds_bucket\{method="POST",route="\/api\/product",status="200",le="\+Inf"\} 1/);
+		expect(text).toMatch(
+			/gomall_http_request_duration_seconds_bucket\{method="POST",route="\/api\/product",status="200",le="\+Inf"\} 1/
+		);
 		expect(text).toMatch(/gomall_user_logins_total\{result="success"\} \d+/);
 		expect(text).toMatch(/gomall_user_logins_total\{result="wrong_password"\} 1/);
 		// promtool (Debian package prometheus) lints names, types, help and labels.

@@ -1,14 +1,16 @@
 import http from "node:http";
 import net from "node:net";
-import { closeListeners, listenShared } from "../../lib/listen";
+import { closeListeners, listenShared } from "../../lib/http/listen";
 import { listeningSockets } from "../helpers/proc";
 
 function get(port: number): Promise<number> {
 	return new Promise((resolve, reject) => {
-		http.get({ host: "127.0.0.1", port, path: "/", agent: false }, res => {
-			res.resume();
-			res.on("end", () => resolve(res.statusCode!));
-		}).on("error", reject);
+		http
+			.get({ host: "127.0.0.1", port, path: "/", agent: false }, res => {
+				res.resume();
+				res.on("end", () => resolve(res.statusCode!));
+			})
+			.on("error", reject);
 	});
 }
 
@@ -65,6 +67,10 @@ describe("lib/listen: one port through several SO_REUSEPORT sockets", () => {
 		const { extra, port } = await serve(0, 1);
 		expect(extra).toHaveLength(0);
 		const other = net.createServer();
-		await expect(new Promise((resolve, reject) => other.once("error", reject).listen({ port, host: "127.0.0.1", reusePort: true }, () => resolve(null)))).rejects.toMatchObject({ code: "EADDRINUSE" });
+		await expect(
+			new Promise((resolve, reject) =>
+				other.once("error", reject).listen({ port, host: "127.0.0.1", reusePort: true }, () => resolve(null))
+			)
+		).rejects.toMatchObject({ code: "EADDRINUSE" });
 	});
 });

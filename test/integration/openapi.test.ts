@@ -11,13 +11,36 @@ afterAll(() => mall?.stop());
 
 /** Every route of the SPEC's REST contract. */
 const SPEC_ROUTES = [
-	"post /api/user/register", "post /api/user/login", "get /api/user/profile",
-	"get /api/product", "get /api/product/{id}", "post /api/product", "put /api/product/{id}", "delete /api/product/{id}",
-	"post /api/order", "post /api/order/checkout", "get /api/order", "get /api/order/{order_no}", "post /api/order/{order_no}/pay", "post /api/order/{order_no}/cancel",
-	"post /api/cart", "get /api/cart", "put /api/cart", "delete /api/cart", "delete /api/cart/clear",
-	"post /api/seckill/init", "post /api/seckill", "get /api/seckill", "get /api/seckill/result",
-	"get /health", "get /ready", "get /metrics",
-	"post /api/upload", "post /api/upload/multi", "get /uploads/{name}", "get /version"
+	"post /api/user/register",
+	"post /api/user/login",
+	"get /api/user/profile",
+	"get /api/product",
+	"get /api/product/{id}",
+	"post /api/product",
+	"put /api/product/{id}",
+	"delete /api/product/{id}",
+	"post /api/order",
+	"post /api/order/checkout",
+	"get /api/order",
+	"get /api/order/{order_no}",
+	"post /api/order/{order_no}/pay",
+	"post /api/order/{order_no}/cancel",
+	"post /api/cart",
+	"get /api/cart",
+	"put /api/cart",
+	"delete /api/cart",
+	"delete /api/cart/clear",
+	"post /api/seckill/init",
+	"post /api/seckill",
+	"get /api/seckill",
+	"get /api/seckill/result",
+	"get /health",
+	"get /ready",
+	"get /metrics",
+	"post /api/upload",
+	"post /api/upload/multi",
+	"get /uploads/{name}",
+	"get /version"
 ];
 
 describe("OpenAPI document", () => {
@@ -32,20 +55,37 @@ describe("OpenAPI document", () => {
 		const register = doc.paths["/api/user/register"].post;
 		expect(register.requestBody.content["application/json"].schema).toMatchObject({
 			required: ["username", "password"],
-			properties: { username: { type: "string", pattern: "^[A-Za-z0-9_]{3,32}$" }, password: { type: "string", minLength: 8, maxLength: 72 }, email: { type: "string", format: "email" } }
+			properties: {
+				username: { type: "string", pattern: "^[A-Za-z0-9_]{3,32}$" },
+				password: { type: "string", minLength: 8, maxLength: 72 },
+				email: { type: "string", format: "email" }
+			}
 		});
-		expect(doc.paths["/api/product"].get.parameters).toContainEqual({ name: "page_size", in: "query", required: false, schema: { type: "integer", minimum: 1, maximum: 100, default: 10 } });
+		expect(doc.paths["/api/product"].get.parameters).toContainEqual({
+			name: "page_size",
+			in: "query",
+			required: false,
+			schema: { type: "integer", minimum: 1, maximum: 100, default: 10 }
+		});
 		expect(doc.paths["/api/product"].post.security).toEqual([{ bearerAuth: [] }]);
 	});
 
 	it("documents the uploads as multipart/form-data, the stored files' URL and /version", async () => {
 		const doc = (await (await fetch(`${mall.baseUrl}/swagger/doc.json`)).json()) as any;
 		const single = doc.paths["/api/upload"].post;
-		expect(single.requestBody.content["multipart/form-data"].schema).toEqual({ type: "object", required: ["file"], properties: { file: { type: "string", format: "binary" } } });
+		expect(single.requestBody.content["multipart/form-data"].schema).toEqual({
+			type: "object",
+			required: ["file"],
+			properties: { file: { type: "string", format: "binary" } }
+		});
 		expect(single.security).toEqual([{ bearerAuth: [] }]);
 		expect(Object.keys(single.responses)).toEqual(expect.arrayContaining(["200", "400", "401", "413", "415"]));
 		const multi = doc.paths["/api/upload/multi"].post;
-		expect(multi.requestBody.content["multipart/form-data"].schema.properties.files).toEqual({ type: "array", items: { type: "string", format: "binary" }, maxItems: mall.cfg.upload.max_files });
+		expect(multi.requestBody.content["multipart/form-data"].schema.properties.files).toEqual({
+			type: "array",
+			items: { type: "string", format: "binary" },
+			maxItems: mall.cfg.upload.max_files
+		});
 		expect(doc.paths["/uploads/{name}"].get.responses["200"].content).toHaveProperty("image/png");
 		expect(doc.paths["/version"].get.responses).toHaveProperty("200");
 		// Nothing of the upload actor's internals is a route.
@@ -57,7 +97,16 @@ describe("Swagger UI", () => {
 	it("loads in headless Chromium from local files, without console errors", async () => {
 		const browser = await chromium.launch({
 			executablePath: "/usr/bin/chromium",
-			args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+			args: [
+				"--headless",
+				"--no-sandbox",
+				"--disable-gpu",
+				"--disable-quic",
+				"--no-first-run",
+				"--disable-background-networking",
+				"--disable-component-update",
+				"--disable-sync"
+			]
 		});
 		try {
 			const page = await browser.newPage();

@@ -1,5 +1,5 @@
 import amqp from "amqplib";
-import { names } from "../../lib/topology";
+import { names } from "../../lib/messaging/topology";
 import { startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
 
@@ -59,7 +59,13 @@ describe("closing unpaid orders", () => {
 		const initial = 150;
 		const p = await product(initial);
 		const buyers = await Promise.all(Array.from({ length: 100 }, () => mall.http.newUser("race")));
-		const orders = await Promise.all(buyers.map(async b => ({ b, no: (await mall.http.post("/api/order", { product_id: p.id, quantity: 1 }, b.token)).body.data.order_no as string })));
+		const orders = await Promise.all(
+			buyers.map(async b => ({
+				b,
+				no: (await mall.http.post("/api/order", { product_id: p.id, quantity: 1 }, b.token)).body.data
+					.order_no as string
+			}))
+		);
 		const createdAt = Date.now();
 		// Pay across the deadline: the first pays land before it, the last well after it.
 		await new Promise(r => setTimeout(r, 1500 - (Date.now() - createdAt)));
@@ -69,7 +75,11 @@ describe("closing unpaid orders", () => {
 				return { no, r: await mall.http.post(`/api/order/${no}/pay`, { pay_type: 1 }, b.token) };
 			})
 		);
-		await eventually(async () => (await query(`SELECT COUNT(*) AS n FROM orders WHERE product_id = ${p.id} AND status = 1`))[0].n == 0, 15000, 200);
+		await eventually(
+			async () => (await query(`SELECT COUNT(*) AS n FROM orders WHERE product_id = ${p.id} AND status = 1`))[0].n == 0,
+			15000,
+			200
+		);
 
 		let paid = 0;
 		for (const { no, r } of pays) {

@@ -21,7 +21,9 @@ async function stockOf(id: number): Promise<number> {
 }
 
 async function orderCount(productId: number, where = "1=1"): Promise<number> {
-	const [[row]] = (await db().query(`SELECT COUNT(*) AS n FROM orders WHERE product_id = ${Number(productId)} AND ${where}`)) as any;
+	const [[row]] = (await db().query(
+		`SELECT COUNT(*) AS n FROM orders WHERE product_id = ${Number(productId)} AND ${where}`
+	)) as any;
 	return Number(row.n);
 }
 
@@ -75,10 +77,14 @@ describe("POST /api/order", () => {
 	it("sells exactly the stock to 200 concurrent buyers over HTTP, never below zero", async () => {
 		const p = await product({ stock: 50 });
 		const buyers = await Promise.all(Array.from({ length: 200 }, () => mall.http.newUser("buyer")));
-		const results = await Promise.all(buyers.map(b => mall.http.post("/api/order", { product_id: p.id, quantity: 1 }, b.token)));
+		const results = await Promise.all(
+			buyers.map(b => mall.http.post("/api/order", { product_id: p.id, quantity: 1 }, b.token))
+		);
 		const ok = results.filter(r => r.status === 200);
 		expect(ok).toHaveLength(50);
-		expect(results.filter(r => r.status !== 200).every(r => r.status === 409 && [20003, 20004].includes(r.body.code))).toBe(true);
+		expect(
+			results.filter(r => r.status !== 200).every(r => r.status === 409 && [20003, 20004].includes(r.body.code))
+		).toBe(true);
 		expect(new Set(ok.map(r => r.body.data.order_no)).size).toBe(50);
 		expect(await stockOf(p.id)).toBe(0);
 		expect(await orderCount(p.id)).toBe(50);
@@ -129,7 +135,8 @@ describe("POST /api/order/checkout", () => {
 	it("sells exactly the stock when 200 buyers check out at once", async () => {
 		const p = await product({ stock: 50 });
 		const buyers = await Promise.all(Array.from({ length: 200 }, () => mall.http.newUser("cart")));
-		for (const b of buyers) expect((await mall.http.post("/api/cart", { product_id: p.id, quantity: 1 }, b.token)).status).toBe(200);
+		for (const b of buyers)
+			expect((await mall.http.post("/api/cart", { product_id: p.id, quantity: 1 }, b.token)).status).toBe(200);
 		const results = await Promise.all(buyers.map(b => mall.http.post("/api/order/checkout", undefined, b.token)));
 		expect(results.filter(r => r.status === 200)).toHaveLength(50);
 		expect(results.filter(r => r.status !== 200).every(r => r.body.code === 50007)).toBe(true);
@@ -143,15 +150,19 @@ describe("list, detail, pay, cancel", () => {
 		const u = await mall.http.newUser();
 		const p = await product({ stock: 20 });
 		const nos: string[] = [];
-		for (let i = 0; i < 12; i++) nos.push((await mall.http.post("/api/order", { product_id: p.id, quantity: 1 }, u.token)).body.data.order_no);
+		for (let i = 0; i < 12; i++)
+			nos.push((await mall.http.post("/api/order", { product_id: p.id, quantity: 1 }, u.token)).body.data.order_no);
 		await mall.http.post(`/api/order/${nos[0]}/pay`, { pay_type: 1 }, u.token);
 		const page2 = await mall.http.get("/api/order?page=2&page_size=5", u.token);
 		expect(page2.body.data).toMatchObject({ total: 12, page: 2, page_size: 5, total_page: 3 });
-		expect(page2.body.data.list.map((o: { order_no: string }) => o.order_no)).toEqual(nos.slice().reverse().slice(5, 10));
+		expect(page2.body.data.list.map((o: { order_no: string }) => o.order_no)).toEqual(
+			nos.slice().reverse().slice(5, 10)
+		);
 		const paid = await mall.http.get("/api/order?status=2", u.token);
 		expect(paid.body.data.list.map((o: { order_no: string }) => o.order_no)).toEqual([nos[0]]);
 		expect((await mall.http.get("/api/order?status=9", u.token)).status).toBe(400);
-		for (const q of ["page=99999999999999999999", "page=1e308"]) expect((await mall.http.get(`/api/order?${q}`, u.token)).body.code).toBe(400);
+		for (const q of ["page=99999999999999999999", "page=1e308"])
+			expect((await mall.http.get(`/api/order?${q}`, u.token)).body.code).toBe(400);
 	});
 
 	it("pays once: 30007 the second time; a paid order cannot be cancelled (30003)", async () => {
@@ -173,7 +184,9 @@ describe("list, detail, pay, cancel", () => {
 		const p = await product({ stock: 3 });
 		const no = (await mall.http.post("/api/order", { product_id: p.id, quantity: 2 }, u.token)).body.data.order_no;
 		expect(await stockOf(p.id)).toBe(1);
-		const cancels = await Promise.all(Array.from({ length: 5 }, () => mall.http.post(`/api/order/${no}/cancel`, undefined, u.token)));
+		const cancels = await Promise.all(
+			Array.from({ length: 5 }, () => mall.http.post(`/api/order/${no}/cancel`, undefined, u.token))
+		);
 		expect(cancels.filter(r => r.status === 200)).toHaveLength(1);
 		expect(cancels.filter(r => r.status !== 200).every(r => r.body.code === 30006)).toBe(true);
 		expect(await stockOf(p.id)).toBe(3);

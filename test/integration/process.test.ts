@@ -45,13 +45,23 @@ describe("--workers", () => {
 		const env = clusterEnv();
 		const port = await freePort();
 		const http = new HttpClient(`http://127.0.0.1:${port}`);
-		const p = run(["--workers", "2"], { ...env, GOMALL_HTTP_PORT: String(port), GOMALL_HTTP_LISTEN_SOCKETS: "4", GOMALL_NODE_ID: "mall", GOMALL_LOG_LEVEL: "info" });
+		const p = run(["--workers", "2"], {
+			...env,
+			GOMALL_HTTP_PORT: String(port),
+			GOMALL_HTTP_LISTEN_SOCKETS: "4",
+			GOMALL_NODE_ID: "mall",
+			GOMALL_LOG_LEVEL: "info"
+		});
 		await p.waitFor(/"node":"mall-w1"[^\n]*API Gateway listening|API Gateway listening[^\n]*"node":"mall-w1"/, 60000);
 		await p.waitFor(/"node":"mall-w2"[^\n]*API Gateway listening|API Gateway listening[^\n]*"node":"mall-w2"/, 60000);
 		// Each worker binds sockets of its own (lib/listen); none is the supervisor's.
 		expect(listeningSockets(port)).toBe(8);
 		// A worker answers 503 until its own broker has started (as /ready says); wait for both.
-		await eventually(async () => (await Promise.all(Array.from({ length: 20 }, () => http.get("/ready")))).every(r => r.status === 200), 30000);
+		await eventually(
+			async () =>
+				(await Promise.all(Array.from({ length: 20 }, () => http.get("/ready")))).every(r => r.status === 200),
+			30000
+		);
 		// Trace ids start with a prefix of the process that made them: answers come from both.
 		const prefixes = new Set<string>();
 		for (let round = 0; round < 10 && prefixes.size < 2; round++) {
@@ -163,7 +173,8 @@ describe("process signals and start-up checks", () => {
 		// Every request the server accepted was answered, and answered successfully.
 		expect(statuses.filter(s => s !== 200)).toEqual([]);
 		// The rest never got in: connection refused or closed before the request was read.
-		for (const code of refused) expect(code).toMatch(/ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|other side closed|fetch failed/);
+		for (const code of refused)
+			expect(code).toMatch(/ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|other side closed|fetch failed/);
 		// Hundreds of registrations were logged, one line each; not one password.
 		expect(p.output()).toMatch(/POST \/api\/user\/register 200/);
 		expect(p.output()).not.toContain("password-123");

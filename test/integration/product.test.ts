@@ -11,7 +11,14 @@ beforeAll(async () => {
 });
 afterAll(() => mall?.stop());
 
-const phone = { name: "Phone X", price: 1999.99, stock: 10, description: "a phone", category: "phones", image_url: "https://img.example/x.png" };
+const phone = {
+	name: "Phone X",
+	price: 1999.99,
+	stock: 10,
+	description: "a phone",
+	category: "phones",
+	image_url: "https://img.example/x.png"
+};
 
 async function create(body: Record<string, unknown>) {
 	const r = await mall.http.post("/api/product", body, admin);
@@ -22,9 +29,18 @@ async function create(body: Record<string, unknown>) {
 describe("admin writes", () => {
 	it("creates a product with an exact decimal price returned as a number", async () => {
 		const p = await create({ ...phone, price: 19.99 });
-		expect(p).toMatchObject({ id: expect.any(Number), name: "Phone X", price: 19.99, stock: 10, status: 1, category: "phones" });
+		expect(p).toMatchObject({
+			id: expect.any(Number),
+			name: "Phone X",
+			price: 19.99,
+			stock: 10,
+			status: 1,
+			category: "phones"
+		});
 		expect(typeof p.price).toBe("number");
-		const [[row]] = (await (mall.node.broker.getLocalService("product") as any).adapter.db.query(`SELECT CAST(price AS CHAR) AS price FROM products WHERE id = ${p.id}`)) as any;
+		const [[row]] = (await (mall.node.broker.getLocalService("product") as any).adapter.db.query(
+			`SELECT CAST(price AS CHAR) AS price FROM products WHERE id = ${p.id}`
+		)) as any;
 		expect(row.price).toBe("19.99");
 	});
 
@@ -96,7 +112,12 @@ describe("public list", () => {
 		await (mall.node.broker.getLocalService("product") as any).model.destroy({ where: {} });
 		ids = [];
 		for (let i = 0; i < 25; i++) {
-			const p = await create({ name: `Item ${i} ${i % 5 === 0 ? "special_50%" : "plain"}`, price: 10 + i, stock: 5, category: i % 2 ? "odd" : "even" });
+			const p = await create({
+				name: `Item ${i} ${i % 5 === 0 ? "special_50%" : "plain"}`,
+				price: 10 + i,
+				stock: 5,
+				category: i % 2 ? "odd" : "even"
+			});
 			ids.push(p.id);
 		}
 		await create({ name: "Hidden special", price: 1, stock: 1, category: "even", status: 0 });
@@ -126,7 +147,17 @@ describe("public list", () => {
 		expect(pct.body.data.total).toBe(5);
 	});
 
-	it.each([["page_size=101"], ["page=0"], ["page_size=abc"], ["page=99999999999999999999"], ["page=1e308"], ["page=100001"], ["page=-1"], ["page=1.5"], ["page_size=1e308"]])("rejects %s with 400 naming the field", async q => {
+	it.each([
+		["page_size=101"],
+		["page=0"],
+		["page_size=abc"],
+		["page=99999999999999999999"],
+		["page=1e308"],
+		["page=100001"],
+		["page=-1"],
+		["page=1.5"],
+		["page_size=1e308"]
+	])("rejects %s with 400 naming the field", async q => {
 		const r = await mall.http.get(`/api/product?${q}`);
 		expect([r.status, r.body.code]).toEqual([400, 400]);
 		expect(r.body.data.map((e: { field: string }) => e.field)).toEqual([q.split("=")[0]]);

@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { loadConfig, setConfig } from "../../config";
-import { GomallNode, startNode } from "../../lib/node";
+import { GomallNode, startNode } from "../../bootstrap/node";
 import { HttpClient, startMall, TestMall } from "../helpers/node";
 import { eventually, freePort } from "../helpers/proc";
 
@@ -17,7 +17,11 @@ let token = "";
 
 beforeAll(async () => {
 	limiterPort = await freePort();
-	limiterRedis = spawn("redis-server", ["--port", String(limiterPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+	limiterRedis = spawn(
+		"redis-server",
+		["--port", String(limiterPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+		{ stdio: "ignore" }
+	);
 	await eventually(async () => {
 		const { default: Redis } = await import("ioredis");
 		const r = new Redis(limiterPort, "127.0.0.1", { lazyConnect: true, maxRetriesPerRequest: 0 });
@@ -44,7 +48,9 @@ afterAll(async () => {
  * scenario from an empty shared budget.
  */
 async function limits(rateLimit: Record<string, unknown>): Promise<void> {
-	setConfig(loadConfig({ env: "test", overrides: { ...mall.cfg, rate_limit: { ...mall.cfg.rate_limit, ...rateLimit } } }));
+	setConfig(
+		loadConfig({ env: "test", overrides: { ...mall.cfg, rate_limit: { ...mall.cfg.rate_limit, ...rateLimit } } })
+	);
 	if (limiterRedis.exitCode === null) {
 		const { default: Redis } = await import("ioredis");
 		const r = new Redis(limiterPort, "127.0.0.1");
@@ -59,11 +65,19 @@ async function offer(clients: HttpClient[], seconds: number, headers: () => Reco
 	const start = Date.now();
 	for (let i = 0; Date.now() - start < seconds * 1000 && i < 5000; i++) {
 		const client = clients[i % clients.length];
-		results.push(client.request("GET", "/api/product", { headers: headers() }).then(r => ({ status: r.status, retryAfter: r.headers.get("retry-after"), code: r.body.code })));
+		results.push(
+			client
+				.request("GET", "/api/product", { headers: headers() })
+				.then(r => ({ status: r.status, retryAfter: r.headers.get("retry-after"), code: r.body.code }))
+		);
 		await new Promise(r => setTimeout(r, start + (i + 1) * 20 - Date.now()));
 	}
 	const all = await Promise.all(results);
-	return { ok: all.filter(r => r.status === 200).length, refused: all.filter(r => r.status === 429), total: all.length };
+	return {
+		ok: all.filter(r => r.status === 200).length,
+		refused: all.filter(r => r.status === 429),
+		total: all.length
+	};
 }
 
 const tier = { rate: 20, burst: 20 };
@@ -99,11 +113,18 @@ describe("rate limits", () => {
 	});
 
 	it("limits login per IP and the flash sale per user", async () => {
-		await limits({ local: false, distributed: true, api: { rate: 1000, burst: 1000 }, login: { rate: 0.001, burst: 2 }, seckill: { rate: 0.001, burst: 3 } });
+		await limits({
+			local: false,
+			distributed: true,
+			api: { rate: 1000, burst: 1000 },
+			login: { rate: 0.001, burst: 2 },
+			seckill: { rate: 0.001, burst: 3 }
+		});
 		const reg = await mall.http.post("/api/user/register", { username: "limited_user", password: PASSWORD });
 		token = reg.body.data.token;
 		const logins = [];
-		for (let i = 0; i < 4; i++) logins.push((await mall.http.post("/api/user/login", { username: "limited_user", password: PASSWORD })).status);
+		for (let i = 0; i < 4; i++)
+			logins.push((await mall.http.post("/api/user/login", { username: "limited_user", password: PASSWORD })).status);
 		expect(logins).toEqual([200, 200, 429, 429]);
 		const sk = [];
 		for (let i = 0; i < 5; i++) sk.push((await mall.http.post("/api/seckill", { product_id: 1 }, token)).status);
@@ -112,10 +133,16 @@ describe("rate limits", () => {
 	});
 
 	it("answers a sold-out product's flash-sale requests without the shared limiter; a live one is limited per user", async () => {
-		await limits({ local: false, distributed: true, api: { rate: 1000, burst: 1000 }, seckill: { rate: 0.001, burst: 1 } });
+		await limits({
+			local: false,
+			distributed: true,
+			api: { rate: 1000, burst: 1000 },
+			seckill: { rate: 0.001, burst: 1 }
+		});
 		const admin = await mall.http.adminToken();
 		const product = async (stock: number) => {
-			const pid = (await mall.http.post("/api/product", { name: "limited phone", price: 1, stock: 10 }, admin)).body.data.id;
+			const pid = (await mall.http.post("/api/product", { name: "limited phone", price: 1, stock: 10 }, admin)).body
+				.data.id;
 			await mall.http.post("/api/seckill/init", { product_id: pid, stock }, admin);
 			return pid;
 		};
@@ -125,9 +152,13 @@ describe("rate limits", () => {
 		expect((await mall.http.post("/api/seckill", { product_id: soldOut }, winner)).status).toBe(200);
 		const { token: t } = await mall.http.newUser("sk");
 		// The gateway learns "sold out" from the stock actor's broadcast.
-		await eventually(async () => (await mall.http.post("/api/seckill", { product_id: soldOut }, t)).body.code === 60003, 5000);
+		await eventually(
+			async () => (await mall.http.post("/api/seckill", { product_id: soldOut }, t)).body.code === 60003,
+			5000
+		);
 		const codes = [];
-		for (let i = 0; i < 5; i++) codes.push((await mall.http.post("/api/seckill", { product_id: soldOut }, t)).body.code);
+		for (let i = 0; i < 5; i++)
+			codes.push((await mall.http.post("/api/seckill", { product_id: soldOut }, t)).body.code);
 		expect(codes).toEqual([60003, 60003, 60003, 60003, 60003]);
 		const { token: u } = await mall.http.newUser("sk");
 		const statuses = [];
@@ -137,7 +168,9 @@ describe("rate limits", () => {
 
 	it("turns off entirely with rate_limit.enabled false", async () => {
 		await limits({ enabled: false, api: { rate: 0.001, burst: 1 } });
-		const statuses = await Promise.all(Array.from({ length: 30 }, () => mall.http.get("/api/product").then(r => r.status)));
+		const statuses = await Promise.all(
+			Array.from({ length: 30 }, () => mall.http.get("/api/product").then(r => r.status))
+		);
 		expect(statuses.every(s => s === 200)).toBe(true);
 	});
 
@@ -145,7 +178,9 @@ describe("rate limits", () => {
 		await limits({ enabled: true, local: false, distributed: true, fail_open: true, api: { rate: 1000, burst: 1000 } });
 		limiterRedis.kill("SIGTERM");
 		await new Promise(r => limiterRedis.once("exit", r));
-		const statuses = await Promise.all(Array.from({ length: 20 }, () => mall.http.get("/api/product").then(r => r.status)));
+		const statuses = await Promise.all(
+			Array.from({ length: 20 }, () => mall.http.get("/api/product").then(r => r.status))
+		);
 		expect(statuses.every(s => s === 200)).toBe(true);
 		const metrics = await (await fetch(`${mall.baseUrl}/metrics`)).text();
 		expect(Number(/gomall_rate_limit_errors_total(?:\{[^}]*\})? (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(0);
@@ -155,7 +190,10 @@ describe("rate limits", () => {
 
 describe("request log", () => {
 	it("has one line per request, and no password or token anywhere", async () => {
-		await eventually(async () => /GET \/api\/product 200 [\d.]+ms trace_id=[0-9a-f]{32}/.test(fs.readFileSync(logFile, "utf8")), 5000);
+		await eventually(
+			async () => /GET \/api\/product 200 [\d.]+ms trace_id=[0-9a-f]{32}/.test(fs.readFileSync(logFile, "utf8")),
+			5000
+		);
 		const log = fs.readFileSync(logFile, "utf8");
 		expect(log).toMatch(/POST \/api\/user\/login 200 [\d.]+ms trace_id=[0-9a-f]{32} user_id=- ip=127\.0\.0\.1/);
 		expect(log).toMatch(/POST \/api\/seckill \d+ [\d.]+ms trace_id=\w+ user_id=\d+/);

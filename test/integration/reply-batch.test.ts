@@ -1,6 +1,6 @@
 import http from "node:http";
 import net from "node:net";
-import { ReplyBatch } from "../../lib/reply-batch";
+import { ReplyBatch } from "../../lib/http/reply-batch";
 
 function post(port: number, body: string): Promise<{ status: number; body: string }> {
 	return new Promise((resolve, reject) => {
@@ -63,7 +63,9 @@ describe("lib/reply-batch: answers ended together per loop turn", () => {
 		});
 		const sent = ["a", "b", "c"];
 		const answers = await Promise.allSettled(sent.map(b => post(port, b)));
-		const answered = answers.flatMap((a, i) => (a.status === "fulfilled" ? [[a.value.body, `answer to ${sent[i]}`]] : []));
+		const answered = answers.flatMap((a, i) =>
+			a.status === "fulfilled" ? [[a.value.body, `answer to ${sent[i]}`]] : []
+		);
 		expect(answered).toHaveLength(2);
 		for (const [got, want] of answered) expect(got).toBe(want);
 		expect(waiting[1].res.writableEnded || waiting[1].res.destroyed).toBe(true);

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
-import { connectAdmin, listMigrations, migrate, schemaSql } from "../../lib/migrate";
-import { PROJECT_ROOT } from "../../lib/paths";
+import { connectAdmin, listMigrations, migrate, schemaSql } from "../../lib/storage/migrate";
+import { PROJECT_ROOT } from "../../config/paths";
 import { dropDatabase, testConfig } from "../helpers/node";
 
 const cfg = testConfig();

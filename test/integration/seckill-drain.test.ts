@@ -1,7 +1,7 @@
 import crypto from "node:crypto";
 import amqp from "amqplib";
-import { ALL_SERVICES, GomallNode, startNode } from "../../lib/node";
-import { names, SECKILL_ROUTING_KEY } from "../../lib/topology";
+import { ALL_SERVICES, GomallNode, startNode } from "../../bootstrap/node";
+import { names, SECKILL_ROUTING_KEY } from "../../lib/messaging/topology";
 import { dropDatabase, startMall, startMallWith, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
 import { arm, buy, Buyer, counts, drained, expectInvariant, makeBuyers, newProduct, sql } from "../helpers/seckill";
@@ -31,7 +31,12 @@ async function publishRaw(mall: TestMall, bodies: (string | object)[]): Promise<
 	try {
 		const ch = await conn.createConfirmChannel();
 		const n = names(mall.cfg.namespace);
-		bodies.forEach((b, i) => ch.publish(n.orderExchange, SECKILL_ROUTING_KEY, Buffer.from(typeof b === "string" ? b : JSON.stringify(b)), { persistent: true, messageId: `poison-${i}` }));
+		bodies.forEach((b, i) =>
+			ch.publish(n.orderExchange, SECKILL_ROUTING_KEY, Buffer.from(typeof b === "string" ? b : JSON.stringify(b)), {
+				persistent: true,
+				messageId: `poison-${i}`
+			})
+		);
 		await ch.waitForConfirms();
 	} finally {
 		await conn.close();
@@ -62,7 +67,9 @@ describe("poison messages ahead of a sale", () => {
 		const node = await orderNode(mall, tag);
 		try {
 			const c = await drained(mall, activity.id, 120000);
-			const [{ last }] = await sql(mall, "SELECT MAX(created_at) AS last FROM orders WHERE activity_id = ?", [activity.id]);
+			const [{ last }] = await sql(mall, "SELECT MAX(created_at) AS last FROM orders WHERE activity_id = ?", [
+				activity.id
+			]);
 			const seconds = (new Date(last).getTime() - t0) / 1000;
 			return { activity, won, c, node, rate: won.length / seconds, seconds };
 		} catch (err) {
@@ -74,7 +81,13 @@ describe("poison messages ahead of a sale", () => {
 	it("drains 2,000 winners behind 10% poison at no less than 80% of the clean rate; every poison message is dead-lettered with its reason", async () => {
 		const clean = await drainedSale("clean", async () => undefined);
 		await clean.node.shutdown();
-		expect(clean.c).toMatchObject({ reservations: 2000, orders: 2000, liveOrders: 2000, dbStock: 0, redisRemaining: 0 });
+		expect(clean.c).toMatchObject({
+			reservations: 2000,
+			orders: 2000,
+			liveOrders: 2000,
+			dbStock: 0,
+			redisRemaining: 0
+		});
 
 		const unknownArming = (i: number) => ({
 			order_no: String(9e20 + i),
@@ -94,12 +107,20 @@ describe("poison messages ahead of a sale", () => {
 		];
 		const dirty = await drainedSale("dirty", () => publishRaw(mall, poison));
 		try {
-			expect(dirty.c).toMatchObject({ reservations: 2000, orders: 2000, liveOrders: 2000, dbStock: 0, redisRemaining: 0 });
+			expect(dirty.c).toMatchObject({
+				reservations: 2000,
+				orders: 2000,
+				liveOrders: 2000,
+				dbStock: 0,
+				redisRemaining: 0
+			});
 			expectInvariant(dirty.c);
 			const rows = await sql(mall, "SELECT order_no FROM orders WHERE activity_id = ?", [dirty.activity.id]);
 			expect(new Set(rows.map(r => r.order_no))).toEqual(new Set(dirty.won));
 
-			console.log(`drain: clean ${clean.rate.toFixed(0)} orders/s (${clean.seconds.toFixed(2)} s), behind ${poison.length} poison messages ${dirty.rate.toFixed(0)} orders/s (${dirty.seconds.toFixed(2)} s), ratio ${(dirty.rate / clean.rate).toFixed(2)}`);
+			console.log(
+				`drain: clean ${clean.rate.toFixed(0)} orders/s (${clean.seconds.toFixed(2)} s), behind ${poison.length} poison messages ${dirty.rate.toFixed(0)} orders/s (${dirty.seconds.toFixed(2)} s), ratio ${(dirty.rate / clean.rate).toFixed(2)}`
+			);
 			expect(dirty.rate).toBeGreaterThanOrEqual(0.8 * clean.rate);
 
 			await eventually(async () => (await deadLetters(dirty.node)).length === poison.length, 20000);
@@ -189,7 +210,10 @@ it("a recreated database does not mix two sales: old messages are dead-lettered,
 			await eventually(async () => (await deadLetters(node)).length === 50, 20000);
 			const dlq = await deadLetters(node);
 			expect(new Set(dlq.map(m => m.message_id))).toEqual(new Set(oldWon));
-			for (const m of dlq) expect(m.reason).toBe(`stale arming: activity ${fresh.id} is arming ${fresh.arming_id}, the message is of arming ${old.arming_id}`);
+			for (const m of dlq)
+				expect(m.reason).toBe(
+					`stale arming: activity ${fresh.id} is arming ${fresh.arming_id}, the message is of arming ${old.arming_id}`
+				);
 		} finally {
 			await node.shutdown();
 		}

@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
-import { GomallNode, startNode } from "../../lib/node";
-import { createRedis } from "../../lib/redis";
-import { activityKeys, parseReservation, productActivityKey } from "../../lib/seckill";
+import { GomallNode, startNode } from "../../bootstrap/node";
+import { createRedis } from "../../lib/storage/redis";
+import { activityKeys, parseReservation, productActivityKey } from "../../lib/domain/seckill";
 import { startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
 import { arm, buy, Buyer, counts, drained, expectInvariant, makeBuyers, newProduct, sql } from "../helpers/seckill";
@@ -81,12 +81,16 @@ it("ends every reservation as an order or a release when RabbitMQ drops every co
 
 	// Let the connections come back and the queue drain, then repair what is left.
 	let last: unknown;
-	await eventually(async () => {
-		const report = (await mall.node.broker.call("stock.reconcile", { activity_id: activity.id })) as any;
-		const c = await counts(mall, activity.id);
-		last = { report: report.activities[0], c };
-		return report.activities[0].consistent && c.ordered === c.reservations;
-	}, 60000, 1000).catch(err => {
+	await eventually(
+		async () => {
+			const report = (await mall.node.broker.call("stock.reconcile", { activity_id: activity.id })) as any;
+			const c = await counts(mall, activity.id);
+			last = { report: report.activities[0], c };
+			return report.activities[0].consistent && c.ordered === c.reservations;
+		},
+		60000,
+		1000
+	).catch(err => {
 		throw new Error(`${err.message}: ${JSON.stringify(last)}`);
 	});
 
@@ -129,7 +133,12 @@ it("repairs Redis from the database when Redis loses reservations, and even the 
 		await redis.del(k.info, k.resv, k.bought, k.seqs, k.last);
 		await redis.del(productActivityKey(pid));
 		report = ((await mall.node.broker.call("stock.reconcile", { activity_id: activity.id })) as any).activities[0];
-		expect(report).toMatchObject({ rebuilt: true, orphan_orders: [], consistent: true, redis: { remaining: 8, reservations: 12 } });
+		expect(report).toMatchObject({
+			rebuilt: true,
+			orphan_orders: [],
+			consistent: true,
+			redis: { remaining: 8, reservations: 12 }
+		});
 		expect(report.restored).toHaveLength(12);
 		const c = await counts(mall, activity.id);
 		expectInvariant(c);
@@ -143,7 +152,9 @@ it("repairs Redis from the database when Redis loses reservations, and even the 
 	await eventually(async () => (await buy(mall, buyers[0], pid)).body.code === 60004, 10000, 200);
 	const more = await Promise.all(buyers.slice(12).map(b => buy(mall, b, pid)));
 	expect(more.filter(r => r.status === 200)).toHaveLength(8);
-	expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, buyers[1].token)).body.data).toMatchObject({ status: "success" });
+	expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, buyers[1].token)).body.data).toMatchObject({
+		status: "success"
+	});
 	const c = await drained(mall, activity.id);
 	expect(c).toMatchObject({ orders: 20, reservations: 20, redisRemaining: 0, dbStock: 0 });
 	expectInvariant(c);

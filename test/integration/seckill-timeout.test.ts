@@ -21,10 +21,21 @@ it("gives the unit of an unpaid flash-sale order, closed by timeout, to the next
 	await drained(mall, activity.id);
 	expect((await buy(mall, second, pid)).body.code).toBe(60003);
 
-	await eventually(async () => (await sql(mall, "SELECT status FROM orders WHERE order_no = ?", [won.body.data.order_no]))[0].status === 5, 10000, 100);
+	await eventually(
+		async () =>
+			(await sql(mall, "SELECT status FROM orders WHERE order_no = ?", [won.body.data.order_no]))[0].status === 5,
+		10000,
+		100
+	);
 	// The unit and the first buyer's slot are back in Redis and MySQL...
 	await eventually(async () => (await counts(mall, activity.id)).redisRemaining === 1, 5000, 100);
-	expect(await counts(mall, activity.id)).toMatchObject({ redisRemaining: 1, reservations: 0, dbStock: 1, liveOrders: 0, orders: 1 });
+	expect(await counts(mall, activity.id)).toMatchObject({
+		redisRemaining: 1,
+		reservations: 0,
+		dbStock: 1,
+		liveOrders: 0,
+		orders: 1
+	});
 	// ...and every node has dropped its sold-out flag: the next buyer gets it.
 	await eventually(async () => (await buy(mall, second, pid)).status === 200, 5000, 100);
 	const c = await drained(mall, activity.id);
@@ -48,5 +59,10 @@ it("reconciliation releases the reservation of a closed order whose release was 
 	await exec(mall, "UPDATE seckill_activities SET stock = stock + 1 WHERE id = ?", [activity.id]);
 	expect((await counts(mall, activity.id)).reservations).toBe(1);
 	const report = (await mall.node.broker.call("stock.reconcile", { activity_id: activity.id })) as any;
-	expect(report.activities[0]).toMatchObject({ released_closed: 1, consistent: true, redis: { remaining: 2, reservations: 0 }, db: { stock: 2, live_orders: 0 } });
+	expect(report.activities[0]).toMatchObject({
+		released_closed: 1,
+		consistent: true,
+		redis: { remaining: 2, reservations: 0 },
+		db: { stock: 2, live_orders: 0 }
+	});
 });

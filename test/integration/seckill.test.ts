@@ -1,5 +1,5 @@
 import amqp from "amqplib";
-import { names } from "../../lib/topology";
+import { names } from "../../lib/messaging/topology";
 import { startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
 import { arm, buy, counts, drained, exec, expectInvariant, makeBuyers, newProduct, sql } from "../helpers/seckill";
@@ -24,26 +24,46 @@ async function sale(limit: number, tag: string) {
 }
 
 describe("2,000 concurrent requests from 500 buyers for stock 100", () => {
-	it.each([[1], [2]])("sells exactly 100 with limit %i: one order per win, no buyer over the limit, stock 0 in Redis and MySQL", async limit => {
-		const { activity, results } = await sale(limit, `lim${limit}`);
-		const wins = results.filter(x => x.r.status === 200);
-		expect(wins).toHaveLength(100);
-		for (const { r } of wins) expect(r.body.data).toEqual({ order_no: expect.stringMatching(/^\d{24}$/), success: true, status: "queued", message: expect.any(String) });
-		const losers = results.filter(x => x.r.status !== 200);
-		expect([...new Set(losers.map(x => `${x.r.status}/${x.r.body.code}`))].sort()).toEqual(["409/60003", "409/60004"]);
-		const perBuyer = new Map<number, number>();
-		for (const { b } of wins) perBuyer.set(b.id, (perBuyer.get(b.id) ?? 0) + 1);
-		expect(Math.max(...perBuyer.values())).toBeLessThanOrEqual(limit);
+	it.each([[1], [2]])(
+		"sells exactly 100 with limit %i: one order per win, no buyer over the limit, stock 0 in Redis and MySQL",
+		async limit => {
+			const { activity, results } = await sale(limit, `lim${limit}`);
+			const wins = results.filter(x => x.r.status === 200);
+			expect(wins).toHaveLength(100);
+			for (const { r } of wins)
+				expect(r.body.data).toEqual({
+					order_no: expect.stringMatching(/^\d{24}$/),
+					success: true,
+					status: "queued",
+					message: expect.any(String)
+				});
+			const losers = results.filter(x => x.r.status !== 200);
+			expect([...new Set(losers.map(x => `${x.r.status}/${x.r.body.code}`))].sort()).toEqual([
+				"409/60003",
+				"409/60004"
+			]);
+			const perBuyer = new Map<number, number>();
+			for (const { b } of wins) perBuyer.set(b.id, (perBuyer.get(b.id) ?? 0) + 1);
+			expect(Math.max(...perBuyer.values())).toBeLessThanOrEqual(limit);
 
-		const c = await drained(mall, activity.id);
-		expect(c).toMatchObject({ initial: 100, redisRemaining: 0, reservations: 100, dbStock: 0, orders: 100, liveOrders: 100, distinctBuyerSeq: 100 });
-		expectInvariant(c);
-		const rows = await sql(mall, "SELECT order_no, user_id FROM orders WHERE activity_id = ?", [activity.id]);
-		expect(new Set(rows.map(r => r.order_no))).toEqual(new Set(wins.map(w => w.r.body.data.order_no)));
-		const byUser = new Map<number, number>();
-		for (const r of rows) byUser.set(Number(r.user_id), (byUser.get(Number(r.user_id)) ?? 0) + 1);
-		expect(Math.max(...byUser.values())).toBeLessThanOrEqual(limit);
-	});
+			const c = await drained(mall, activity.id);
+			expect(c).toMatchObject({
+				initial: 100,
+				redisRemaining: 0,
+				reservations: 100,
+				dbStock: 0,
+				orders: 100,
+				liveOrders: 100,
+				distinctBuyerSeq: 100
+			});
+			expectInvariant(c);
+			const rows = await sql(mall, "SELECT order_no, user_id FROM orders WHERE activity_id = ?", [activity.id]);
+			expect(new Set(rows.map(r => r.order_no))).toEqual(new Set(wins.map(w => w.r.body.data.order_no)));
+			const byUser = new Map<number, number>();
+			for (const r of rows) byUser.set(Number(r.user_id), (byUser.get(Number(r.user_id)) ?? 0) + 1);
+			expect(Math.max(...byUser.values())).toBeLessThanOrEqual(limit);
+		}
+	);
 });
 
 describe("one buyer firing 50 concurrent requests", () => {
@@ -65,7 +85,12 @@ describe("business codes", () => {
 		const early = await newProduct(mall, admin);
 		await arm(mall, admin, { product_id: early, stock: 5, start_time: new Date(Date.now() + 3600_000).toISOString() });
 		const late = await newProduct(mall, admin);
-		await arm(mall, admin, { product_id: late, stock: 5, start_time: new Date(Date.now() - 7200_000).toISOString(), end_time: new Date(Date.now() - 3600_000).toISOString() });
+		await arm(mall, admin, {
+			product_id: late,
+			stock: 5,
+			start_time: new Date(Date.now() - 7200_000).toISOString(),
+			end_time: new Date(Date.now() - 3600_000).toISOString()
+		});
 		const one = await newProduct(mall, admin);
 		await arm(mall, admin, { product_id: one, stock: 2 });
 		const none = await newProduct(mall, admin);
@@ -87,11 +112,24 @@ describe("business codes", () => {
 		const user = await mall.http.newUser();
 		const pid = await newProduct(mall, admin);
 		const code = (r: any) => [r.status, r.body.code];
-		expect(code(await mall.http.post("/api/seckill/init", { product_id: pid, stock: 5 }, user.token))).toEqual([403, 10010]);
-		expect(code(await mall.http.post("/api/seckill/init", { product_id: 99999999, stock: 5 }, admin))).toEqual([404, 20001]);
+		expect(code(await mall.http.post("/api/seckill/init", { product_id: pid, stock: 5 }, user.token))).toEqual([
+			403, 10010
+		]);
+		expect(code(await mall.http.post("/api/seckill/init", { product_id: 99999999, stock: 5 }, admin))).toEqual([
+			404, 20001
+		]);
 		expect(code(await mall.http.post("/api/seckill/init", { product_id: pid, stock: 0 }, admin))).toEqual([400, 400]);
 		const now = Date.now();
-		const bad = await mall.http.post("/api/seckill/init", { product_id: pid, stock: 5, start_time: new Date(now).toISOString(), end_time: new Date(now - 1000).toISOString() }, admin);
+		const bad = await mall.http.post(
+			"/api/seckill/init",
+			{
+				product_id: pid,
+				stock: 5,
+				start_time: new Date(now).toISOString(),
+				end_time: new Date(now - 1000).toISOString()
+			},
+			admin
+		);
 		expect(code(bad)).toEqual([400, 400]);
 		expect((await sql(mall, "SELECT COUNT(*) AS n FROM seckill_activities WHERE product_id = ?", [pid]))[0].n).toBe(0);
 	});
@@ -100,16 +138,29 @@ describe("business codes", () => {
 		const pid = await newProduct(mall, admin, { name: "Listed", price: 50 });
 		const activity = await arm(mall, admin, { product_id: pid, stock: 3, seckill_price: 9.9 });
 		const [b, other] = await makeBuyers(mall, 2, "result");
-		expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, b.token)).body.data).toEqual({ status: "failed", order_no: null });
+		expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, b.token)).body.data).toEqual({
+			status: "failed",
+			order_no: null
+		});
 		const won = await buy(mall, b, pid);
 		const no = won.body.data.order_no;
 		await drained(mall, activity.id);
-		expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, b.token)).body.data).toEqual({ status: "success", order_no: no });
+		expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, b.token)).body.data).toEqual({
+			status: "success",
+			order_no: no
+		});
 		expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, other.token)).body.data.status).toBe("failed");
 		const list = await mall.http.get("/api/seckill");
 		expect(list.body.data).toContainEqual({
-			id: activity.id, product_id: pid, product_name: "Listed", product_image: "", original_price: 50, seckill_price: 9.9, stock: 2,
-			start_time: expect.any(String), end_time: expect.any(String)
+			id: activity.id,
+			product_id: pid,
+			product_name: "Listed",
+			product_image: "",
+			original_price: 50,
+			seckill_price: 9.9,
+			stock: 2,
+			start_time: expect.any(String),
+			end_time: expect.any(String)
 		});
 		const order = await mall.http.get(`/api/order/${no}`, b.token);
 		expect(order.body.data).toMatchObject({ status: 1, total_price: 9.9, quantity: 1, product_id: pid });
@@ -125,7 +176,8 @@ describe("shedding", () => {
 		await eventually(async () => (await buy(mall, buyers[1], pid)).body.code === 60003);
 		await drained(mall, activity.id); // the consumer's claim and mark are EVALSHA calls too
 		const redis = (mall.node.broker.getLocalService("stock") as any).redis;
-		const evalshaCalls = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await redis.info("commandstats"))?.[1] ?? 0);
+		const evalshaCalls = async () =>
+			Number(/cmdstat_evalsha:calls=(\d+)/.exec(await redis.info("commandstats"))?.[1] ?? 0);
 		const before = await evalshaCalls();
 		const results = await Promise.all(buyers.slice(1).map(b => buy(mall, b, pid)));
 		expect(results.every(r => r.body.code === 60003)).toBe(true);
@@ -155,11 +207,22 @@ describe("idempotent order writing and the dead-letter queue", () => {
 		const no = (await buy(mall, b, pid)).body.data.order_no;
 		await drained(mall, activity.id);
 		const [row] = await sql(mall, "SELECT seckill_seq, product_name, unit_price FROM orders WHERE order_no = ?", [no]);
-		const msg = { order_no: no, activity_id: activity.id, arming_id: activity.arming_id, product_id: pid, user_id: b.id, seq: row.seckill_seq, product_name: row.product_name, product_image: "", price: String(row.unit_price) };
+		const msg = {
+			order_no: no,
+			activity_id: activity.id,
+			arming_id: activity.arming_id,
+			product_id: pid,
+			user_id: b.id,
+			seq: row.seckill_seq,
+			product_name: row.product_name,
+			product_image: "",
+			price: String(row.unit_price)
+		};
 		const { conn, ch } = await channel();
 		closeAfter.push(conn);
 		const n = names(mall.cfg.namespace);
-		for (let i = 0; i < 2; i++) ch.publish(n.orderExchange, "seckill", Buffer.from(JSON.stringify(msg)), { persistent: true, messageId: no });
+		for (let i = 0; i < 2; i++)
+			ch.publish(n.orderExchange, "seckill", Buffer.from(JSON.stringify(msg)), { persistent: true, messageId: no });
 		await ch.waitForConfirms();
 		await new Promise(r => setTimeout(r, 1000));
 		const c = await drained(mall, activity.id);
@@ -188,8 +251,14 @@ describe("idempotent order writing and the dead-letter queue", () => {
 		const listed = (await mall.node.broker.call("order.deadLetters", { queue: "seckill" })) as any;
 		expect(listed.messages.map((m: any) => m.message_id).sort()).toEqual([no, "poison-1"].sort());
 		// Neither can ever succeed, so neither used up retries: one attempt each.
-		expect(listed.messages.find((m: any) => m.message_id === no)).toMatchObject({ reason: `activity ${activity.id} has no database stock left`, attempts: 1 });
-		expect(listed.messages.find((m: any) => m.message_id === "poison-1")).toMatchObject({ reason: "malformed flash-sale order message", attempts: 1 });
+		expect(listed.messages.find((m: any) => m.message_id === no)).toMatchObject({
+			reason: `activity ${activity.id} has no database stock left`,
+			attempts: 1
+		});
+		expect(listed.messages.find((m: any) => m.message_id === "poison-1")).toMatchObject({
+			reason: "malformed flash-sale order message",
+			attempts: 1
+		});
 
 		await exec(mall, "UPDATE seckill_activities SET stock = 2 WHERE id = ?", [activity.id]);
 		const replay = (await mall.node.broker.call("order.replayDeadLetters", { queue: "seckill" })) as any;
@@ -198,12 +267,17 @@ describe("idempotent order writing and the dead-letter queue", () => {
 		expect(c).toMatchObject({ orders: 1, reservations: 1, dbStock: 1, redisRemaining: 1 });
 		expectInvariant(c);
 		// The poison message went round again and is back in the DLQ, not looping.
-		await eventually(async () => ((await mall.node.broker.call("order.deadLetters", { queue: "seckill" })) as any).messages.length === 1, 20000);
+		await eventually(
+			async () =>
+				((await mall.node.broker.call("order.deadLetters", { queue: "seckill" })) as any).messages.length === 1,
+			20000
+		);
 	});
 });
 
 describe("POST /api/seckill's own lane keeps the gateway's contract", () => {
-	const raw = (body: string, headers: Record<string, string>) => fetch(`${mall.baseUrl}/api/seckill`, { method: "POST", headers, body });
+	const raw = (body: string, headers: Record<string, string>) =>
+		fetch(`${mall.baseUrl}/api/seckill`, { method: "POST", headers, body });
 
 	it("answers bad input with the envelope, the status and a trace id, in the same shapes as every route", async () => {
 		const [b] = await makeBuyers(mall, 1, "lane");
@@ -211,11 +285,35 @@ describe("POST /api/seckill's own lane keeps the gateway's contract", () => {
 		const cases: [string, Record<string, string>, number, number, unknown][] = [
 			["{not json", { "content-type": "application/json", ...auth }, 400, 400, null],
 			["5", { "content-type": "application/json", ...auth }, 400, 400, null],
-			[JSON.stringify({ product_id: 1, pad: "x".repeat(70_000) }), { "content-type": "application/json", ...auth }, 413, 400, null],
+			[
+				JSON.stringify({ product_id: 1, pad: "x".repeat(70_000) }),
+				{ "content-type": "application/json", ...auth },
+				413,
+				400,
+				null
+			],
 			[JSON.stringify({ product_id: 1 }), { "content-type": "application/json" }, 401, 401, null],
-			[JSON.stringify({ product_id: 1 }), { "content-type": "application/json", authorization: "Bearer nope" }, 401, 10006, null],
-			[JSON.stringify({ product_id: "abc" }), { "content-type": "application/json", ...auth }, 400, 400, [{ field: "product_id", message: expect.any(String) }]],
-			[JSON.stringify({ product_id: 1 }), { "content-type": "text/plain", ...auth }, 400, 400, [{ field: "product_id", message: expect.any(String) }]]
+			[
+				JSON.stringify({ product_id: 1 }),
+				{ "content-type": "application/json", authorization: "Bearer nope" },
+				401,
+				10006,
+				null
+			],
+			[
+				JSON.stringify({ product_id: "abc" }),
+				{ "content-type": "application/json", ...auth },
+				400,
+				400,
+				[{ field: "product_id", message: expect.any(String) }]
+			],
+			[
+				JSON.stringify({ product_id: 1 }),
+				{ "content-type": "text/plain", ...auth },
+				400,
+				400,
+				[{ field: "product_id", message: expect.any(String) }]
+			]
 		];
 		for (const [body, headers, status, code, data] of cases) {
 			const r = await raw(body, headers);
@@ -231,10 +329,24 @@ describe("POST /api/seckill's own lane keeps the gateway's contract", () => {
 		const pid = await newProduct(mall, admin);
 		await arm(mall, admin, { product_id: pid, stock: 1 });
 		const [b] = await makeBuyers(mall, 1, "lanewin");
-		const r = await raw(JSON.stringify({ product_id: pid }), { "content-type": "application/json", authorization: `Bearer ${b.token}`, origin: "https://shop.example" });
+		const r = await raw(JSON.stringify({ product_id: pid }), {
+			"content-type": "application/json",
+			authorization: `Bearer ${b.token}`,
+			origin: "https://shop.example"
+		});
 		const json = (await r.json()) as any;
 		expect(r.status).toBe(200);
-		expect(json).toEqual({ code: 0, message: "success", data: { order_no: expect.stringMatching(/^\d{24}$/), success: true, status: "queued", message: expect.any(String) }, trace_id: expect.stringMatching(/^[0-9a-f]{32}$/) });
+		expect(json).toEqual({
+			code: 0,
+			message: "success",
+			data: {
+				order_no: expect.stringMatching(/^\d{24}$/),
+				success: true,
+				status: "queued",
+				message: expect.any(String)
+			},
+			trace_id: expect.stringMatching(/^[0-9a-f]{32}$/)
+		});
 		expect(r.headers.get("access-control-allow-origin")).toBe("*");
 		expect(r.headers.get("x-frame-options")).toBe("DENY");
 		const text = await (await fetch(`${mall.baseUrl}/metrics`)).text();
@@ -263,5 +375,10 @@ it("counts() sees the same thing reconciliation does", async () => {
 	const activity = await arm(mall, admin, { product_id: pid, stock: 3 });
 	const c = await counts(mall, activity.id);
 	const report = (await mall.node.broker.call("stock.reconcile", { activity_id: activity.id })) as any;
-	expect(report.activities[0]).toMatchObject({ initial: c.initial, redis: { remaining: c.redisRemaining, reservations: c.reservations }, db: { stock: c.dbStock, live_orders: c.liveOrders }, consistent: true });
+	expect(report.activities[0]).toMatchObject({
+		initial: c.initial,
+		redis: { remaining: c.redisRemaining, reservations: c.reservations },
+		db: { stock: c.dbStock, live_orders: c.liveOrders },
+		consistent: true
+	});
 });

@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import { QueryTypes, Sequelize } from "sequelize";
-import { nodesRunning } from "../../lib/each-node";
+import { nodesRunning } from "../../lib/messaging/each-node";
 import { HttpClient, startMall, TestMall } from "../helpers/node";
 import { eventually, freePort, NodeProcess, spawnNode } from "../helpers/proc";
 
@@ -20,7 +20,8 @@ afterAll(async () => {
 });
 
 const db = (): Sequelize => (mall.node.broker.getLocalService("user") as any).adapter.db;
-const rows = <T>(sql: string, replacements: unknown[]) => db().query(sql, { replacements, type: QueryTypes.SELECT }) as Promise<T[]>;
+const rows = <T>(sql: string, replacements: unknown[]) =>
+	db().query(sql, { replacements, type: QueryTypes.SELECT }) as Promise<T[]>;
 
 interface Session {
 	username: string;
@@ -63,7 +64,11 @@ async function secondGateway(): Promise<HttpClient> {
 	spawned.push(p);
 	const client = new HttpClient(`http://127.0.0.1:${port}`);
 	// Ready, routing to the user actor on the first node, and known to it.
-	await eventually(async () => (await client.get("/ready")).status === 200 && (await client.post("/api/user/login", {})).status === 400, 30000);
+	await eventually(
+		async () =>
+			(await client.get("/ready")).status === 200 && (await client.post("/api/user/login", {})).status === 400,
+		30000
+	);
 	// (A gateway's INFO reaches the others some 0.5 s after it is ready; it reloads the list once more then.)
 	await eventually(async () => nodesRunning(mall.node.broker, "api").includes(nodeID), 30000, 50);
 	return client;
@@ -73,11 +78,19 @@ describe("login and register open a session", () => {
 	it("answer a refresh token and the access token's lifetime beside the access token; the access token names its session", async () => {
 		const s = await register();
 		const r = await http.post("/api/user/login", { username: s.username, password: "password-123" });
-		expect(r.body.data).toEqual({ token: expect.any(String), refresh_token: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), expires_in: mall.cfg.jwt.expires_in, user: expect.objectContaining({ username: s.username }) });
+		expect(r.body.data).toEqual({
+			token: expect.any(String),
+			refresh_token: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/),
+			expires_in: mall.cfg.jwt.expires_in,
+			user: expect.objectContaining({ username: s.username })
+		});
 		expect(sidOf(r.body.data.token)).toMatch(/^[0-9a-f]{32}$/);
 		expect(sidOf(r.body.data.token)).not.toBe(sidOf(s.token));
 		// The server keeps a hash of each refresh token, never the token.
-		const stored = await rows<{ token_hash: Buffer }>("SELECT r.token_hash FROM refresh_tokens r WHERE r.session_id = ?", [sidOf(s.token)]);
+		const stored = await rows<{ token_hash: Buffer }>(
+			"SELECT r.token_hash FROM refresh_tokens r WHERE r.session_id = ?",
+			[sidOf(s.token)]
+		);
 		expect(stored).toHaveLength(1);
 		expect(stored[0].token_hash.equals(crypto.createHash("sha256").update(s.refresh_token).digest())).toBe(true);
 	});
@@ -88,7 +101,10 @@ describe("POST /api/auth/refresh-token", () => {
 		const s = await register();
 		const r = await http.post("/api/auth/refresh-token", { refresh_token: s.refresh_token });
 		expect(r.status).toBe(200);
-		expect(r.body).toMatchObject({ code: 0, data: { token: expect.any(String), refresh_token: expect.any(String), expires_in: mall.cfg.jwt.expires_in } });
+		expect(r.body).toMatchObject({
+			code: 0,
+			data: { token: expect.any(String), refresh_token: expect.any(String), expires_in: mall.cfg.jwt.expires_in }
+		});
 		expect(r.body.data.refresh_token).not.toBe(s.refresh_token);
 		expect(sidOf(r.body.data.token)).toBe(sidOf(s.token));
 		expect(await profile(r.body.data.token)).toEqual([200, 0]);
@@ -114,16 +130,24 @@ describe("POST /api/auth/refresh-token", () => {
 		expect(await profile(s.token)).toEqual([401, 10006]);
 		expect(await profile(rotated.body.data.token)).toEqual([401, 10006]);
 		expect(await profile(other.token)).toEqual([200, 0]);
-		expect(await rows("SELECT 1 FROM user_sessions WHERE id = ? AND revoke_reason = 'reuse'", [sidOf(s.token)])).toHaveLength(1);
+		expect(
+			await rows("SELECT 1 FROM user_sessions WHERE id = ? AND revoke_reason = 'reuse'", [sidOf(s.token)])
+		).toHaveLength(1);
 	});
 
 	it("lets one of 10 concurrent refreshes with one token rotate; the others count as reuse and end the session", async () => {
 		const s = await register();
-		const answers = await Promise.all(Array.from({ length: 10 }, () => http.post("/api/auth/refresh-token", { refresh_token: s.refresh_token })));
+		const answers = await Promise.all(
+			Array.from({ length: 10 }, () => http.post("/api/auth/refresh-token", { refresh_token: s.refresh_token }))
+		);
 		expect(answers.filter(a => a.status === 200)).toHaveLength(1);
 		expect(answers.filter(a => a.status === 401 && a.body.code === 10006)).toHaveLength(9);
-		expect(await rows("SELECT 1 FROM refresh_tokens WHERE session_id = ? AND used_at IS NOT NULL", [sidOf(s.token)])).toHaveLength(1);
-		expect(await rows("SELECT 1 FROM user_sessions WHERE id = ? AND revoke_reason = 'reuse'", [sidOf(s.token)])).toHaveLength(1);
+		expect(
+			await rows("SELECT 1 FROM refresh_tokens WHERE session_id = ? AND used_at IS NOT NULL", [sidOf(s.token)])
+		).toHaveLength(1);
+		expect(
+			await rows("SELECT 1 FROM user_sessions WHERE id = ? AND revoke_reason = 'reuse'", [sidOf(s.token)])
+		).toHaveLength(1);
 		const winner = answers.find(a => a.status === 200)!;
 		expect(await profile(winner.body.data.token)).toEqual([401, 10006]);
 	});
@@ -146,7 +170,9 @@ describe("POST /api/auth/refresh-token", () => {
 
 	it("refuses an expired refresh token with 10005", async () => {
 		const s = await register();
-		await db().query("UPDATE refresh_tokens SET expires_at = NOW(3) - INTERVAL 1 SECOND WHERE session_id = ?", { replacements: [sidOf(s.token)] });
+		await db().query("UPDATE refresh_tokens SET expires_at = NOW(3) - INTERVAL 1 SECOND WHERE session_id = ?", {
+			replacements: [sidOf(s.token)]
+		});
 		const r = await http.post("/api/auth/refresh-token", { refresh_token: s.refresh_token });
 		expect([r.status, r.body.code]).toEqual([401, 10005]);
 	});
@@ -171,7 +197,9 @@ describe("POST /api/auth/logout", () => {
 		// The user's other session goes on, on both.
 		expect(await profile(other.token)).toEqual([200, 0]);
 		expect(await profile(other.token, gw2)).toEqual([200, 0]);
-		expect(await rows("SELECT 1 FROM user_sessions WHERE id = ? AND revoke_reason = 'logout'", [sidOf(s.token)])).toHaveLength(1);
+		expect(
+			await rows("SELECT 1 FROM user_sessions WHERE id = ? AND revoke_reason = 'logout'", [sidOf(s.token)])
+		).toHaveLength(1);
 	}, 60000);
 
 	it("is known to a gateway that starts after it (loaded from the user actor at start)", async () => {
@@ -184,7 +212,9 @@ describe("POST /api/auth/logout", () => {
 	it("is caught up with by a gateway that missed the announcement, at its next resync", async () => {
 		const s = await register();
 		// Ended in the database without telling the gateways, as for a gateway cut off from NATS.
-		await db().query("UPDATE user_sessions SET revoked_at = NOW(3), revoke_reason = 'logout' WHERE id = ?", { replacements: [sidOf(s.token)] });
+		await db().query("UPDATE user_sessions SET revoked_at = NOW(3), revoke_reason = 'logout' WHERE id = ?", {
+			replacements: [sidOf(s.token)]
+		});
 		const started = Date.now();
 		await eventually(async () => (await profile(s.token))[0] === 401, 5000, 100);
 		expect(Date.now() - started).toBeLessThan(3000);
@@ -203,12 +233,20 @@ describe("POST /api/auth/change-password", () => {
 	it("checks the old password (400/10004, nothing changed), then changes it and ends every other session of the user", async () => {
 		const current = await register();
 		const other = await login(current.username);
-		const wrong = await http.post("/api/auth/change-password", { old_password: "not-the-password", new_password: "new-password-456" }, current.token);
+		const wrong = await http.post(
+			"/api/auth/change-password",
+			{ old_password: "not-the-password", new_password: "new-password-456" },
+			current.token
+		);
 		expect([wrong.status, wrong.body.code, wrong.body.data]).toEqual([400, 10004, null]);
 		expect(await profile(other.token)).toEqual([200, 0]);
 		await login(current.username, "password-123");
 
-		const ok = await http.post("/api/auth/change-password", { old_password: "password-123", new_password: "new-password-456" }, current.token);
+		const ok = await http.post(
+			"/api/auth/change-password",
+			{ old_password: "password-123", new_password: "new-password-456" },
+			current.token
+		);
 		expect([ok.status, ok.body.code]).toEqual([200, 0]);
 		expect(await profile(other.token)).toEqual([401, 10006]);
 		expect((await http.post("/api/auth/refresh-token", { refresh_token: other.refresh_token })).status).toBe(401);
@@ -234,7 +272,10 @@ describe("POST /api/auth/change-password", () => {
 	});
 
 	it("needs a valid access token", async () => {
-		const r = await http.post("/api/auth/change-password", { old_password: "password-123", new_password: "new-password-456" });
+		const r = await http.post("/api/auth/change-password", {
+			old_password: "password-123",
+			new_password: "new-password-456"
+		});
 		expect([r.status, r.body.code]).toEqual([401, 401]);
 	});
 });
@@ -245,11 +286,19 @@ describe("old sessions are purged", () => {
 		const stale = await register();
 		const endedRecently = await register();
 		expect((await http.post("/api/auth/logout", undefined, endedRecently.token)).status).toBe(200);
-		await db().query("UPDATE refresh_tokens SET expires_at = NOW(3) - INTERVAL 2 DAY WHERE session_id IN (?)", { replacements: [[sidOf(stale.token), sidOf(endedRecently.token)]] });
-		await db().query("UPDATE user_sessions SET created_at = NOW(3) - INTERVAL 9 DAY WHERE id IN (?)", { replacements: [[sidOf(stale.token), sidOf(endedRecently.token)]] });
+		await db().query("UPDATE refresh_tokens SET expires_at = NOW(3) - INTERVAL 2 DAY WHERE session_id IN (?)", {
+			replacements: [[sidOf(stale.token), sidOf(endedRecently.token)]]
+		});
+		await db().query("UPDATE user_sessions SET created_at = NOW(3) - INTERVAL 9 DAY WHERE id IN (?)", {
+			replacements: [[sidOf(stale.token), sidOf(endedRecently.token)]]
+		});
 
 		expect(await (mall.node.broker.getLocalService("user") as any).purgeSessions()).toEqual({ tokens: 2, sessions: 1 });
-		const left = (sid: string) => rows<{ n: number }>("SELECT (SELECT COUNT(*) FROM user_sessions WHERE id = ?) + (SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?) AS n", [sid, sid]);
+		const left = (sid: string) =>
+			rows<{ n: number }>(
+				"SELECT (SELECT COUNT(*) FROM user_sessions WHERE id = ?) + (SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?) AS n",
+				[sid, sid]
+			);
 		expect((await left(sidOf(stale.token)))[0].n).toBe(0);
 		// Its access tokens may still be live: gateways must be able to load it.
 		expect((await left(sidOf(endedRecently.token)))[0].n).toBe(1);

@@ -19,7 +19,7 @@ const nodes: NodeProcess[] = [];
 const env = clusterEnv();
 
 function value(v: any): unknown {
-	return v?.stringValue ?? (v?.intValue !== undefined ? Number(v.intValue) : v?.doubleValue ?? v?.boolValue);
+	return v?.stringValue ?? (v?.intValue !== undefined ? Number(v.intValue) : (v?.doubleValue ?? v?.boolValue));
 }
 
 beforeAll(async () => {
@@ -60,7 +60,13 @@ it("exports spans from two nodes over OTLP as one trace with correct parent link
 	const port = await freePort();
 	const common = { ...env, GOMALL_OTLP_ENDPOINT: endpoint };
 	nodes.push(spawnNode(["--services", "api"], { ...common, GOMALL_NODE_ID: "edge", GOMALL_HTTP_PORT: String(port) }));
-	nodes.push(spawnNode(["--services", "user,product,cart,stock,order"], { ...common, GOMALL_NODE_ID: "core", GOMALL_HTTP_PORT: "0" }));
+	nodes.push(
+		spawnNode(["--services", "user,product,cart,stock,order"], {
+			...common,
+			GOMALL_NODE_ID: "core",
+			GOMALL_HTTP_PORT: "0"
+		})
+	);
 	const api = new HttpClient(`http://127.0.0.1:${port}`);
 	await eventually(async () => (await api.get("/api/product")).status === 200, 40000);
 
@@ -71,7 +77,10 @@ it("exports spans from two nodes over OTLP as one trace with correct parent link
 	const order = await api.get("/api/order/123456789012345678901234", token);
 	expect(order.body.code).toBe(30001);
 
-	await eventually(async () => received.some(s => s.traceId === order.body.trace_id && s.name === "action 'order.get'"), 15000);
+	await eventually(
+		async () => received.some(s => s.traceId === order.body.trace_id && s.name === "action 'order.get'"),
+		15000
+	);
 	const trace = (id: string | null) => received.filter(s => s.traceId === id);
 
 	// The cart request: a root span on the gateway node, its child on the other node.

@@ -1,11 +1,14 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ALL_SERVICES, GomallNode, startNode } from "../../lib/node";
+import { ALL_SERVICES, GomallNode, startNode } from "../../bootstrap/node";
 import { startMall, TestMall } from "../helpers/node";
 
 /** A real 1x1 PNG and a real 1x1 baseline JPEG. */
-const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "base64");
+const PNG = Buffer.from(
+	"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==",
+	"base64"
+);
 const JPEG = Buffer.from(
 	"/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////////////////////////wgALCAABAAEBAREA/8QAFBABAAAAAAAAAAAAAAAAAAAAAP/aAAgBAQABPxA=",
 	"base64"
@@ -40,8 +43,17 @@ type Part = { field?: string; name: string; bytes: Buffer; type?: string };
 
 async function upload(route: "/api/upload" | "/api/upload/multi", parts: Part[], auth: string | null = token) {
 	const form = new FormData();
-	for (const p of parts) form.append(p.field ?? (route === "/api/upload" ? "file" : "files"), new Blob([new Uint8Array(p.bytes)], { type: p.type ?? "image/png" }), p.name);
-	const res = await fetch(mall.baseUrl + route, { method: "POST", body: form, headers: auth ? { authorization: `Bearer ${auth}` } : {} });
+	for (const p of parts)
+		form.append(
+			p.field ?? (route === "/api/upload" ? "file" : "files"),
+			new Blob([new Uint8Array(p.bytes)], { type: p.type ?? "image/png" }),
+			p.name
+		);
+	const res = await fetch(mall.baseUrl + route, {
+		method: "POST",
+		body: form,
+		headers: auth ? { authorization: `Bearer ${auth}` } : {}
+	});
 	return { status: res.status, body: (await res.json()) as any, headers: res.headers };
 }
 
@@ -101,7 +113,10 @@ describe("POST /api/upload and /api/upload/multi", () => {
 		expect(r.status).toBe(200);
 		expect(r.body.data).toHaveLength(2);
 		expect(r.body.data.map((f: any) => f.content_type)).toEqual(["image/jpeg", "image/png"]);
-		for (const [f, bytes] of [[r.body.data[0], JPEG], [r.body.data[1], PNG]] as [any, Buffer][]) {
+		for (const [f, bytes] of [
+			[r.body.data[0], JPEG],
+			[r.body.data[1], PNG]
+		] as [any, Buffer][]) {
 			const got = await fetch(mall.baseUrl + f.url);
 			expect(got.status).toBe(200);
 			expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
@@ -114,14 +129,39 @@ describe("POST /api/upload and /api/upload/multi", () => {
 		await expectRefused(() => upload("/api/upload", [{ name: "evil.png", bytes: SCRIPT }]), 400, 70003);
 		await expectRefused(() => upload("/api/upload", [{ name: "empty.png", bytes: Buffer.alloc(0) }]), 400, 70003);
 		// All or nothing: the good images of a refused request are not kept either.
-		await expectRefused(() => upload("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "b.jpg", bytes: JPEG }, { name: "evil.png", bytes: SCRIPT }]), 400, 70003);
-		await expectRefused(() => upload("/api/upload/multi", [{ name: "evil.png", bytes: SCRIPT }, { name: "a.png", bytes: PNG }]), 400, 70003);
+		await expectRefused(
+			() =>
+				upload("/api/upload/multi", [
+					{ name: "a.png", bytes: PNG },
+					{ name: "b.jpg", bytes: JPEG },
+					{ name: "evil.png", bytes: SCRIPT }
+				]),
+			400,
+			70003
+		);
+		await expectRefused(
+			() =>
+				upload("/api/upload/multi", [
+					{ name: "evil.png", bytes: SCRIPT },
+					{ name: "a.png", bytes: PNG }
+				]),
+			400,
+			70003
+		);
 	});
 
 	it("refuses a file over upload.max_bytes (413/70002), a partial one included, and keeps nothing", async () => {
 		const big = Buffer.concat([PNG, Buffer.alloc(MAX_BYTES)]);
 		await expectRefused(() => upload("/api/upload", [{ name: "big.png", bytes: big }]), 413, 70002);
-		await expectRefused(() => upload("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "big.png", bytes: big }]), 413, 70002);
+		await expectRefused(
+			() =>
+				upload("/api/upload/multi", [
+					{ name: "a.png", bytes: PNG },
+					{ name: "big.png", bytes: big }
+				]),
+			413,
+			70002
+		);
 		// Exactly at the limit is fine.
 		const atLimit = Buffer.concat([PNG, Buffer.alloc(MAX_BYTES - PNG.length)]);
 		const ok = await upload("/api/upload", [{ name: "limit.png", bytes: atLimit }]);
@@ -131,20 +171,54 @@ describe("POST /api/upload and /api/upload/multi", () => {
 	it("refuses more files than allowed (400/70007): over upload.max_files on /multi, more than one on /upload", async () => {
 		const four = Array.from({ length: MAX_FILES + 1 }, (_, i) => ({ name: `p${i}.png`, bytes: PNG }));
 		await expectRefused(() => upload("/api/upload/multi", four), 400, 70007);
-		await expectRefused(() => upload("/api/upload", [{ name: "a.png", bytes: PNG }, { name: "b.png", bytes: PNG }]), 400, 70007);
+		await expectRefused(
+			() =>
+				upload("/api/upload", [
+					{ name: "a.png", bytes: PNG },
+					{ name: "b.png", bytes: PNG }
+				]),
+			400,
+			70007
+		);
 		const three = await upload("/api/upload/multi", four.slice(0, MAX_FILES));
 		expect([three.status, three.body.data.length]).toEqual([200, MAX_FILES]);
 	});
 
 	it("refuses a body that is not multipart (415/70008) and a form without a file (400/70001)", async () => {
-		await expectRefused(() => mall.http.request("POST", "/api/upload", { body: { file: PNG.toString("base64") }, token }), 415, 70008);
-		await expectRefused(() => mall.http.request("POST", "/api/upload/multi", { raw: PNG.toString("latin1"), token, headers: { "content-type": "image/png" } }), 415, 70008);
-		await expectRefused(() => mall.http.request("POST", "/api/upload", { raw: "--x--\r\n", token, headers: { "content-type": "multipart/form-data" } }), 415, 70008);
+		await expectRefused(
+			() => mall.http.request("POST", "/api/upload", { body: { file: PNG.toString("base64") }, token }),
+			415,
+			70008
+		);
+		await expectRefused(
+			() =>
+				mall.http.request("POST", "/api/upload/multi", {
+					raw: PNG.toString("latin1"),
+					token,
+					headers: { "content-type": "image/png" }
+				}),
+			415,
+			70008
+		);
+		await expectRefused(
+			() =>
+				mall.http.request("POST", "/api/upload", {
+					raw: "--x--\r\n",
+					token,
+					headers: { "content-type": "multipart/form-data" }
+				}),
+			415,
+			70008
+		);
 		await expectRefused(
 			async () => {
 				const form = new FormData();
 				form.append("note", "no file here");
-				const res = await fetch(mall.baseUrl + "/api/upload", { method: "POST", body: form, headers: { authorization: `Bearer ${token}` } });
+				const res = await fetch(mall.baseUrl + "/api/upload", {
+					method: "POST",
+					body: form,
+					headers: { authorization: `Bearer ${token}` }
+				});
 				return { status: res.status, body: await res.json() };
 			},
 			400,
@@ -152,7 +226,12 @@ describe("POST /api/upload and /api/upload/multi", () => {
 		);
 		await expectRefused(
 			// Cut off before its closing boundary: an image's bytes, but not a whole request.
-			() => mall.http.request("POST", "/api/upload", { raw: "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.gif\"\r\n\r\nGIF89a" + "x".repeat(64), token, headers: { "content-type": "multipart/form-data; boundary=b" } }),
+			() =>
+				mall.http.request("POST", "/api/upload", {
+					raw: '--b\r\nContent-Disposition: form-data; name="file"; filename="a.gif"\r\n\r\nGIF89a' + "x".repeat(64),
+					token,
+					headers: { "content-type": "multipart/form-data; boundary=b" }
+				}),
 			400,
 			70008
 		);
@@ -198,7 +277,11 @@ describe("GET /version", () => {
 		const r = await mall.http.get("/version");
 		expect(r.status).toBe(200);
 		const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, "../../package.json"), "utf8"));
-		expect(r.body).toMatchObject({ code: 0, message: "success", data: { version: "v1", api_prefix: "/api", app_version: pkg.version, build: "test-build-42" } });
+		expect(r.body).toMatchObject({
+			code: 0,
+			message: "success",
+			data: { version: "v1", api_prefix: "/api", app_version: pkg.version, build: "test-build-42" }
+		});
 		expect(typeof r.body.trace_id).toBe("string");
 	});
 });
@@ -210,7 +293,10 @@ describe("the upload actor on another node", () => {
 
 	beforeAll(async () => {
 		dir2 = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-upload-remote-"));
-		gateway = await startMall({ upload: { dir: dir2, max_bytes: MAX_BYTES, max_files: MAX_FILES } }, ALL_SERVICES.filter(s => s !== "upload"));
+		gateway = await startMall(
+			{ upload: { dir: dir2, max_bytes: MAX_BYTES, max_files: MAX_FILES } },
+			ALL_SERVICES.filter(s => s !== "upload")
+		);
 		// Same namespace and configuration, another node: the files travel over NATS both ways.
 		uploadNode = await startNode({ ...gateway.cfg, node_id: `${gateway.cfg.node_id}-upload` }, ["upload"]);
 		await gateway.node.broker.waitForServices("upload", 10000);
@@ -224,26 +310,61 @@ describe("the upload actor on another node", () => {
 	const send = async (route: string, parts: Part[], auth: string) => {
 		const form = new FormData();
 		for (const p of parts) form.append("files", new Blob([new Uint8Array(p.bytes)]), p.name);
-		const res = await fetch(gateway.baseUrl + route, { method: "POST", body: form, headers: { authorization: `Bearer ${auth}` } });
+		const res = await fetch(gateway.baseUrl + route, {
+			method: "POST",
+			body: form,
+			headers: { authorization: `Bearer ${auth}` }
+		});
 		return { status: res.status, body: (await res.json()) as any };
 	};
 
 	it("stores through the gateway, serves back byte for byte, and a refused request leaves nothing on the owner's disk", async () => {
 		expect(gateway.node.broker.getLocalService("upload")).toBeFalsy();
 		const auth = (await gateway.http.newUser("remote")).token;
-		const ok = await send("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "b.jpg", bytes: JPEG }], auth);
+		const ok = await send(
+			"/api/upload/multi",
+			[
+				{ name: "a.png", bytes: PNG },
+				{ name: "b.jpg", bytes: JPEG }
+			],
+			auth
+		);
 		expect(ok.status).toBe(200);
-		for (const [f, bytes] of [[ok.body.data[0], PNG], [ok.body.data[1], JPEG]] as [any, Buffer][]) {
+		for (const [f, bytes] of [
+			[ok.body.data[0], PNG],
+			[ok.body.data[1], JPEG]
+		] as [any, Buffer][]) {
 			expect(fs.readFileSync(path.join(dir2, f.name)).equals(bytes)).toBe(true);
 			const got = await fetch(gateway.baseUrl + f.url);
-			expect([got.status, got.headers.get("content-type"), got.headers.get("x-content-type-options")]).toEqual([200, f.content_type, "nosniff"]);
+			expect([got.status, got.headers.get("content-type"), got.headers.get("x-content-type-options")]).toEqual([
+				200,
+				f.content_type,
+				"nosniff"
+			]);
 			expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
 		}
-		const files = () => (fs.readdirSync(dir2, { recursive: true }) as string[]).filter(f => fs.statSync(path.join(dir2, f)).isFile()).sort();
+		const files = () =>
+			(fs.readdirSync(dir2, { recursive: true }) as string[])
+				.filter(f => fs.statSync(path.join(dir2, f)).isFile())
+				.sort();
 		const before = files();
-		const bad = await send("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "evil.png", bytes: SCRIPT }], auth);
+		const bad = await send(
+			"/api/upload/multi",
+			[
+				{ name: "a.png", bytes: PNG },
+				{ name: "evil.png", bytes: SCRIPT }
+			],
+			auth
+		);
 		expect([bad.status, bad.body.code]).toEqual([400, 70003]);
-		const big = await send("/api/upload/multi", [{ name: "a.png", bytes: PNG }, { name: "big.png", bytes: Buffer.concat([PNG, Buffer.alloc(MAX_BYTES)]) }], auth);
+		const big = await send(
+			"/api/upload/multi",
+			[
+				{ name: "a.png", bytes: PNG },
+				{ name: "big.png", bytes: Buffer.concat([PNG, Buffer.alloc(MAX_BYTES)]) }
+			],
+			auth
+		);
 		expect([big.status, big.body.code]).toEqual([413, 70002]);
 		expect(files()).toEqual(before);
 	});
@@ -253,10 +374,22 @@ describe("a client that goes away mid-upload", () => {
 	it("leaves nothing on disk once its connection is gone", async () => {
 		const before = filesOnDisk();
 		const boundary = "gomallabort";
-		const head = Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`), PNG, Buffer.alloc(1000)]);
+		const head = Buffer.concat([
+			Buffer.from(
+				`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`
+			),
+			PNG,
+			Buffer.alloc(1000)
+		]);
 		const { request } = await import("node:http");
 		const url = new URL(mall.baseUrl + "/api/upload");
-		const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": `multipart/form-data; boundary=${boundary}` } });
+		const req = request({
+			host: url.hostname,
+			port: url.port,
+			path: url.pathname,
+			method: "POST",
+			headers: { authorization: `Bearer ${token}`, "content-type": `multipart/form-data; boundary=${boundary}` }
+		});
 		req.on("error", () => undefined);
 		req.write(head);
 		// The file is staged (its first bytes were an image) and still open when the client leaves.

@@ -10,13 +10,25 @@ afterAll(() => mall?.stop());
 
 describe("POST /api/user/register", () => {
 	it("creates a user and returns a token, never the hash", async () => {
-		const r = await mall.http.post("/api/user/register", { username: "alice_1", password: "password-1", email: "alice@example.com", phone: "+8613800000000" });
+		const r = await mall.http.post("/api/user/register", {
+			username: "alice_1",
+			password: "password-1",
+			email: "alice@example.com",
+			phone: "+8613800000000"
+		});
 		expect(r.status).toBe(200);
 		expect(r.body.code).toBe(0);
 		expect(r.body.message).toBe("success");
 		expect(r.body.trace_id).toMatch(/^[0-9a-f]{32}$/);
 		expect(r.body.data.token).toEqual(expect.any(String));
-		expect(r.body.data.user).toEqual({ id: expect.any(Number), username: "alice_1", email: "alice@example.com", phone: "+8613800000000", role: 1, created_at: expect.any(String) });
+		expect(r.body.data.user).toEqual({
+			id: expect.any(Number),
+			username: "alice_1",
+			email: "alice@example.com",
+			phone: "+8613800000000",
+			role: 1,
+			created_at: expect.any(String)
+		});
 		expect(JSON.stringify(r.body)).not.toMatch(/password/);
 	});
 
@@ -45,16 +57,26 @@ describe("POST /api/user/register", () => {
 	});
 
 	it("gives a duplicate username or email 409/10002", async () => {
-		await mall.http.post("/api/user/register", { username: "dup_user", password: "password-1", email: "dup@example.com" });
+		await mall.http.post("/api/user/register", {
+			username: "dup_user",
+			password: "password-1",
+			email: "dup@example.com"
+		});
 		const sameName = await mall.http.post("/api/user/register", { username: "dup_user", password: "password-2" });
 		expect([sameName.status, sameName.body.code]).toEqual([409, 10002]);
-		const sameMail = await mall.http.post("/api/user/register", { username: "dup_user2", password: "password-2", email: "dup@example.com" });
+		const sameMail = await mall.http.post("/api/user/register", {
+			username: "dup_user2",
+			password: "password-2",
+			email: "dup@example.com"
+		});
 		expect([sameMail.status, sameMail.body.code]).toEqual([409, 10002]);
 	});
 
 	it("lets exactly one of 20 concurrent registrations of one username succeed; the rest get 409", async () => {
 		const results = await Promise.all(
-			Array.from({ length: 20 }, (_, i) => mall.http.post("/api/user/register", { username: "racer", password: `password-${i}` }))
+			Array.from({ length: 20 }, (_, i) =>
+				mall.http.post("/api/user/register", { username: "racer", password: `password-${i}` })
+			)
 		);
 		const statuses = results.map(r => r.status);
 		expect(statuses.filter(s => s === 200)).toHaveLength(1);
@@ -124,7 +146,9 @@ describe("GET /api/user/profile", () => {
 	});
 
 	it("is 401/10005 with an expired token", async () => {
-		const expired = jwt.sign({ role: 1, exp: Math.floor(Date.now() / 1000) - 60 }, mall.cfg.jwt.secret, { subject: "1" });
+		const expired = jwt.sign({ role: 1, exp: Math.floor(Date.now() / 1000) - 60 }, mall.cfg.jwt.secret, {
+			subject: "1"
+		});
 		const r = await mall.http.get("/api/user/profile", expired);
 		expect([r.status, r.body.code]).toEqual([401, 10005]);
 	});

@@ -5,7 +5,15 @@ import { ConfigError, loadConfig, reloadableChanges, restartOnlyChanges } from "
 
 describe("loadConfig", () => {
 	it("layers defaults, the environment's file and GOMALL_* variables", () => {
-		const cfg = loadConfig({ env: "dev", environ: { GOMALL_HTTP_PORT: "9090", GOMALL_DB_NAME: "shop", GOMALL_RATE_LIMIT_ENABLED: "false", GOMALL_NATS_URL: "" } });
+		const cfg = loadConfig({
+			env: "dev",
+			environ: {
+				GOMALL_HTTP_PORT: "9090",
+				GOMALL_DB_NAME: "shop",
+				GOMALL_RATE_LIMIT_ENABLED: "false",
+				GOMALL_NATS_URL: ""
+			}
+		});
 		expect(cfg.http.port).toBe(9090);
 		expect(cfg.db.name).toBe("shop");
 		expect(cfg.rate_limit.enabled).toBe(false);
@@ -46,12 +54,16 @@ describe("loadConfig", () => {
 
 	it("refuses to run prod with the development JWT secret or none", () => {
 		expect(() => loadConfig({ env: "prod", environ: {} })).toThrow(/jwt\.secret/);
-		expect(() => loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: loadConfig({ env: "dev", environ: {} }).jwt.secret } })).toThrow(/jwt\.secret/);
+		expect(() =>
+			loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: loadConfig({ env: "dev", environ: {} }).jwt.secret } })
+		).toThrow(/jwt\.secret/);
 		expect(loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: "x".repeat(40) } }).env).toBe("prod");
 	});
 
 	it("refuses a heartbeat timeout shorter than two heartbeats", () => {
-		expect(() => loadConfig({ env: "test", overrides: { broker: { heartbeat_interval: 5, heartbeat_timeout: 6 } } })).toThrow(/heartbeat_timeout/);
+		expect(() =>
+			loadConfig({ env: "test", overrides: { broker: { heartbeat_interval: 5, heartbeat_timeout: 6 } } })
+		).toThrow(/heartbeat_timeout/);
 	});
 
 	it("refuses an unknown environment", () => {

@@ -1,8 +1,8 @@
 import { Errors } from "moleculer";
-import { bizError, rejection } from "../../lib/errors";
-import { renderError } from "../../lib/envelope";
-import { Codes } from "../../lib/codes";
-import { retryable } from "../../moleculer.config";
+import { bizError, rejection } from "../../lib/contract/errors";
+import { renderError } from "../../lib/contract/envelope";
+import { Codes } from "../../lib/contract/codes";
+import { retryable } from "../../lib/messaging/retry";
 
 describe("renderError", () => {
 	it("renders a business error with its code and status", () => {
@@ -11,28 +11,50 @@ describe("renderError", () => {
 	});
 
 	it("renders a business error that crossed nodes as a plain object", () => {
-		const remote = { name: "MoleculerClientError", message: "user not found", code: 404, type: "USER_NOT_FOUND", data: null };
+		const remote = {
+			name: "MoleculerClientError",
+			message: "user not found",
+			code: 404,
+			type: "USER_NOT_FOUND",
+			data: null
+		};
 		expect(renderError(remote, null)).toMatchObject({ status: 404, body: { code: 10001 } });
 	});
 
 	it("lists the bad fields of a validation error", () => {
-		const err = new Errors.ValidationError("Parameters validation error!", "VALIDATION_ERROR", [{ type: "required", field: "username", message: "The 'username' field is required." }]);
-		expect(renderError(err, null)).toMatchObject({ status: 400, body: { code: 400, data: [{ field: "username", message: "The 'username' field is required." }] } });
+		const err = new Errors.ValidationError("Parameters validation error!", "VALIDATION_ERROR", [
+			{ type: "required", field: "username", message: "The 'username' field is required." }
+		]);
+		expect(renderError(err, null)).toMatchObject({
+			status: 400,
+			body: { code: 400, data: [{ field: "username", message: "The 'username' field is required." }] }
+		});
 	});
 
 	it("maps overload and missing services to a retryable 503", () => {
-		for (const err of [new Errors.RequestTimeoutError({ action: "a", nodeID: "n" }), new Errors.ServiceNotAvailableError({ action: "a" }), new Errors.QueueIsFullError({ action: "a" })]) {
+		for (const err of [
+			new Errors.RequestTimeoutError({ action: "a", nodeID: "n" }),
+			new Errors.ServiceNotAvailableError({ action: "a" }),
+			new Errors.QueueIsFullError({ action: "a" })
+		]) {
 			expect(renderError(err, null)).toMatchObject({ status: 503, body: { code: 503 } });
 		}
 	});
 
 	it("maps a request rejected because its node vanished, and any other retryable error, to 503", () => {
-		expect(renderError(new Errors.RequestRejectedError({ action: "stock.seckill", nodeID: "stock-2" }), null)).toMatchObject({ status: 503, body: { code: 503 } });
-		expect(renderError({ name: "SomeNewRetryableError", message: "x", retryable: true }, null)).toMatchObject({ status: 503, unexpected: false });
+		expect(
+			renderError(new Errors.RequestRejectedError({ action: "stock.seckill", nodeID: "stock-2" }), null)
+		).toMatchObject({ status: 503, body: { code: 503 } });
+		expect(renderError({ name: "SomeNewRetryableError", message: "x", retryable: true }, null)).toMatchObject({
+			status: 503,
+			unexpected: false
+		});
 	});
 
 	it("hides anything unknown behind a 500 that says nothing", () => {
-		const err = Object.assign(new Error("ER_PARSE_ERROR near 'SELECT * FROM users'"), { name: "SequelizeDatabaseError" });
+		const err = Object.assign(new Error("ER_PARSE_ERROR near 'SELECT * FROM users'"), {
+			name: "SequelizeDatabaseError"
+		});
 		const out = renderError(err, null);
 		expect(out).toMatchObject({ status: 500, body: { code: 500, message: Codes.INTERNAL.message }, unexpected: true });
 		expect(JSON.stringify(out.body)).not.toMatch(/SELECT/);
@@ -40,7 +62,10 @@ describe("renderError", () => {
 
 	it("maps body-parser failures", () => {
 		expect(renderError(new Errors.MoleculerError("too large", 413, "entity.too.large"), null).status).toBe(413);
-		expect(renderError(new Errors.MoleculerError("bad", 400, "entity.parse.failed"), null)).toMatchObject({ status: 400, body: { code: 400 } });
+		expect(renderError(new Errors.MoleculerError("bad", 400, "entity.parse.failed"), null)).toMatchObject({
+			status: 400,
+			body: { code: 400 }
+		});
 	});
 });
 
@@ -53,7 +78,10 @@ describe("rejection", () => {
 });
 
 describe("retry check", () => {
-	const lost = [new Errors.RequestTimeoutError({ action: "a", nodeID: "n" }), new Errors.RequestRejectedError({ action: "a", nodeID: "n" })];
+	const lost = [
+		new Errors.RequestTimeoutError({ action: "a", nodeID: "n" }),
+		new Errors.RequestRejectedError({ action: "a", nodeID: "n" })
+	];
 	const neverRan = [new Errors.ServiceNotAvailableError({ action: "a" }), new Errors.QueueIsFullError({ action: "a" })];
 
 	it("retries any retryable error of an ordinary action", () => {

@@ -1,7 +1,7 @@
 import crypto from "node:crypto";
 import jwt from "jsonwebtoken";
-import { TokenService } from "../../lib/jwt";
-import { RevokedSessions } from "../../lib/sessions";
+import { TokenService } from "../../lib/auth/jwt";
+import { RevokedSessions } from "../../lib/auth/sessions";
 
 describe("TokenService's cache of verified tokens", () => {
 	afterEach(() => jest.restoreAllMocks());

@@ -1,4 +1,4 @@
-import { centsToDecimal, fromCents, toCents } from "../../lib/money";
+import { centsToDecimal, fromCents, toCents } from "../../lib/domain/money";
 
 describe("money", () => {
 	it("does arithmetic in integer cents", () => {

@@ -1,4 +1,4 @@
-import { OrderNoGenerator } from "../../lib/order-no";
+import { OrderNoGenerator } from "../../lib/domain/order-no";
 
 describe("OrderNoGenerator", () => {
 	it("makes fixed-width numbers that sort by time", () => {

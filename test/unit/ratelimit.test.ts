@@ -1,4 +1,4 @@
-import { clientIp, LocalBuckets } from "../../lib/ratelimit";
+import { clientIp, LocalBuckets } from "../../lib/http/ratelimit";
 
 describe("LocalBuckets", () => {
 	it("allows the burst, then the rate", () => {

@@ -1,4 +1,4 @@
-import { formatTable } from "../../lib/repl";
+import { formatTable } from "../../bootstrap/repl";
 
 describe("formatTable", () => {
 	it("pads columns to their widest cell, right-aligns numbers and shows missing values as -", () => {

@@ -1,5 +1,5 @@
-import { isMultipart, sniffImage, STORED_NAME, storedType, uploadFailure } from "../../lib/upload";
-import { bizError } from "../../lib/errors";
+import { isMultipart, sniffImage, STORED_NAME, storedType, uploadFailure } from "../../lib/domain/upload";
+import { bizError } from "../../lib/contract/errors";
 
 const hex = (s: string) => Buffer.from(s.replace(/\s/g, ""), "hex");
 
@@ -13,7 +13,15 @@ describe("sniffImage", () => {
 	});
 
 	it("refuses everything else, whatever it is called", () => {
-		for (const s of ["#!/bin/sh\nrm -rf /", "<svg xmlns='http://www.w3.org/2000/svg'/>", "<html><script>", "RIFF\x24\x00\x00\x00WAVEfmt ", "GIF88a......", "\x89PNG\r\n", ""]) {
+		for (const s of [
+			"#!/bin/sh\nrm -rf /",
+			"<svg xmlns='http://www.w3.org/2000/svg'/>",
+			"<html><script>",
+			"RIFF\x24\x00\x00\x00WAVEfmt ",
+			"GIF88a......",
+			"\x89PNG\r\n",
+			""
+		]) {
 			expect(sniffImage(Buffer.from(s, "latin1"))).toBeNull();
 		}
 	});
@@ -23,7 +31,15 @@ describe("stored names", () => {
 	it("match only 32 hex digits and a known extension", () => {
 		expect(storedType(`${"a".repeat(32)}.png`)?.contentType).toBe("image/png");
 		expect(storedType(`${"0".repeat(32)}.jpg`)?.contentType).toBe("image/jpeg");
-		for (const bad of ["../package.json", `${"a".repeat(32)}.svg`, `${"A".repeat(32)}.png`, `.${"a".repeat(32)}.png`, `${"a".repeat(32)}.png/x`, `${"a".repeat(31)}.png`, `${"a".repeat(32)}.png\n`]) {
+		for (const bad of [
+			"../package.json",
+			`${"a".repeat(32)}.svg`,
+			`${"A".repeat(32)}.png`,
+			`.${"a".repeat(32)}.png`,
+			`${"a".repeat(32)}.png/x`,
+			`${"a".repeat(31)}.png`,
+			`${"a".repeat(32)}.png\n`
+		]) {
 			expect([bad, STORED_NAME.test(bad), storedType(bad)]).toEqual([bad, false, null]);
 		}
 	});
@@ -33,15 +49,32 @@ describe("isMultipart", () => {
 	it("wants multipart/form-data with a boundary", () => {
 		expect(isMultipart("multipart/form-data; boundary=----x")).toBe(true);
 		expect(isMultipart('Multipart/Form-Data; charset=utf-8; boundary="a b"')).toBe(true);
-		for (const bad of [undefined, "", "multipart/form-data", "multipart/form-data;", "multipart/mixed; boundary=x", "application/json", "image/png"]) expect(isMultipart(bad)).toBe(false);
+		for (const bad of [
+			undefined,
+			"",
+			"multipart/form-data",
+			"multipart/form-data;",
+			"multipart/mixed; boundary=x",
+			"application/json",
+			"image/png"
+		])
+			expect(isMultipart(bad)).toBe(false);
 	});
 });
 
 describe("uploadFailure", () => {
 	it("turns moleculer-web's and busboy's errors into upload codes and leaves the rest alone", () => {
 		const type = (e: unknown) => (e as { type?: string }).type;
-		expect(type(uploadFailure(Object.assign(new Error("Payload too large"), { name: "PayloadTooLarge", type: "PAYLOAD_TOO_LARGE" })))).toBe("UPLOAD_TOO_LARGE");
-		expect(type(uploadFailure(Object.assign(new Error("File missing in the request"), { name: "MoleculerClientError" })))).toBe("UPLOAD_NO_FILE");
+		expect(
+			type(
+				uploadFailure(
+					Object.assign(new Error("Payload too large"), { name: "PayloadTooLarge", type: "PAYLOAD_TOO_LARGE" })
+				)
+			)
+		).toBe("UPLOAD_TOO_LARGE");
+		expect(
+			type(uploadFailure(Object.assign(new Error("File missing in the request"), { name: "MoleculerClientError" })))
+		).toBe("UPLOAD_NO_FILE");
 		expect(type(uploadFailure(new Error("Unexpected end of multipart data")))).toBe("UPLOAD_MALFORMED");
 		const biz = bizError("UPLOAD_NOT_IMAGE");
 		expect(uploadFailure(biz)).toBe(biz);

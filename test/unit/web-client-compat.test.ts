@@ -8,13 +8,30 @@ describe("the Go client's compatibility adapter (web-client driver only)", () =>
 		expect(goClientRule("GET", "/api/cart")?.field).toBe("items");
 		expect(goClientRule("GET", "/api/order?page=1")?.field).toBe("list");
 		expect(goClientRule("POST", "/api/order/checkout")?.field).toBe("orders");
-		for (const [m, u] of [["POST", "/api/cart"], ["PUT", "/api/cart"], ["GET", "/api/order/123"], ["GET", "/api/cart/clear"], ["POST", "/api/order"], ["GET", "/api/orders"]]) {
+		for (const [m, u] of [
+			["POST", "/api/cart"],
+			["PUT", "/api/cart"],
+			["GET", "/api/order/123"],
+			["GET", "/api/cart/clear"],
+			["POST", "/api/order"],
+			["GET", "/api/orders"]
+		]) {
 			expect(goClientRule(m, u)).toBeUndefined();
 		}
 	});
 
 	test("a successful envelope's data becomes the array, the rest of the envelope kept", () => {
-		const out = adaptForGoClient(goClientRule("GET", "/api/order")!, 200, json, body({ code: 0, message: "success", data: { list: [{ id: 1 }], total: 1, page: 1, page_size: 10, total_page: 1 }, trace_id: "t" }));
+		const out = adaptForGoClient(
+			goClientRule("GET", "/api/order")!,
+			200,
+			json,
+			body({
+				code: 0,
+				message: "success",
+				data: { list: [{ id: 1 }], total: 1, page: 1, page_size: 10, total_page: 1 },
+				trace_id: "t"
+			})
+		);
 		expect(JSON.parse(out!.toString())).toEqual({ code: 0, message: "success", data: [{ id: 1 }], trace_id: "t" });
 	});
 

@@ -50,10 +50,14 @@ function parseArgs(argv: string[]): Args {
 	};
 	const dist = get("dist");
 	if (!dist || !fs.existsSync(path.join(dist, "index.html"))) {
-		throw new Error("usage: e2e --dist <the Go client's frontend/dist, with index.html> [--out dir] [--base-url url --admin user:password]");
+		throw new Error(
+			"usage: e2e --dist <the Go client's frontend/dist, with index.html> [--out dir] [--base-url url --admin user:password]"
+		);
 	}
 	const admin = get("admin");
-	const [username, password] = admin ? [admin.slice(0, admin.indexOf(":")), admin.slice(admin.indexOf(":") + 1)] : [ADMIN.username, ADMIN.password];
+	const [username, password] = admin
+		? [admin.slice(0, admin.indexOf(":")), admin.slice(admin.indexOf(":") + 1)]
+		: [ADMIN.username, ADMIN.password];
 	return {
 		dist: path.resolve(dist),
 		out: path.resolve(get("out") ?? fs.mkdtempSync(path.join(os.tmpdir(), "gomall-web-client-"))),
@@ -91,7 +95,12 @@ function png(width: number, height: number, rgb: [number, number, number]): Buff
 	ihdr.writeUInt32BE(width, 0);
 	ihdr.writeUInt32BE(height, 4);
 	ihdr.set([8, 2, 0, 0, 0], 8);
-	return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk("IHDR", ihdr), chunk("IDAT", zlib.deflateSync(Buffer.concat(rows))), chunk("IEND", Buffer.alloc(0))]);
+	return Buffer.concat([
+		Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]),
+		chunk("IHDR", ihdr),
+		chunk("IDAT", zlib.deflateSync(Buffer.concat(rows))),
+		chunk("IEND", Buffer.alloc(0))
+	]);
 }
 
 const PICTURES = new Map([
@@ -104,14 +113,27 @@ const images_a = PICTURES.get("/seed-images/a.png")!;
 // ---------------------------------------------------------------------------------------
 // The static server: the dist with the SPA fallback, /api and /uploads proxied to GoMall.
 
-const TYPES: Record<string, string> = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png", ".json": "application/json", ".ico": "image/x-icon" };
+const TYPES: Record<string, string> = {
+	".html": "text/html; charset=utf-8",
+	".js": "text/javascript",
+	".css": "text/css",
+	".svg": "image/svg+xml",
+	".png": "image/png",
+	".json": "application/json",
+	".ico": "image/x-icon"
+};
 
 /** One answer the adapter rewrote (see go-client-compat.ts), for the step table. */
 export interface Adapted {
 	route: string;
 }
 
-function startStatic(dist: string, upstream: string, images: Map<string, Buffer>, adapted: Adapted[]): Promise<{ url: string; close(): Promise<void> }> {
+function startStatic(
+	dist: string,
+	upstream: string,
+	images: Map<string, Buffer>,
+	adapted: Adapted[]
+): Promise<{ url: string; close(): Promise<void> }> {
 	const up = new URL(upstream);
 	const server = http.createServer((req, res) => {
 		const url = new URL(req.url ?? "/", "http://x");
@@ -120,24 +142,30 @@ function startStatic(dist: string, upstream: string, images: Map<string, Buffer>
 			const headers = { ...req.headers, host: up.host };
 			// The adapter reads the answer's JSON: ask for it uncompressed (GoMall does not compress anyway).
 			if (rule) headers["accept-encoding"] = "identity";
-			const proxied = http.request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers }, r => {
-				if (!rule) {
-					res.writeHead(r.statusCode ?? 502, r.headers);
-					r.pipe(res);
-					return;
+			const proxied = http.request(
+				{ host: up.hostname, port: up.port, method: req.method, path: req.url, headers },
+				r => {
+					if (!rule) {
+						res.writeHead(r.statusCode ?? 502, r.headers);
+						r.pipe(res);
+						return;
+					}
+					const chunks: Buffer[] = [];
+					r.on("data", (c: Buffer) => chunks.push(c));
+					r.on("error", () => res.destroy());
+					r.on("end", () => {
+						const body = Buffer.concat(chunks);
+						const rewritten = adaptForGoClient(rule, r.statusCode ?? 502, r.headers as Record<string, string>, body);
+						if (rewritten) adapted.push({ route: `${rule.method} ${rule.path}` });
+						const out = rewritten ?? body;
+						res.writeHead(
+							r.statusCode ?? 502,
+							rewritten ? { ...r.headers, "content-length": String(out.length) } : r.headers
+						);
+						res.end(out);
+					});
 				}
-				const chunks: Buffer[] = [];
-				r.on("data", (c: Buffer) => chunks.push(c));
-				r.on("error", () => res.destroy());
-				r.on("end", () => {
-					const body = Buffer.concat(chunks);
-					const rewritten = adaptForGoClient(rule, r.statusCode ?? 502, r.headers as Record<string, string>, body);
-					if (rewritten) adapted.push({ route: `${rule.method} ${rule.path}` });
-					const out = rewritten ?? body;
-					res.writeHead(r.statusCode ?? 502, rewritten ? { ...r.headers, "content-length": String(out.length) } : r.headers);
-					res.end(out);
-				});
-			});
+			);
 			proxied.on("error", () => {
 				if (!res.headersSent) res.writeHead(502);
 				res.end();
@@ -156,7 +184,8 @@ function startStatic(dist: string, upstream: string, images: Map<string, Buffer>
 		} catch {
 			file = "";
 		}
-		if (!file.startsWith(dist + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) file = path.join(dist, "index.html");
+		if (!file.startsWith(dist + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile())
+			file = path.join(dist, "index.html");
 		res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
 		fs.createReadStream(file).pipe(res);
 	});
@@ -179,7 +208,13 @@ function startStatic(dist: string, upstream: string, images: Map<string, Buffer>
 // ---------------------------------------------------------------------------------------
 // A small API client for seeding and for checking what the server holds.
 
-async function api(base: string, method: string, p: string, body?: unknown, token?: string | null): Promise<{ status: number; body: any }> {
+async function api(
+	base: string,
+	method: string,
+	p: string,
+	body?: unknown,
+	token?: string | null
+): Promise<{ status: number; body: any }> {
 	const headers: Record<string, string> = {};
 	if (token) headers.authorization = `Bearer ${token}`;
 	if (body !== undefined) headers["content-type"] = "application/json";
@@ -240,14 +275,25 @@ async function main(): Promise<number> {
 			const mall: TestMall = await startMallWith(cfg);
 			cleanups.push(() => mall.node.shutdown());
 			base = mall.baseUrl;
-			console.log(`mall at ${base}: namespace ${cfg.namespace}, database ${cfg.db.name}, uploads in ${uploads} (all removed at the end)`);
+			console.log(
+				`mall at ${base}: namespace ${cfg.namespace}, database ${cfg.db.name}, uploads in ${uploads} (all removed at the end)`
+			);
 		}
 		const site = await startStatic(args.dist, base, PICTURES, adapted);
 		cleanups.push(() => site.close());
 
 		const browser: Browser = await chromium.launch({
 			executablePath: "/usr/bin/chromium",
-			args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+			args: [
+				"--headless",
+				"--no-sandbox",
+				"--disable-gpu",
+				"--disable-quic",
+				"--no-first-run",
+				"--disable-background-networking",
+				"--disable-component-update",
+				"--disable-sync"
+			]
 		});
 		cleanups.push(() => browser.close());
 		const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, locale: "zh-CN" });
@@ -261,7 +307,14 @@ async function main(): Promise<number> {
 	return results.some(r => r.status === "FAILED") || !results.length ? 1 : 0;
 }
 
-async function runSteps(page: Page, base: string, site: string, args: Args, results: StepResult[], adapted: Adapted[]): Promise<void> {
+async function runSteps(
+	page: Page,
+	base: string,
+	site: string,
+	args: Args,
+	results: StepResult[],
+	adapted: Adapted[]
+): Promise<void> {
 	const pageErrors: string[] = [];
 	const apiFailures: string[] = [];
 	const outside = new Set<string>();
@@ -269,7 +322,8 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 	page.setDefaultTimeout(8000);
 	page.on("response", r => {
 		const u = new URL(r.url());
-		if (u.pathname.startsWith("/api/") && r.status() >= 400) apiFailures.push(`${r.request().method()} ${u.pathname} → ${r.status()}`);
+		if (u.pathname.startsWith("/api/") && r.status() >= 400)
+			apiFailures.push(`${r.request().method()} ${u.pathname} → ${r.status()}`);
 	});
 	// Every confirm() of the client (checkout, cancel) is answered yes.
 	page.on("dialog", d => void d.accept());
@@ -282,7 +336,11 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 	});
 
 	let n = 0;
-	const shotName = (name: string, number: number) => `${String(number).padStart(2, "0")}-${name.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "").toLowerCase()}.png`;
+	const shotName = (name: string, number: number) =>
+		`${String(number).padStart(2, "0")}-${name
+			.replace(/[^a-z0-9]+/gi, "-")
+			.replace(/^-|-$/g, "")
+			.toLowerCase()}.png`;
 	/**
 	 * Runs one step. Its verdict is ok only if fn returned (every assertion in it held), the
 	 * page threw nothing uncaught, and no /api answer failed that the step did not expect.
@@ -315,7 +373,8 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		console.log(`${status.padEnd(12)} ${name}: ${detail}${adapter ? ` [adapter: ${adapter}]` : ""}`);
 		return status;
 	};
-	const visible = (text: string | RegExp, timeout = 5000) => page.getByText(text).first().waitFor({ state: "visible", timeout });
+	const visible = (text: string | RegExp, timeout = 5000) =>
+		page.getByText(text).first().waitFor({ state: "visible", timeout });
 	/** Fails unless the text is on the page now and stays off it: for "must not show". */
 	const absent = async (text: string | RegExp) => {
 		if (await page.getByText(text).count()) throw new Error(`the page shows ${String(text)}`);
@@ -333,7 +392,12 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 	};
 	const token = () => page.evaluate(() => localStorage.getItem("token"));
 	const waitApi = (method: string, p: string | RegExp) => {
-		const res = page.waitForResponse(r => r.request().method() === method && (typeof p === "string" ? new URL(r.url()).pathname === p : p.test(new URL(r.url()).pathname)), { timeout: 10000 });
+		const res = page.waitForResponse(
+			r =>
+				r.request().method() === method &&
+				(typeof p === "string" ? new URL(r.url()).pathname === p : p.test(new URL(r.url()).pathname)),
+			{ timeout: 10000 }
+		);
 		// Awaited only on the path that needs it; a step that ends early must not leave a rejection behind.
 		res.catch(() => undefined);
 		return res;
@@ -354,8 +418,13 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 			{ method, p, body, withToken }
 		);
 	/** What GoMall holds in the buyer's cart (asked directly, not through the adapter). */
-	const serverCart = async () => must<{ items: any[]; total_count: number; total_price: number }>(await api(base, "GET", "/api/cart", undefined, await token()), "GET /api/cart");
-	const serverOrder = async (no: string) => must<any>(await api(base, "GET", `/api/order/${no}`, undefined, await token()), `GET /api/order/${no}`);
+	const serverCart = async () =>
+		must<{ items: any[]; total_count: number; total_price: number }>(
+			await api(base, "GET", "/api/cart", undefined, await token()),
+			"GET /api/cart"
+		);
+	const serverOrder = async (no: string) =>
+		must<any>(await api(base, "GET", `/api/order/${no}`, undefined, await token()), `GET /api/order/${no}`);
 	const badge = () => page.locator("header [class*=cartBadge]").first();
 
 	// ---- seed (admin API) ------------------------------------------------------------
@@ -364,15 +433,26 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 	await step("seed: upload a product image (POST /api/upload)", async () => {
 		const form = new FormData();
 		form.append("file", new Blob([new Uint8Array(images_a)], { type: "image/png" }), "e2e-a.png");
-		const res = await fetch(`${base}/api/upload`, { method: "POST", headers: { authorization: `Bearer ${admin}` }, body: form });
-		if (res.status === 404) throw new Verdict("skipped", "POST /api/upload answers 404: not on this branch (uploads); the seed uses the driver's own pictures");
+		const res = await fetch(`${base}/api/upload`, {
+			method: "POST",
+			headers: { authorization: `Bearer ${admin}` },
+			body: form
+		});
+		if (res.status === 404)
+			throw new Verdict(
+				"skipped",
+				"POST /api/upload answers 404: not on this branch (uploads); the seed uses the driver's own pictures"
+			);
 		const body: any = await res.json().catch(() => null);
 		const url: string | undefined = body?.data?.url ?? body?.data?.file_url ?? body?.data?.image_url;
 		if (res.status !== 200 || !url) throw new Error(`HTTP ${res.status} ${JSON.stringify(body)}`);
 		uploadedUrl = url.replace(/^https?:\/\/[^/]+/, "");
 		const back = await fetch(site + uploadedUrl);
 		const bytes = Buffer.from(await back.arrayBuffer());
-		if (back.status !== 200 || !bytes.equals(images_a)) throw new Error(`${uploadedUrl} through the proxy: HTTP ${back.status}, ${bytes.length} bytes, not the uploaded ones`);
+		if (back.status !== 200 || !bytes.equals(images_a))
+			throw new Error(
+				`${uploadedUrl} through the proxy: HTTP ${back.status}, ${bytes.length} bytes, not the uploaded ones`
+			);
 		// The page shows the picture itself, from the static server's origin.
 		await page.goto(site + uploadedUrl);
 		return `uploaded, served back byte-identical at ${uploadedUrl} (through the static server), used as the first product's image_url`;
@@ -380,16 +460,52 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 	const seed: Seeded = { products: [], flash: { product_id: 0, name: "" } };
 	const suffix = crypto.randomBytes(2).toString("hex");
 	for (const p of [
-		{ name: `E2E 降噪耳机 ${suffix}`, price: 199, stock: 50, category: "手机数码", description: "Seeded by the web-client driver: on the shelf, 50 in stock.", image_url: uploadedUrl ?? "/seed-images/a.png", status: 1 },
-		{ name: `E2E 机械键盘 ${suffix}`, price: 19.99, stock: 20, category: "电脑办公", description: "Seeded by the web-client driver: the second product.", image_url: "/seed-images/b.png", status: 1 },
-		{ name: `E2E 秒杀手表 ${suffix}`, price: 99, stock: 10, category: "手机数码", description: "Seeded by the web-client driver: on flash sale.", image_url: "/seed-images/c.png", status: 1 }
+		{
+			name: `E2E 降噪耳机 ${suffix}`,
+			price: 199,
+			stock: 50,
+			category: "手机数码",
+			description: "Seeded by the web-client driver: on the shelf, 50 in stock.",
+			image_url: uploadedUrl ?? "/seed-images/a.png",
+			status: 1
+		},
+		{
+			name: `E2E 机械键盘 ${suffix}`,
+			price: 19.99,
+			stock: 20,
+			category: "电脑办公",
+			description: "Seeded by the web-client driver: the second product.",
+			image_url: "/seed-images/b.png",
+			status: 1
+		},
+		{
+			name: `E2E 秒杀手表 ${suffix}`,
+			price: 99,
+			stock: 10,
+			category: "手机数码",
+			description: "Seeded by the web-client driver: on flash sale.",
+			image_url: "/seed-images/c.png",
+			status: 1
+		}
 	]) {
 		const created = must<{ id: number }>(await api(base, "POST", "/api/product", p, admin), "create product");
 		seed.products.push({ id: created.id, name: p.name, price: p.price, stock: p.stock, image_url: p.image_url });
 	}
 	const flashProduct = seed.products[2];
 	must(
-		await api(base, "POST", "/api/seckill/init", { product_id: flashProduct.id, stock: 5, seckill_price: 9.9, start_time: new Date(Date.now() - 60_000).toISOString(), end_time: new Date(Date.now() + 3_600_000).toISOString() }, admin),
+		await api(
+			base,
+			"POST",
+			"/api/seckill/init",
+			{
+				product_id: flashProduct.id,
+				stock: 5,
+				seckill_price: 9.9,
+				start_time: new Date(Date.now() - 60_000).toISOString(),
+				end_time: new Date(Date.now() + 3_600_000).toISOString()
+			},
+			admin
+		),
 		"seckill init"
 	);
 	seed.flash = { product_id: flashProduct.id, name: flashProduct.name };
@@ -447,12 +563,15 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		for (const p of seed.products) await visible(p.name);
 		await visible(A.price.toFixed(2));
 		await visible(B.price.toFixed(2));
-		const imgs = await page.$$eval("img", imgs => imgs.map(i => ({ src: i.src, ok: i.complete && i.naturalWidth > 0 })));
+		const imgs = await page.$$eval("img", imgs =>
+			imgs.map(i => ({ src: i.src, ok: i.complete && i.naturalWidth > 0 }))
+		);
 		const ours = imgs.filter(i => i.src.includes("/seed-images/") || i.src.includes("/uploads/"));
 		const broken = ours.filter(i => !i.ok).map(i => i.src);
 		if (broken.length) throw new Error(`pictures not loaded: ${broken.join(", ")}`);
 		if (ours.length < seed.products.length) throw new Error(`only ${ours.length} seeded pictures on the page`);
-		if (uploadedUrl && !ours.some(i => i.src.endsWith(uploadedUrl!))) throw new Error(`the uploaded picture ${uploadedUrl} is not on the page`);
+		if (uploadedUrl && !ours.some(i => i.src.endsWith(uploadedUrl!)))
+			throw new Error(`the uploaded picture ${uploadedUrl} is not on the page`);
 		return `${seed.products.length} seeded products with prices and pictures${uploadedUrl ? " (the first one's is the uploaded file)" : ""}`;
 	});
 
@@ -481,7 +600,8 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		await badge().filter({ hasText: /^2$/ }).waitFor({ timeout: 5000 });
 		const server = await serverCart();
 		const line = server.items.find(i => i.product_id === A.id);
-		if (line?.quantity !== 2 || server.items.length !== 1) throw new Error(`the server's cart holds ${JSON.stringify(server.items)}`);
+		if (line?.quantity !== 2 || server.items.length !== 1)
+			throw new Error(`the server's cart holds ${JSON.stringify(server.items)}`);
 		return `${A.name} × 2 from its page: toast 已添加到购物车, the header's cart badge shows 2; the server holds the line with quantity 2`;
 	});
 
@@ -492,7 +612,8 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		await addToCart(1);
 		await badge().filter({ hasText: /^3$/ }).waitFor({ timeout: 5000 });
 		const server = await serverCart();
-		if (server.items.length !== 2 || server.total_count !== 3) throw new Error(`the server's cart holds ${JSON.stringify(server.items)}`);
+		if (server.items.length !== 2 || server.total_count !== 3)
+			throw new Error(`the server's cart holds ${JSON.stringify(server.items)}`);
 		return `${B.name} × 1: the badge shows 3 (the client reloaded both lines); the server holds 2 lines, 3 items`;
 	});
 
@@ -503,12 +624,18 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		await page.getByRole("heading", { name: "购物车" }).waitFor({ timeout: 5000 });
 	};
 	/** The cart page's line of a product: the element that holds its name and its own +/- buttons. */
-	const cartLine = (name: string) => page.locator("div", { has: page.getByRole("heading", { name }) }).filter({ has: page.getByRole("button", { name: "+", exact: true }) }).last();
+	const cartLine = (name: string) =>
+		page
+			.locator("div", { has: page.getByRole("heading", { name }) })
+			.filter({ has: page.getByRole("button", { name: "+", exact: true }) })
+			.last();
 
 	await step("cart page", async () => {
 		await cartPage();
 		await visible("2 件商品");
-		await cartLine(A.name).getByText(yuan(A.price * 2)).waitFor({ timeout: 5000 });
+		await cartLine(A.name)
+			.getByText(yuan(A.price * 2))
+			.waitFor({ timeout: 5000 });
 		await cartLine(B.name).getByText(yuan(B.price)).first().waitFor({ timeout: 5000 });
 		await visible(yuan(A.price * 2 + B.price));
 		return `2 lines: ${A.name} × 2 = ${yuan(A.price * 2)}, ${B.name} × 1 = ${yuan(B.price)}; total ${yuan(A.price * 2 + B.price)}`;
@@ -522,7 +649,9 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		page.on("request", onReq);
 		await cartLine(A.name).getByRole("button", { name: "+", exact: true }).click();
 		await visible("已更新");
-		await cartLine(A.name).getByText(yuan(A.price * 3)).waitFor({ timeout: 5000 });
+		await cartLine(A.name)
+			.getByText(yuan(A.price * 3))
+			.waitFor({ timeout: 5000 });
 		await visible(yuan(A.price * 3 + B.price));
 		await page.waitForTimeout(500);
 		page.off("request", onReq);
@@ -532,7 +661,10 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 			return "quantity 3 on the page and on the server";
 		}
 		if (line?.quantity !== 2) throw new Error(`no PUT /api/cart, yet the server's line holds ${line?.quantity}`);
-		throw new Verdict("client-limit", `the page shows ${A.name} × 3 (${yuan(A.price * 3)}) and toasts 已更新, but the client only changes its own state (no PUT /api/cart): GET /api/cart still holds 2`);
+		throw new Verdict(
+			"client-limit",
+			`the page shows ${A.name} × 3 (${yuan(A.price * 3)}) and toasts 已更新, but the client only changes its own state (no PUT /api/cart): GET /api/cart still holds 2`
+		);
 	});
 
 	let orderNos: string[] = [];
@@ -541,7 +673,8 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		await page.getByRole("button", { name: "去结算" }).click();
 		const answer = await res;
 		const body = (await answer.json()) as any;
-		if (answer.status() !== 200 || !Array.isArray(body?.data)) throw new Error(`POST /api/order/checkout → ${answer.status()} ${JSON.stringify(body)}`);
+		if (answer.status() !== 200 || !Array.isArray(body?.data))
+			throw new Error(`POST /api/order/checkout → ${answer.status()} ${JSON.stringify(body)}`);
 		orderNos = body.data.map((o: any) => o.order_no);
 		await visible("结算成功，生成 2 个订单");
 		await page.waitForURL(`${site}/orders`);
@@ -550,7 +683,8 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		const orders = await Promise.all(orderNos.map(serverOrder));
 		const a = orders.find(o => o.product_id === A.id);
 		const b = orders.find(o => o.product_id === B.id);
-		if (orders.length !== 2 || a?.quantity !== 2 || b?.quantity !== 1 || a.status !== 1 || b.status !== 1) throw new Error(`the server's orders: ${JSON.stringify(orders)}`);
+		if (orders.length !== 2 || a?.quantity !== 2 || b?.quantity !== 1 || a.status !== 1 || b.status !== 1)
+			throw new Error(`the server's orders: ${JSON.stringify(orders)}`);
 		return `toast 结算成功，生成 2 个订单; the server made ${orderNos.join(", ")} (pending), from ITS cart: ${A.name} × 2 (not the page's 3), ${B.name} × 1; the cart is empty`;
 	});
 
@@ -561,7 +695,11 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		await page.getByRole("heading", { name: "我的订单" }).waitFor({ timeout: 5000 });
 	};
 	/** An order's card on the orders page: the element that holds its number and its status. */
-	const card = (orderNo: string) => page.locator("div", { hasText: `订单号: ${orderNo}` }).filter({ has: page.getByRole("heading") }).last();
+	const card = (orderNo: string) =>
+		page
+			.locator("div", { hasText: `订单号: ${orderNo}` })
+			.filter({ has: page.getByRole("heading") })
+			.last();
 	const orderOf = async (productId: number) => {
 		for (const no of orderNos) if ((await serverOrder(no)).product_id === productId) return no;
 		throw new Error(`no order of product ${productId} among ${orderNos.join(", ")}`);
@@ -571,7 +709,10 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		await ordersPage();
 		await visible(`${orderNos.length} 个订单`);
 		const [noA, noB] = [await orderOf(A.id), await orderOf(B.id)];
-		for (const [no, p, q] of [[noA, A, 2], [noB, B, 1]] as const) {
+		for (const [no, p, q] of [
+			[noA, A, 2],
+			[noB, B, 1]
+		] as const) {
 			const c = card(no);
 			await c.getByRole("heading", { name: p.name }).waitFor({ timeout: 5000 });
 			await c.getByText(`数量: ${q} 件`).waitFor({ timeout: 5000 });
@@ -604,7 +745,9 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		// order (5) reads 未知状态, without buttons.
 		await card(no).getByText("未知状态").waitFor({ timeout: 5000 });
 		if (await card(no).getByRole("button").count()) throw new Error("the cancelled order's card still has buttons");
-		await card(await orderOf(A.id)).getByText("已支付").waitFor({ timeout: 5000 });
+		await card(await orderOf(A.id))
+			.getByText("已支付")
+			.waitFor({ timeout: 5000 });
 		const o = await serverOrder(no);
 		if (o.status !== 5) throw new Error(`the server says status ${o.status}`);
 		return `${no} (${B.name}, from the same checkout) cancelled through its 取消订单: toast 订单已取消, status 5 on the server; the card loses its buttons and reads 未知状态 (this build of the client names only 待支付 and 已支付); the paid one stays 已支付`;
@@ -621,9 +764,13 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		await page.waitForTimeout(500);
 		page.off("request", onReq);
 		const listed = must<any[]>(await api(base, "GET", "/api/seckill"), "seckill list");
-		if (!listed.some(a => a.product_id === seed.flash.product_id)) throw new Error(`GET /api/seckill does not list the seeded activity: ${JSON.stringify(listed)}`);
+		if (!listed.some(a => a.product_id === seed.flash.product_id))
+			throw new Error(`GET /api/seckill does not list the seeded activity: ${JSON.stringify(listed)}`);
 		if (!asked.length && !(await page.getByText(seed.flash.name).count())) {
-			throw new Verdict("client-limit", `the page shows the client's built-in sample list (iPhone 15 Pro Max, ...; its pictures point at http://localhost:8080/photos/) and never asks GoMall; GET /api/seckill lists the seeded "${seed.flash.name}"`);
+			throw new Verdict(
+				"client-limit",
+				`the page shows the client's built-in sample list (iPhone 15 Pro Max, ...; its pictures point at http://localhost:8080/photos/) and never asks GoMall; GET /api/seckill lists the seeded "${seed.flash.name}"`
+			);
 		}
 		return `lists "${seed.flash.name}"`;
 	});
@@ -638,17 +785,20 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		await visible("秒杀成功！订单已创建");
 		await page.waitForURL(`${site}/orders`);
 		page.off("request", onReq);
-		if (asked.length) throw new Error("the client asked POST /api/seckill: this driver's client-limit verdict is out of date");
+		if (asked.length)
+			throw new Error("the client asked POST /api/seckill: this driver's client-limit verdict is out of date");
 		// What the client would have asked: the same call, from the page, with its token.
 		const won = await fromPage("POST", "/api/seckill", { product_id: seed.flash.product_id });
-		if (won.status !== 200 || won.body?.code !== 0) throw new Error(`POST /api/seckill from the page → ${won.status} ${JSON.stringify(won.body)}`);
+		if (won.status !== 200 || won.body?.code !== 0)
+			throw new Error(`POST /api/seckill from the page → ${won.status} ${JSON.stringify(won.body)}`);
 		let result: any = null;
 		for (let i = 0; i < 50; i++) {
 			result = (await fromPage("GET", `/api/seckill/result?product_id=${seed.flash.product_id}`)).body?.data;
 			if (result?.status !== "queued") break;
 			await page.waitForTimeout(200);
 		}
-		if (result?.status !== "success" || !result.order_no) throw new Error(`POST /api/seckill ${JSON.stringify(won.body)}, result ${JSON.stringify(result)}`);
+		if (result?.status !== "success" || !result.order_no)
+			throw new Error(`POST /api/seckill ${JSON.stringify(won.body)}, result ${JSON.stringify(result)}`);
 		// The flash-sale order on the client's own orders page, at the flash price.
 		await ordersPage();
 		await visible("3 个订单");
@@ -673,23 +823,38 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 
 	const oldPassword = password;
 	const newPassword = "Passw0rd-e2e-2";
-	await step("change password (POST /api/auth/change-password, from the page)", async () => {
-		const current = await token();
-		const r = await fromPage("POST", "/api/auth/change-password", { old_password: oldPassword, new_password: newPassword });
-		if (r.status === 404) throw new Verdict("skipped", "404: not on this branch (sessions); the client defines the call but has no page for it");
-		if (r.status !== 200 || r.body?.code !== 0) throw new Error(`HTTP ${r.status} ${JSON.stringify(r.body)}`);
-		password = newPassword;
-		// The register's session, which the client forgot without ending, is over; the page's own goes on.
-		const other = await api(base, "GET", "/api/user/profile", undefined, registerToken);
-		if (other.status !== 401) throw new Error(`the register's session still reads the profile: HTTP ${other.status}`);
-		const mine = await api(base, "GET", "/api/user/profile", undefined, current);
-		if (mine.status !== 200) throw new Error(`the page's own session was ended too: HTTP ${mine.status}`);
-		const wrong = await fromPage("POST", "/api/auth/change-password", { old_password: oldPassword, new_password: "Passw0rd-e2e-3" });
-		if (wrong.status !== 400 || wrong.body?.code !== 10004) throw new Error(`the old password again: HTTP ${wrong.status} ${JSON.stringify(wrong.body)}`);
-		await page.reload();
-		await page.locator("header").getByText(username).waitFor({ timeout: 5000 });
-		return `changed (the call the client's userApi defines, made from the page with its token); the register's session now gets 401 (${other.body?.code}), the page's own still works; the old password again → 400/10004`;
-	}, [/POST \/api\/auth\/change-password → 400/]);
+	await step(
+		"change password (POST /api/auth/change-password, from the page)",
+		async () => {
+			const current = await token();
+			const r = await fromPage("POST", "/api/auth/change-password", {
+				old_password: oldPassword,
+				new_password: newPassword
+			});
+			if (r.status === 404)
+				throw new Verdict(
+					"skipped",
+					"404: not on this branch (sessions); the client defines the call but has no page for it"
+				);
+			if (r.status !== 200 || r.body?.code !== 0) throw new Error(`HTTP ${r.status} ${JSON.stringify(r.body)}`);
+			password = newPassword;
+			// The register's session, which the client forgot without ending, is over; the page's own goes on.
+			const other = await api(base, "GET", "/api/user/profile", undefined, registerToken);
+			if (other.status !== 401) throw new Error(`the register's session still reads the profile: HTTP ${other.status}`);
+			const mine = await api(base, "GET", "/api/user/profile", undefined, current);
+			if (mine.status !== 200) throw new Error(`the page's own session was ended too: HTTP ${mine.status}`);
+			const wrong = await fromPage("POST", "/api/auth/change-password", {
+				old_password: oldPassword,
+				new_password: "Passw0rd-e2e-3"
+			});
+			if (wrong.status !== 400 || wrong.body?.code !== 10004)
+				throw new Error(`the old password again: HTTP ${wrong.status} ${JSON.stringify(wrong.body)}`);
+			await page.reload();
+			await page.locator("header").getByText(username).waitFor({ timeout: 5000 });
+			return `changed (the call the client's userApi defines, made from the page with its token); the register's session now gets 401 (${other.body?.code}), the page's own still works; the old password again → 400/10004`;
+		},
+		[/POST \/api\/auth\/change-password → 400/]
+	);
 
 	await step(
 		"log in with the old password (refused)",
@@ -751,10 +916,16 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		if (await token()) throw new Error("the token is still in localStorage");
 		// 退出 only forgets the token; the call the client defines but never makes, with the token it held.
 		const r = await fromPage("POST", "/api/auth/logout", undefined, held);
-		if (r.status === 404) throw new Verdict("skipped", "the header's 退出 forgets the token; POST /api/auth/logout answers 404: not on this branch (sessions)");
-		if (r.status !== 200 || r.body?.code !== 0) throw new Error(`POST /api/auth/logout → ${r.status} ${JSON.stringify(r.body)}`);
+		if (r.status === 404)
+			throw new Verdict(
+				"skipped",
+				"the header's 退出 forgets the token; POST /api/auth/logout answers 404: not on this branch (sessions)"
+			);
+		if (r.status !== 200 || r.body?.code !== 0)
+			throw new Error(`POST /api/auth/logout → ${r.status} ${JSON.stringify(r.body)}`);
 		const after = await api(base, "GET", "/api/user/profile", undefined, held);
-		if (after.status !== 401 || after.body?.code !== 10006) throw new Error(`the logged-out token reads the profile: HTTP ${after.status} ${JSON.stringify(after.body)}`);
+		if (after.status !== 401 || after.body?.code !== 10006)
+			throw new Error(`the logged-out token reads the profile: HTTP ${after.status} ${JSON.stringify(after.body)}`);
 		return "退出 forgets the token (the header shows 登录/注册); POST /api/auth/logout with the token it held (the client never calls it) ends the session: that token then gets 401/10006";
 	});
 
@@ -763,7 +934,8 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 		"GET /version",
 		async () => {
 			const r = await api(base, "GET", "/version");
-			if (r.status === 404) throw new Verdict("skipped", "404: not on this branch (uploads/version); the client does not call it");
+			if (r.status === 404)
+				throw new Verdict("skipped", "404: not on this branch (uploads/version); the client does not call it");
 			return `${JSON.stringify(must(r, "/version"))} (the client does not call it)`;
 		},
 		[],
@@ -776,7 +948,10 @@ async function runSteps(page: Page, base: string, site: string, args: Args, resu
 function printTable(results: StepResult[], out: string): void {
 	const w = Math.max(...results.map(r => r.name.length), 4);
 	console.log(`\n${"step".padEnd(w)}  ${"status".padEnd(12)}  ${"adapter".padEnd(26)}  detail`);
-	for (const r of results) console.log(`${r.name.padEnd(w)}  ${r.status.padEnd(12)}  ${(r.adapter || "-").padEnd(26)}  ${r.detail}${r.shot ? `  [${r.shot}]` : ""}`);
+	for (const r of results)
+		console.log(
+			`${r.name.padEnd(w)}  ${r.status.padEnd(12)}  ${(r.adapter || "-").padEnd(26)}  ${r.detail}${r.shot ? `  [${r.shot}]` : ""}`
+		);
 	console.log(`\nscreenshots in ${out}`);
 }
 

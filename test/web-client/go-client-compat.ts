@@ -47,7 +47,12 @@ export function goClientRule(method: string | undefined, url: string | undefined
  * The rewritten body, or null when the answer must pass through unchanged (not 200, not an
  * uncompressed JSON envelope with code 0, or `data[field]` not an array).
  */
-export function adaptForGoClient(rule: Rule, status: number, headers: { "content-type"?: string; "content-encoding"?: string }, body: Buffer): Buffer | null {
+export function adaptForGoClient(
+	rule: Rule,
+	status: number,
+	headers: { "content-type"?: string; "content-encoding"?: string },
+	body: Buffer
+): Buffer | null {
 	if (status !== 200 || !/^application\/json\b/i.test(headers["content-type"] ?? "")) return null;
 	if (headers["content-encoding"] && headers["content-encoding"] !== "identity") return null;
 	let envelope: any;

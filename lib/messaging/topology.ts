@@ -1,5 +1,5 @@
 import type { Channel } from "amqplib";
-import type { Config } from "../config";
+import type { Config } from "../../config";
 import { amqpName, ConsumerOptions } from "./amqp";
 
 /** How a work queue's failing messages are retried (config `seckill.max_deliveries`, `amqp.retry_delays_ms`). */
@@ -37,7 +37,12 @@ export function deliveryPolicy(c: Config): DeliveryPolicy {
 }
 
 /** Where a consumer of `queue` parks the messages that fail (see QueueConsumer). */
-export function parking(namespace: string, queue: string, routingKey: string, policy: DeliveryPolicy): Pick<ConsumerOptions, "maxAttempts" | "retryQueues" | "deadLetter"> {
+export function parking(
+	namespace: string,
+	queue: string,
+	routingKey: string,
+	policy: DeliveryPolicy
+): Pick<ConsumerOptions, "maxAttempts" | "retryQueues" | "deadLetter"> {
 	const n = names(namespace);
 	return {
 		maxAttempts: policy.maxDeliveries,
@@ -49,7 +54,14 @@ export function parking(namespace: string, queue: string, routingKey: string, po
 export const CLOSE_ROUTING_KEY = "close";
 export const SECKILL_ROUTING_KEY = "seckill";
 
-async function workQueue(ch: Channel, namespace: string, queue: string, dlq: string, routingKey: string, policy: DeliveryPolicy): Promise<void> {
+async function workQueue(
+	ch: Channel,
+	namespace: string,
+	queue: string,
+	dlq: string,
+	routingKey: string,
+	policy: DeliveryPolicy
+): Promise<void> {
 	const n = names(namespace);
 	await ch.assertExchange(n.orderExchange, "direct", { durable: true });
 	await ch.assertExchange(n.deadLetterExchange, "direct", { durable: true });
@@ -85,7 +97,12 @@ async function workQueue(ch: Channel, namespace: string, queue: string, dlq: str
 }
 
 /** The close queue and its delay queue: an expired delay message dead-letters into `close`. */
-export async function assertCloseTopology(ch: Channel, namespace: string, payTimeoutMs: number, policy: DeliveryPolicy): Promise<string> {
+export async function assertCloseTopology(
+	ch: Channel,
+	namespace: string,
+	payTimeoutMs: number,
+	policy: DeliveryPolicy
+): Promise<string> {
 	const n = names(namespace);
 	await workQueue(ch, namespace, n.closeQueue, n.closeDlq, CLOSE_ROUTING_KEY, policy);
 	return assertDelayQueue(ch, namespace, payTimeoutMs);
@@ -96,7 +113,11 @@ export async function assertDelayQueue(ch: Channel, namespace: string, payTimeou
 	const delay = n.payTimeoutQueue(payTimeoutMs);
 	await ch.assertQueue(delay, {
 		durable: true,
-		arguments: { "x-message-ttl": payTimeoutMs, "x-dead-letter-exchange": n.orderExchange, "x-dead-letter-routing-key": CLOSE_ROUTING_KEY }
+		arguments: {
+			"x-message-ttl": payTimeoutMs,
+			"x-dead-letter-exchange": n.orderExchange,
+			"x-dead-letter-routing-key": CLOSE_ROUTING_KEY
+		}
 	});
 	return delay;
 }

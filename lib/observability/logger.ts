@@ -1,12 +1,23 @@
 import pino from "pino";
 import pretty from "pino-pretty";
-import type { Config, LogLevel } from "../config";
+import type { Config, LogLevel } from "../../config";
 
 /** Fields never written to a log, whatever object they appear in. */
 export const REDACT_PATHS = [
-	"password", "*.password", "password_hash", "*.password_hash",
-	"token", "*.token", "authorization", "*.authorization", "headers.authorization", "*.headers.authorization",
-	"secret", "*.secret", "jwt", "*.jwt"
+	"password",
+	"*.password",
+	"password_hash",
+	"*.password_hash",
+	"token",
+	"*.token",
+	"authorization",
+	"*.authorization",
+	"headers.authorization",
+	"*.headers.authorization",
+	"secret",
+	"*.secret",
+	"jwt",
+	"*.jwt"
 ];
 
 export interface GomallLogging {
@@ -30,7 +41,13 @@ export function createLogging(cfg: Config["log"]): GomallLogging {
 		cfg.output === "file"
 			? pino.destination({ dest: cfg.file, mkdir: true, sync: false })
 			: cfg.format === "pretty"
-				? pretty({ colorize: process.stdout.isTTY, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname,ns,mod,svc,node", messageFormat: "{mod}: {msg}", singleLine: true })
+				? pretty({
+						colorize: process.stdout.isTTY,
+						translateTime: "SYS:HH:MM:ss.l",
+						ignore: "pid,hostname,ns,mod,svc,node",
+						messageFormat: "{mod}: {msg}",
+						singleLine: true
+					})
 				: pino.destination({ dest: 1, sync: false });
 	const root = pino(options, stream);
 	const children = new Set<pino.Logger>();
@@ -42,7 +59,10 @@ export function createLogging(cfg: Config["log"]): GomallLogging {
 			options: {
 				level: cfg.level,
 				createLogger: (level: string, bindings: Record<string, unknown>) => {
-					const child = root.child({ ns: bindings.ns, mod: bindings.mod, svc: bindings.svc, node: bindings.nodeID }, { level });
+					const child = root.child(
+						{ ns: bindings.ns, mod: bindings.mod, svc: bindings.svc, node: bindings.nodeID },
+						{ level }
+					);
 					children.add(child);
 					return child;
 				}

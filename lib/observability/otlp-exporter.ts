@@ -37,10 +37,15 @@ const PROMOTED: [string, string][] = [
 	["response.order_no", "order_no"]
 ];
 
-function flatten(obj: unknown, prefix = "", out: Record<string, string | number | boolean> = {}): Record<string, string | number | boolean> {
+function flatten(
+	obj: unknown,
+	prefix = "",
+	out: Record<string, string | number | boolean> = {}
+): Record<string, string | number | boolean> {
 	if (obj === null || obj === undefined) return out;
 	if (typeof obj !== "object") {
-		if (prefix) out[prefix] = typeof obj === "string" || typeof obj === "number" || typeof obj === "boolean" ? obj : String(obj);
+		if (prefix)
+			out[prefix] = typeof obj === "string" || typeof obj === "number" || typeof obj === "boolean" ? obj : String(obj);
 		return out;
 	}
 	for (const [k, v] of Object.entries(obj as Record<string, unknown>)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
@@ -95,13 +100,22 @@ export class OtlpTraceExporter extends TracerExporters.Base {
 		const error = span.error && span.error !== true ? span.error : null;
 		return {
 			name: span.name,
-			kind: span.type === "action" && !span.parentID ? SPAN_KIND.SERVER : span.type === "event" ? SPAN_KIND.CONSUMER : SPAN_KIND.INTERNAL,
+			kind:
+				span.type === "action" && !span.parentID
+					? SPAN_KIND.SERVER
+					: span.type === "event"
+						? SPAN_KIND.CONSUMER
+						: SPAN_KIND.INTERNAL,
 			spanContext: () => ctx,
-			parentSpanContext: span.parentID ? { traceId: ctx.traceId, spanId: spanId(span.parentID), traceFlags: 1, isRemote: false } : undefined,
+			parentSpanContext: span.parentID
+				? { traceId: ctx.traceId, spanId: spanId(span.parentID), traceFlags: 1, isRemote: false }
+				: undefined,
 			startTime: hrTime(span.startTime),
 			endTime: hrTime(span.finishTime),
 			duration: hrTime(span.duration),
-			status: span.error ? { code: STATUS.ERROR, message: error ? `${error.name}: ${error.message}` : "error" } : { code: STATUS.UNSET },
+			status: span.error
+				? { code: STATUS.ERROR, message: error ? `${error.name}: ${error.message}` : "error" }
+				: { code: STATUS.UNSET },
 			attributes,
 			links: [],
 			events: [],
@@ -120,7 +134,9 @@ export class OtlpTraceExporter extends TracerExporters.Base {
 		this.exporter.export(batch as any, result => {
 			if (result.code !== 0 && Date.now() - this.warnedAt > 10000) {
 				this.warnedAt = Date.now();
-				(this as any).logger.warn(`OTLP export to ${this.options.endpoint} failed: ${result.error?.message ?? "unknown error"}`);
+				(this as any).logger.warn(
+					`OTLP export to ${this.options.endpoint} failed: ${result.error?.message ?? "unknown error"}`
+				);
 			}
 		});
 	}

@@ -9,8 +9,12 @@ export class OrderNoGenerator {
 	private seq = 0;
 	private readonly worker: string;
 
-	constructor(workerId: number, private readonly now: () => number = Date.now) {
-		if (!Number.isInteger(workerId) || workerId < 0 || workerId > 9999) throw new RangeError("worker id must be 0..9999");
+	constructor(
+		workerId: number,
+		private readonly now: () => number = Date.now
+	) {
+		if (!Number.isInteger(workerId) || workerId < 0 || workerId > 9999)
+			throw new RangeError("worker id must be 0..9999");
 		this.worker = String(workerId).padStart(4, "0");
 	}
 

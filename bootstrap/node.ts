@@ -2,8 +2,8 @@ import path from "node:path";
 import { ServiceBroker, ServiceSchema, BrokerOptions } from "moleculer";
 import { Config, setConfig } from "../config";
 import { brokerOptions } from "../moleculer.config";
-import { createLogging, GomallLogging } from "./logger";
-import { migrate } from "./migrate";
+import { createLogging, GomallLogging } from "../lib/observability/logger";
+import { migrate } from "../lib/storage/migrate";
 import { replCommands } from "./repl";
 
 /** Every actor, in start order. One node runs them all unless told otherwise. */
@@ -32,18 +32,35 @@ export interface GomallNode {
  * Builds and starts one node: configuration, migrations (if it owns tables), the broker with
  * the chosen actors. Used by the runner and by the tests, so both start the mall the same way.
  */
-export async function startNode(cfg: Config, services: readonly string[] = ALL_SERVICES, extra: Partial<BrokerOptions> = {}): Promise<GomallNode> {
+export async function startNode(
+	cfg: Config,
+	services: readonly string[] = ALL_SERVICES,
+	extra: Partial<BrokerOptions> = {}
+): Promise<GomallNode> {
 	setConfig(cfg);
 	const logging = createLogging(cfg.log);
 	const schemas = services.map(loadServiceSchema);
 	if (services.some(s => DB_SERVICES.has(s))) {
 		await migrate(cfg.db, msg => logging.root.info(msg));
 	}
-	const broker = new ServiceBroker({ ...brokerOptions(cfg, logging), replOptions: { customCommands: replCommands }, ...extra });
+	const broker = new ServiceBroker({
+		...brokerOptions(cfg, logging),
+		replOptions: { customCommands: replCommands },
+		...extra
+	});
 	// Every node says who it is on /metrics (gateway nodes) and in $node.metrics (all nodes),
 	// so per-node series can be joined to a node and the actors it runs.
-	broker.metrics.register({ name: "gomall_node_info", type: "gauge", labelNames: ["node_id", "namespace", "services"], description: "This node: its nodeID, namespace and actors (always 1)" });
-	broker.metrics.set("gomall_node_info", 1, { node_id: broker.nodeID, namespace: cfg.namespace, services: services.join(",") });
+	broker.metrics.register({
+		name: "gomall_node_info",
+		type: "gauge",
+		labelNames: ["node_id", "namespace", "services"],
+		description: "This node: its nodeID, namespace and actors (always 1)"
+	});
+	broker.metrics.set("gomall_node_info", 1, {
+		node_id: broker.nodeID,
+		namespace: cfg.namespace,
+		services: services.join(",")
+	});
 	for (const schema of schemas) broker.createService(schema);
 	await broker.start();
 

@@ -16,3 +16,8 @@ export function centsToDecimal(cents: number): string {
 	const abs = Math.abs(cents);
 	return `${sign}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, "0")}`;
 }
+
+/** Two decimal places at most, stored exactly as DECIMAL(12,2). */
+export function isMoney(value: number): boolean {
+	return Math.abs(value * 100 - Math.round(value * 100)) < 1e-6;
+}

@@ -10,7 +10,8 @@ import type { Redis } from "ioredis";
  */
 export class ClusterSafeRedisCacher extends Cachers.Redis {
 	_nodeScanDel(node: Redis, pattern: string): Promise<void> {
-		if (!(this.opts as { cluster?: unknown }).cluster) return (Cachers.Redis.prototype as any)._nodeScanDel.call(this, node, pattern);
+		if (!(this.opts as { cluster?: unknown }).cluster)
+			return (Cachers.Redis.prototype as any)._nodeScanDel.call(this, node, pattern);
 		return new Promise((resolve, reject) => {
 			const stream = node.scanStream({ match: pattern, count: 100 });
 			stream.on("data", (keys: string[] = []) => {

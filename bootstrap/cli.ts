@@ -36,7 +36,9 @@ export function parseCliArgs(argv: string[]): CliArgs {
 
 function parseWorkers(raw: string, repl: boolean): number {
 	const n = Number(raw);
-	if (!Number.isInteger(n) || n < 1 || n > 64) throw new Error(`--workers must be a whole number from 1 to 64, got "${raw}"`);
-	if (n > 1 && repl) throw new Error("--repl needs a single process: drop --workers or run the REPL on a node of its own");
+	if (!Number.isInteger(n) || n < 1 || n > 64)
+		throw new Error(`--workers must be a whole number from 1 to 64, got "${raw}"`);
+	if (n > 1 && repl)
+		throw new Error("--repl needs a single process: drop --workers or run the REPL on a node of its own");
 	return n;
 }

@@ -1,6 +1,6 @@
 import { LRUCache } from "lru-cache";
-import type { RateTier } from "../config";
-import { isCluster, RedisClient } from "./redis";
+import type { RateTier } from "../../config";
+import { isCluster, RedisClient } from "../storage/redis";
 
 export interface Verdict {
 	allowed: boolean;
@@ -48,7 +48,9 @@ export class LocalBuckets {
 	}
 }
 
-export type GcraRedis = RedisClient & { rateLimitGcra(key: string, intervalMs: number, burst: number): Promise<[number, number]> };
+export type GcraRedis = RedisClient & {
+	rateLimitGcra(key: string, intervalMs: number, burst: number): Promise<[number, number]>;
+};
 
 export interface DistributedCheck {
 	key: string;
@@ -64,7 +66,14 @@ export interface DistributedCheck {
 export async function checkDistributed(redis: GcraRedis, checks: DistributedCheck[]): Promise<Verdict> {
 	let results: [Error | null, unknown][];
 	if (isCluster(redis)) {
-		results = await Promise.all(checks.map(c => redis.rateLimitGcra(c.key, 1000 / c.tier.rate, c.tier.burst).then(r => [null, r] as [null, unknown], err => [err, null] as [Error, unknown])));
+		results = await Promise.all(
+			checks.map(c =>
+				redis.rateLimitGcra(c.key, 1000 / c.tier.rate, c.tier.burst).then(
+					r => [null, r] as [null, unknown],
+					err => [err, null] as [Error, unknown]
+				)
+			)
+		);
 	} else {
 		const pipeline = redis.pipeline();
 		for (const c of checks) (pipeline as any).rateLimitGcra(c.key, 1000 / c.tier.rate, c.tier.burst);
@@ -84,10 +93,17 @@ export async function checkDistributed(redis: GcraRedis, checks: DistributedChec
  * right-most X-Forwarded-For entry that is not itself a trusted proxy. A client cannot move
  * its budget by sending X-Forwarded-For itself.
  */
-export function clientIp(socketAddress: string | undefined, forwardedFor: string | string[] | undefined, trusted: ReadonlySet<string>): string {
+export function clientIp(
+	socketAddress: string | undefined,
+	forwardedFor: string | string[] | undefined,
+	trusted: ReadonlySet<string>
+): string {
 	const socket = normalizeIp(socketAddress ?? "");
 	if (!trusted.has(socket) || !forwardedFor) return socket;
-	const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(",") : forwardedFor).split(",").map(s => normalizeIp(s.trim())).filter(Boolean);
+	const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(",") : forwardedFor)
+		.split(",")
+		.map(s => normalizeIp(s.trim()))
+		.filter(Boolean);
 	for (let i = hops.length - 1; i >= 0; i--) if (!trusted.has(hops[i])) return hops[i];
 	return socket;
 }

@@ -38,14 +38,20 @@ function rule(def: unknown): Rule {
 /** One fastest-validator rule as JSON Schema (the subset GoMall's actions use). */
 export function toJsonSchema(def: unknown): JsonSchema {
 	const r = rule(def);
-	const pattern = r.pattern instanceof RegExp ? r.pattern.source : typeof r.pattern === "string" ? r.pattern : undefined;
+	const pattern =
+		r.pattern instanceof RegExp ? r.pattern.source : typeof r.pattern === "string" ? r.pattern : undefined;
 	switch (r.type) {
 		case "string":
 			return clean({ type: "string", minLength: r.min, maxLength: r.max, pattern });
 		case "email":
 			return clean({ type: "string", format: "email", maxLength: r.max });
 		case "number":
-			return clean({ type: r.integer ? "integer" : "number", minimum: r.min ?? (r.positive ? 1 : undefined), maximum: r.max, default: r.default });
+			return clean({
+				type: r.integer ? "integer" : "number",
+				minimum: r.min ?? (r.positive ? 1 : undefined),
+				maximum: r.max,
+				default: r.default
+			});
 		case "enum":
 			return { enum: r.values ?? [] };
 		case "date":
@@ -73,24 +79,62 @@ const ERROR_RESPONSES: Record<string, string> = {
 	"503": "Unavailable, retry"
 };
 
-const envelopeResponse = (description: string) => ({ description, content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } } });
+const envelopeResponse = (description: string) => ({
+	description,
+	content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } }
+});
 
 /** Upload routes: a multipart/form-data body of image files, answered with the stored files. */
-function multipartOperation(route: string, r: MultipartRoute, action: ActionInfo): [string, string, Record<string, unknown>] {
+function multipartOperation(
+	route: string,
+	r: MultipartRoute,
+	action: ActionInfo
+): [string, string, Record<string, unknown>] {
 	const [method, path] = route.split(/\s+/);
 	const binary = { type: "string", format: "binary" };
-	const file = { type: "object", properties: { url: { type: "string", example: "/uploads/0123456789abcdef0123456789abcdef.png" }, name: { type: "string" }, filename: { type: "string" }, size: { type: "integer" }, content_type: { type: "string", enum: ["image/png", "image/jpeg", "image/gif", "image/webp"] } } };
+	const file = {
+		type: "object",
+		properties: {
+			url: { type: "string", example: "/uploads/0123456789abcdef0123456789abcdef.png" },
+			name: { type: "string" },
+			filename: { type: "string" },
+			size: { type: "integer" },
+			content_type: { type: "string", enum: ["image/png", "image/jpeg", "image/gif", "image/webp"] }
+		}
+	};
 	const op: Record<string, unknown> = {
 		operationId: `${r.action.replace(/\./g, "_")}_${r.maxFiles > 1 ? "multi" : "single"}`,
 		tags: [r.action.split(".")[0]],
 		summary: `${r.action}${action.auth ? ` (${action.auth})` : ""}: ${r.maxFiles > 1 ? `up to ${r.maxFiles} images` : "one image"} (PNG, JPEG, GIF, WebP, checked by their bytes); data is ${r.maxFiles > 1 ? "an array of" : ""} {url, name, filename, size, content_type}`,
 		requestBody: {
 			required: true,
-			content: { "multipart/form-data": { schema: { type: "object", required: [r.field], properties: { [r.field]: r.maxFiles > 1 ? { type: "array", items: binary, maxItems: r.maxFiles } : binary } } } }
+			content: {
+				"multipart/form-data": {
+					schema: {
+						type: "object",
+						required: [r.field],
+						properties: { [r.field]: r.maxFiles > 1 ? { type: "array", items: binary, maxItems: r.maxFiles } : binary }
+					}
+				}
+			}
 		},
 		responses: {
-			"200": { description: "Stored: code 0", content: { "application/json": { schema: { allOf: [{ $ref: "#/components/schemas/Envelope" }, { type: "object", properties: { data: r.maxFiles > 1 ? { type: "array", items: file } : file } }] } } } },
-			"400": envelopeResponse("70001 no file, 70003 not an image, 70007 too many files, 70008 malformed multipart body"),
+			"200": {
+				description: "Stored: code 0",
+				content: {
+					"application/json": {
+						schema: {
+							allOf: [
+								{ $ref: "#/components/schemas/Envelope" },
+								{ type: "object", properties: { data: r.maxFiles > 1 ? { type: "array", items: file } : file } }
+							]
+						}
+					}
+				}
+			},
+			"400": envelopeResponse(
+				"70001 no file, 70003 not an image, 70007 too many files, 70008 malformed multipart body"
+			),
 			"401": envelopeResponse("Not logged in, token invalid (10006) or expired (10005)"),
 			"413": envelopeResponse("70002 file too large"),
 			"415": envelopeResponse("70008 not multipart/form-data"),
@@ -131,7 +175,9 @@ export function buildOpenApi(
 				if (isRequired) required.push(name);
 			}
 		}
-		for (const name of pathParams) if (!parameters.some((p: any) => p.name === name)) parameters.push({ name, in: "path", required: true, schema: { type: "string" } });
+		for (const name of pathParams)
+			if (!parameters.some((p: any) => p.name === name))
+				parameters.push({ name, in: "path", required: true, schema: { type: "string" } });
 
 		const op: Record<string, unknown> = {
 			operationId: actionName.replace(/\./g, "_") + "_" + method.toLowerCase(),
@@ -139,17 +185,37 @@ export function buildOpenApi(
 			summary: `${actionName}${action.auth ? ` (${action.auth})` : ""}`,
 			parameters,
 			responses: {
-				"200": { description: "Success: code 0", content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } } },
-				...Object.fromEntries(Object.entries(ERROR_RESPONSES).map(([code, description]) => [code, { description, content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } } }]))
+				"200": {
+					description: "Success: code 0",
+					content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } }
+				},
+				...Object.fromEntries(
+					Object.entries(ERROR_RESPONSES).map(([code, description]) => [
+						code,
+						{ description, content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } } }
+					])
+				)
 			}
 		};
-		if (inBody) op.requestBody = { required: required.length > 0, content: { "application/json": { schema: clean({ type: "object", properties: bodyProps, required: required.length ? required : undefined }) } } };
+		if (inBody)
+			op.requestBody = {
+				required: required.length > 0,
+				content: {
+					"application/json": {
+						schema: clean({ type: "object", properties: bodyProps, required: required.length ? required : undefined })
+					}
+				}
+			};
 		if (action.auth) op.security = [{ bearerAuth: [] }];
 		(paths[path] ??= {})[method.toLowerCase()] = op;
 	}
 	for (const [route, r] of Object.entries(multipart.routes)) {
 		const [method, rawPath] = route.split(/\s+/);
-		const [path, verb, op] = multipartOperation(`${method} ${(multipart.base + rawPath).replace(/(.)\/$/, "$1")}`, r, actions.get(r.action) ?? {});
+		const [path, verb, op] = multipartOperation(
+			`${method} ${(multipart.base + rawPath).replace(/(.)\/$/, "$1")}`,
+			r,
+			actions.get(r.action) ?? {}
+		);
 		(paths[path] ??= {})[verb] = op;
 	}
 	paths["/uploads/{name}"] = {
@@ -157,9 +223,24 @@ export function buildOpenApi(
 			operationId: "upload_get",
 			tags: ["upload"],
 			summary: "A stored image (immutable: cached for a year; X-Content-Type-Options: nosniff)",
-			parameters: [{ name: "name", in: "path", required: true, schema: { type: "string", pattern: "^[0-9a-f]{32}\\.(png|jpg|gif|webp)$" } }],
+			parameters: [
+				{
+					name: "name",
+					in: "path",
+					required: true,
+					schema: { type: "string", pattern: "^[0-9a-f]{32}\\.(png|jpg|gif|webp)$" }
+				}
+			],
 			responses: {
-				"200": { description: "The image", content: Object.fromEntries(["image/png", "image/jpeg", "image/gif", "image/webp"].map(t => [t, { schema: { type: "string", format: "binary" } }])) },
+				"200": {
+					description: "The image",
+					content: Object.fromEntries(
+						["image/png", "image/jpeg", "image/gif", "image/webp"].map(t => [
+							t,
+							{ schema: { type: "string", format: "binary" } }
+						])
+					)
+				},
 				"404": envelopeResponse("70005 no such file")
 			}
 		}
@@ -168,18 +249,32 @@ export function buildOpenApi(
 		get: {
 			operationId: "version",
 			tags: ["operations"],
-			summary: "API version (version, api_prefix, recommended_prefix) and this build (app_version, build: null when unknown)",
+			summary:
+				"API version (version, api_prefix, recommended_prefix) and this build (app_version, build: null when unknown)",
 			responses: { "200": envelopeResponse("Success: code 0") }
 		}
 	};
-	const plain = (description: string) => ({ responses: { "200": { description }, "503": { description: "Not ready or unhealthy" } } });
+	const plain = (description: string) => ({
+		responses: { "200": { description }, "503": { description: "Not ready or unhealthy" } }
+	});
 	paths["/health"] = { get: { operationId: "health", tags: ["operations"], ...plain("Component health") } };
 	paths["/ready"] = { get: { operationId: "ready", tags: ["operations"], ...plain("Ready to serve") } };
-	paths["/metrics"] = { get: { operationId: "metrics", tags: ["operations"], responses: { "200": { description: "Prometheus text format" } } } };
+	paths["/metrics"] = {
+		get: {
+			operationId: "metrics",
+			tags: ["operations"],
+			responses: { "200": { description: "Prometheus text format" } }
+		}
+	};
 
 	return {
 		openapi: "3.0.3",
-		info: { title: "GoMall API", version, description: "Flash-sale e-commerce backend on Moleculer. Every /api response is the envelope {code, message, data, trace_id}." },
+		info: {
+			title: "GoMall API",
+			version,
+			description:
+				"Flash-sale e-commerce backend on Moleculer. Every /api response is the envelope {code, message, data, trace_id}."
+		},
 		servers: [{ url: "/" }],
 		paths,
 		components: {

@@ -1,5 +1,5 @@
 import crypto from "node:crypto";
-import type { RedisClient } from "./redis";
+import type { RedisClient } from "../storage/redis";
 
 /**
  * Flash-sale Redis keys and messages, shared by the stock actor (which owns the Redis state)
@@ -46,7 +46,13 @@ export interface Reservation {
 export function parseReservation(orderNo: string, value: string): Reservation | null {
 	const m = /^(\d+)\|(\d+)\|(\d+)\|([RCO])$/.exec(value);
 	if (!m) return null;
-	return { order_no: orderNo, user_id: Number(m[1]), seq: Number(m[2]), reserved_at: Number(m[3]), state: m[4] as ReservationState };
+	return {
+		order_no: orderNo,
+		user_id: Number(m[1]),
+		seq: Number(m[2]),
+		reserved_at: Number(m[3]),
+		state: m[4] as ReservationState
+	};
 }
 
 /** What the stock actor hands to the order actor through RabbitMQ: all it needs to write the order. */
@@ -65,17 +71,24 @@ export interface SeckillOrderMessage {
 
 export function isSeckillOrderMessage(m: any): m is SeckillOrderMessage {
 	return (
-		typeof m === "object" && m !== null &&
-		typeof m.order_no === "string" && /^\d{1,32}$/.test(m.order_no) &&
-		typeof m.arming_id === "string" && ARMING_ID.test(m.arming_id) &&
+		typeof m === "object" &&
+		m !== null &&
+		typeof m.order_no === "string" &&
+		/^\d{1,32}$/.test(m.order_no) &&
+		typeof m.arming_id === "string" &&
+		ARMING_ID.test(m.arming_id) &&
 		[m.activity_id, m.product_id, m.user_id, m.seq].every(v => Number.isSafeInteger(v) && v > 0) &&
-		typeof m.product_name === "string" && typeof m.product_image === "string" &&
-		typeof m.price === "string" && /^\d+(\.\d{1,2})?$/.test(m.price)
+		typeof m.product_name === "string" &&
+		typeof m.product_image === "string" &&
+		typeof m.price === "string" &&
+		/^\d+(\.\d{1,2})?$/.test(m.price)
 	);
 }
 
 /** A client with lua/seckill_reserve.lua defined as `seckillReserve` (KEYS info, bought, seqs, resv, last; ARGV user_id, order_no). */
-export type ReserveRedis = RedisClient & { seckillReserve(...args: (string | number)[]): Promise<[number, number, number]> };
+export type ReserveRedis = RedisClient & {
+	seckillReserve(...args: (string | number)[]): Promise<[number, number, number]>;
+};
 
 type ReserveResult = [code: number, seq: number, left: number, replicas: number];
 
@@ -98,7 +111,12 @@ export class ReplicatedReserver {
 	private readonly queues = new Map<string, Waiting[]>();
 	private readonly busy = new Set<string>();
 
-	constructor(private readonly redis: ReserveRedis, readonly replicas: number, private readonly timeoutMs: number, private readonly maxBatch = 500) {}
+	constructor(
+		private readonly redis: ReserveRedis,
+		readonly replicas: number,
+		private readonly timeoutMs: number,
+		private readonly maxBatch = 500
+	) {}
 
 	/** [code, seq, stock_left] of the script, and how many replicas acknowledged it in time. */
 	reserve(arming: string, userId: number, orderNo: string): Promise<ReserveResult> {
@@ -120,7 +138,11 @@ export class ReplicatedReserver {
 		this.busy.add(arming);
 		const batch = queue.splice(0, this.maxBatch);
 		const k = activityKeys(arming);
-		const pipeline = this.redis.pipeline() as unknown as { seckillReserve(...args: (string | number)[]): unknown; wait(n: number, ms: number): unknown; exec(): Promise<[Error | null, unknown][] | null> };
+		const pipeline = this.redis.pipeline() as unknown as {
+			seckillReserve(...args: (string | number)[]): unknown;
+			wait(n: number, ms: number): unknown;
+			exec(): Promise<[Error | null, unknown][] | null>;
+		};
 		for (const w of batch) pipeline.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, w.userId, w.orderNo);
 		pipeline.wait(this.replicas, this.timeoutMs);
 		try {

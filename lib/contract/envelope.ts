@@ -38,7 +38,10 @@ interface ErrorLike {
 /** Validation failures list the bad fields, and nothing of the validator's internals. */
 function validationFields(data: unknown): { field: string; message: string }[] {
 	if (!Array.isArray(data)) return [];
-	return data.map((d: any) => ({ field: String(d.field ?? "").replace(/^params\./, ""), message: String(d.message ?? "invalid") }));
+	return data.map((d: any) => ({
+		field: String(d.field ?? "").replace(/^params\./, ""),
+		message: String(d.message ?? "invalid")
+	}));
 }
 
 /**
@@ -52,7 +55,11 @@ export function renderError(err: unknown, traceId: string | null): RenderedError
 
 	switch (e.name) {
 		case "ValidationError":
-			return { status: 400, body: fromDef(Codes.BAD_REQUEST, traceId, validationFields(e.data), "validation failed"), unexpected: false };
+			return {
+				status: 400,
+				body: fromDef(Codes.BAD_REQUEST, traceId, validationFields(e.data), "validation failed"),
+				unexpected: false
+			};
 		case "NotFoundError":
 			return { status: 404, body: fromDef(Codes.NOT_FOUND, traceId, null, "route not found"), unexpected: false };
 		case "UnAuthorizedError":
@@ -61,7 +68,11 @@ export function renderError(err: unknown, traceId: string | null): RenderedError
 			return { status: 403, body: fromDef(Codes.FORBIDDEN, traceId), unexpected: false };
 		case "BadRequestError":
 		case "InvalidRequestBodyError":
-			return { status: 400, body: fromDef(Codes.BAD_REQUEST, traceId, null, "malformed request body"), unexpected: false };
+			return {
+				status: 400,
+				body: fromDef(Codes.BAD_REQUEST, traceId, null, "malformed request body"),
+				unexpected: false
+			};
 		case "PayloadTooLarge":
 			return { status: 413, body: fromDef(Codes.PAYLOAD_TOO_LARGE, traceId), unexpected: false };
 		case "RateLimitExceeded":
@@ -81,17 +92,35 @@ export function renderError(err: unknown, traceId: string | null): RenderedError
 	// Our business errors: the code key travels as the error type (lib/errors.ts).
 	if (isCodeKey(type)) {
 		const def = Codes[type];
-		return { status: def.http, body: fromDef(def, traceId, e.data ?? null, e.message || def.message), unexpected: false };
+		return {
+			status: def.http,
+			body: fromDef(def, traceId, e.data ?? null, e.message || def.message),
+			unexpected: false
+		};
 	}
 
 	// Any other error Moleculer marks retryable is about the cluster, not the request.
-	if ((e as { retryable?: unknown }).retryable === true) return { status: 503, body: fromDef(Codes.UNAVAILABLE, traceId), unexpected: false };
+	if ((e as { retryable?: unknown }).retryable === true)
+		return { status: 503, body: fromDef(Codes.UNAVAILABLE, traceId), unexpected: false };
 
 	// body-parser errors carry an HTTP status and a type such as entity.parse.failed.
 	const status = Number(e.status ?? e.statusCode ?? e.code);
-	if (typeof e.type === "string" && e.type.startsWith("entity.") || e.type === "encoding.unsupported" || e.type === "charset.unsupported") {
+	if (
+		(typeof e.type === "string" && e.type.startsWith("entity.")) ||
+		e.type === "encoding.unsupported" ||
+		e.type === "charset.unsupported"
+	) {
 		if (status === 413) return { status: 413, body: fromDef(Codes.PAYLOAD_TOO_LARGE, traceId), unexpected: false };
-		return { status: 400, body: fromDef(Codes.BAD_REQUEST, traceId, null, e.type === "entity.parse.failed" ? "malformed JSON body" : "bad request body"), unexpected: false };
+		return {
+			status: 400,
+			body: fromDef(
+				Codes.BAD_REQUEST,
+				traceId,
+				null,
+				e.type === "entity.parse.failed" ? "malformed JSON body" : "bad request body"
+			),
+			unexpected: false
+		};
 	}
 
 	return { status: 500, body: fromDef(Codes.INTERNAL, traceId), unexpected: true };

@@ -1,5 +1,5 @@
 import type { ServiceBroker } from "moleculer";
-import { callEachNode } from "./each-node";
+import { callEachNode } from "../lib/messaging/each-node";
 
 interface ReplCommand {
 	command: string;
@@ -33,11 +33,16 @@ export function formatTable(rows: Row[], columns?: string[]): string {
 	const cells = rows.map(r => cols.map(c => cell(r[c])));
 	const width = cols.map((c, i) => Math.max(c.length, ...cells.map(r => r[i].length)));
 	const numeric = cols.map((_, i) => cells.every(r => /^-?\d+(\.\d+)?%?$/.test(r[i]) || r[i] === "-"));
-	const line = (vals: string[]) => vals.map((v, i) => (numeric[i] ? v.padStart(width[i]) : v.padEnd(width[i]))).join("  ").trimEnd();
+	const line = (vals: string[]) =>
+		vals
+			.map((v, i) => (numeric[i] ? v.padStart(width[i]) : v.padEnd(width[i])))
+			.join("  ")
+			.trimEnd();
 	return [line(cols), width.map(w => "-".repeat(w)).join("  "), ...cells.map(line)].join("\n");
 }
 
-const print = (title: string, rows: Row[], columns?: string[]) => console.log(`${title}\n${formatTable(rows, columns)}\n`);
+const print = (title: string, rows: Row[], columns?: string[]) =>
+	console.log(`${title}\n${formatTable(rows, columns)}\n`);
 
 const n = (v: unknown) => (v === undefined || v === null ? 0 : Number(v));
 
@@ -71,17 +76,33 @@ export const replCommands: ReplCommand[] = [
 		command: "gomall-nodes",
 		description: "The cluster's nodes: actors, address, CPU, uptime and requests served",
 		async action(broker) {
-			const nodes = (broker.registry.getNodeList({ onlyAvailable: true, withServices: true }) as any[]).sort((a, b) => String(a.id).localeCompare(String(b.id)));
+			const nodes = (broker.registry.getNodeList({ onlyAvailable: true, withServices: true }) as any[]).sort((a, b) =>
+				String(a.id).localeCompare(String(b.id))
+			);
 			const rows = await Promise.all(
 				nodes.map(async nd => {
-					const actors = nd.services.map((s: any) => s.name).filter((s: string) => !s.startsWith("$")).sort();
+					const actors = nd.services
+						.map((s: any) => s.name)
+						.filter((s: string) => !s.startsWith("$"))
+						.sort();
 					// Each node's own view: its uptime, and the calls its local actions handled.
 					const [health, metrics] = await Promise.all([
-						broker.call<any, any>("$node.health", {}, { nodeID: nd.id, timeout: NODE_CALL_TIMEOUT, retries: 0 }).catch(() => null),
-						broker.call<any[], any>("$node.metrics", { includes: ["moleculer.request.total"] }, { nodeID: nd.id, timeout: NODE_CALL_TIMEOUT, retries: 0 }).catch(() => null)
+						broker
+							.call<any, any>("$node.health", {}, { nodeID: nd.id, timeout: NODE_CALL_TIMEOUT, retries: 0 })
+							.catch(() => null),
+						broker
+							.call<any[], any>(
+								"$node.metrics",
+								{ includes: ["moleculer.request.total"] },
+								{ nodeID: nd.id, timeout: NODE_CALL_TIMEOUT, retries: 0 }
+							)
+							.catch(() => null)
 					]);
 					const served = metrics
-						? metrics.flatMap((m: any) => m.values ?? []).filter((v: any) => !String(v.labels?.action ?? "").startsWith("$")).reduce((a: number, v: any) => a + n(v.value), 0)
+						? metrics
+								.flatMap((m: any) => m.values ?? [])
+								.filter((v: any) => !String(v.labels?.action ?? "").startsWith("$"))
+								.reduce((a: number, v: any) => a + n(v.value), 0)
 						: null;
 					return {
 						node: nd.id + (nd.local ? " (this)" : ""),
@@ -95,7 +116,15 @@ export const replCommands: ReplCommand[] = [
 			);
 			print("nodes", rows, ["node", "actors", "address", "cpu", "uptime", "requests"]);
 			const stock = await seckillRows(broker);
-			if (stock.length) print("flash-sale requests served, per stock node", stock, ["node", "served", "queued", "sold_out", "limit", "other"]);
+			if (stock.length)
+				print("flash-sale requests served, per stock node", stock, [
+					"node",
+					"served",
+					"queued",
+					"sold_out",
+					"limit",
+					"other"
+				]);
 		}
 	},
 	{
@@ -103,7 +132,10 @@ export const replCommands: ReplCommand[] = [
 		description: "Per flash-sale activity: stock, reservations, buyers, orders, sold-out flags, the invariant",
 		async action(broker, args) {
 			const params = args.productId ? { product_id: Number(args.productId) } : {};
-			const [activities, stock] = await Promise.all([broker.call<any[], any>("stock.status", params), seckillRows(broker)]);
+			const [activities, stock] = await Promise.all([
+				broker.call<any[], any>("stock.status", params),
+				seckillRows(broker)
+			]);
 			const rows = activities.map(a => ({
 				activity: a.activity_id,
 				product: a.product_id,
@@ -120,28 +152,69 @@ export const replCommands: ReplCommand[] = [
 				sold_out_on: stock.filter(s => (s.sold_out_flags as number[]).includes(a.product_id)).map(s => s.node),
 				invariant: a.consistent ? "holds" : "BROKEN"
 			}));
-			print("flash-sale activities (initial = redis_left + reserved + claimed + ordered = db_stock + orders - closed)", rows);
+			print(
+				"flash-sale activities (initial = redis_left + reserved + claimed + ordered = db_stock + orders - closed)",
+				rows
+			);
 		}
 	},
 	{
 		command: "gomall-seckill [productId] [stock] [limit]",
-		description: "Without arguments: flash-sale answers per stock node. With product and stock: arm (or re-arm) a sale starting now, for one hour",
+		description:
+			"Without arguments: flash-sale answers per stock node. With product and stock: arm (or re-arm) a sale starting now, for one hour",
 		async action(broker, args) {
 			if (args.productId && args.stock) {
-				const a = await broker.call<any, any>("stock.init", { product_id: Number(args.productId), stock: Number(args.stock), limit_per_user: args.limit ? Number(args.limit) : undefined });
-				print("armed", [{ activity: a.id, product: a.product_id, stock: a.stock, limit: a.limit_per_user, price: a.seckill_price, start: new Date(a.start_time).toISOString(), end: new Date(a.end_time).toISOString(), arming_id: a.arming_id }]);
+				const a = await broker.call<any, any>("stock.init", {
+					product_id: Number(args.productId),
+					stock: Number(args.stock),
+					limit_per_user: args.limit ? Number(args.limit) : undefined
+				});
+				print("armed", [
+					{
+						activity: a.id,
+						product: a.product_id,
+						stock: a.stock,
+						limit: a.limit_per_user,
+						price: a.seckill_price,
+						start: new Date(a.start_time).toISOString(),
+						end: new Date(a.end_time).toISOString(),
+						arming_id: a.arming_id
+					}
+				]);
 				return;
 			}
-			print("flash-sale requests served, per stock node", await seckillRows(broker), ["node", "served", "queued", "sold_out", "limit", "other", "sold_out_flags"]);
+			print("flash-sale requests served, per stock node", await seckillRows(broker), [
+				"node",
+				"served",
+				"queued",
+				"sold_out",
+				"limit",
+				"other",
+				"sold_out_flags"
+			]);
 			const list = await broker.call<any[], any>("stock.list", {});
-			print("active and upcoming activities", list.map(a => ({ activity: a.id, product: a.product_id, name: a.product_name, stock_left: a.stock, price: a.seckill_price, start: new Date(a.start_time).toISOString(), end: new Date(a.end_time).toISOString() })));
+			print(
+				"active and upcoming activities",
+				list.map(a => ({
+					activity: a.id,
+					product: a.product_id,
+					name: a.product_name,
+					stock_left: a.stock,
+					price: a.seckill_price,
+					start: new Date(a.start_time).toISOString(),
+					end: new Date(a.end_time).toISOString()
+				}))
+			);
 		}
 	},
 	{
 		command: "gomall-reconcile [activityId]",
 		description: "Compare flash-sale reservations with orders, repair, and print what was found and fixed",
 		async action(broker, args) {
-			const report = await broker.call<{ activities: any[] }, any>("stock.reconcile", args.activityId ? { activity_id: Number(args.activityId) } : {});
+			const report = await broker.call<{ activities: any[] }, any>(
+				"stock.reconcile",
+				args.activityId ? { activity_id: Number(args.activityId) } : {}
+			);
 			print(
 				"reconciliation (republished: reservation without order re-queued; released: given back; marked: order found, reservation marked ordered; orphans: order without reservation)",
 				report.activities.map(a => ({
@@ -165,8 +238,16 @@ export const replCommands: ReplCommand[] = [
 			const fixes = report.activities.flatMap(a => [
 				...a.republished.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "republished" })),
 				...a.released.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "released" })),
-				...a.restored.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "reservation restored from its order" })),
-				...a.orphan_orders.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "orphan (needs an operator)" }))
+				...a.restored.map((o: string) => ({
+					activity: a.activity_id,
+					order_no: o,
+					action: "reservation restored from its order"
+				})),
+				...a.orphan_orders.map((o: string) => ({
+					activity: a.activity_id,
+					order_no: o,
+					action: "orphan (needs an operator)"
+				}))
 			]);
 			if (fixes.length) print("repairs", fixes);
 		}
@@ -183,7 +264,10 @@ export const replCommands: ReplCommand[] = [
 		command: "gomall-dlq <queue> [limit]",
 		description: "List a dead-letter queue (seckill or close) without removing anything",
 		async action(broker, args) {
-			const r = await broker.call<any, any>("order.deadLetters", { queue: args.queue, limit: Number(args.limit ?? 100) });
+			const r = await broker.call<any, any>("order.deadLetters", {
+				queue: args.queue,
+				limit: Number(args.limit ?? 100)
+			});
 			print(`${r.queue}: ${r.messages.length} message(s)`, dlqRows(r.messages));
 		}
 	},
@@ -191,7 +275,10 @@ export const replCommands: ReplCommand[] = [
 		command: "gomall-dlq-replay <queue> [limit]",
 		description: "Re-publish a dead-letter queue's messages to their work queue",
 		async action(broker, args) {
-			const r = await broker.call<any, any>("order.replayDeadLetters", { queue: args.queue, limit: Number(args.limit ?? 100) });
+			const r = await broker.call<any, any>("order.replayDeadLetters", {
+				queue: args.queue,
+				limit: Number(args.limit ?? 100)
+			});
 			print(`${r.queue}: replayed ${r.replayed} message(s)`, dlqRows(r.messages));
 		}
 	}

@@ -1,8 +1,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import Redis, { Cluster, ClusterNode, ClusterOptions, RedisOptions } from "ioredis";
-import type { RedisConfig } from "../config";
-import { LUA_DIR } from "./paths";
+import type { RedisConfig } from "../../config";
+import { LUA_DIR } from "../../config/paths";
 
 /** One Redis or a Redis Cluster: the mall's code speaks to either through the same commands. */
 export type RedisClient = Redis | Cluster;
@@ -36,7 +36,11 @@ export function parseClusterNode(node: string): { node: ClusterNode; options: Re
  * (every 200 ms, up to 16 times) while the cluster promotes its replica and the client
  * refreshes its slot map, so a failover of a few seconds is a wait, not an error.
  */
-export function clusterOptions(target: RedisTarget, redisOptions: RedisOptions, overrides: ClusterOptions = {}): { nodes: ClusterNode[]; options: ClusterOptions } {
+export function clusterOptions(
+	target: RedisTarget,
+	redisOptions: RedisOptions,
+	overrides: ClusterOptions = {}
+): { nodes: ClusterNode[]; options: ClusterOptions } {
 	const parsed = target.cluster_nodes.map(parseClusterNode);
 	return {
 		nodes: parsed.map(p => p.node),
@@ -70,17 +74,37 @@ export function masters(client: RedisClient): Redis[] {
  * On a cluster the scripts are also loaded into every node as it connects, so a replica
  * promoted in a failover serves EVALSHA without that first miss.
  */
-export function createRedis(target: RedisTarget, namespace: string, commands: Record<string, LuaCommand> = {}, name = "gomall", options: RedisOptions = {}): RedisClient {
-	const base: RedisOptions = { connectionName: name, maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false, ...options };
+export function createRedis(
+	target: RedisTarget,
+	namespace: string,
+	commands: Record<string, LuaCommand> = {},
+	name = "gomall",
+	options: RedisOptions = {}
+): RedisClient {
+	const base: RedisOptions = {
+		connectionName: name,
+		maxRetriesPerRequest: 2,
+		enableOfflineQueue: true,
+		lazyConnect: false,
+		...options
+	};
 	let client: RedisClient;
 	if (target.cluster_nodes.length) {
 		const { enableOfflineQueue, lazyConnect, ...perNode } = base;
-		const c = clusterOptions(target, perNode, { keyPrefix: redisKeyPrefix(namespace), enableOfflineQueue, lazyConnect });
+		const c = clusterOptions(target, perNode, {
+			keyPrefix: redisKeyPrefix(namespace),
+			enableOfflineQueue,
+			lazyConnect
+		});
 		client = new Cluster(c.nodes, c.options);
 	} else {
 		client = new Redis(target.url, { keyPrefix: redisKeyPrefix(namespace), ...base });
 	}
-	const scripts = Object.entries(commands).map(([cmd, def]) => ({ cmd, numberOfKeys: def.numberOfKeys, lua: fs.readFileSync(path.join(LUA_DIR, def.file), "utf8") }));
+	const scripts = Object.entries(commands).map(([cmd, def]) => ({
+		cmd,
+		numberOfKeys: def.numberOfKeys,
+		lua: fs.readFileSync(path.join(LUA_DIR, def.file), "utf8")
+	}));
 	for (const s of scripts) client.defineCommand(s.cmd, { numberOfKeys: s.numberOfKeys, lua: s.lua });
 	if (isCluster(client) && scripts.length) {
 		client.on("+node", (node: Redis) => {

@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
-import { bizError } from "./errors";
-import { isCodeKey } from "./codes";
+import { bizError } from "../contract/errors";
+import { isCodeKey } from "../contract/codes";
 
 /**
  * Image uploads: what an image is (by its bytes), how a stored file is named, and how the
@@ -35,7 +35,8 @@ export function sniffImage(head: Buffer): ImageType | null {
 		const gif = head.toString("latin1", 0, 6);
 		if (gif === "GIF87a" || gif === "GIF89a") return TYPES.gif;
 	}
-	if (head.length >= 12 && head.toString("latin1", 0, 4) === "RIFF" && head.toString("latin1", 8, 12) === "WEBP") return TYPES.webp;
+	if (head.length >= 12 && head.toString("latin1", 0, 4) === "RIFF" && head.toString("latin1", 8, 12) === "WEBP")
+		return TYPES.webp;
 	return null;
 }
 
@@ -64,7 +65,11 @@ export function storedType(name: string): ImageType | null {
 
 /** True when a Content-Type header announces a multipart/form-data body with a boundary. */
 export function isMultipart(contentType: string | undefined): boolean {
-	return !!contentType && /^multipart\/form-data\s*;/i.test(contentType) && /;\s*boundary=("[^"]+"|[^\s;]+)/i.test(contentType);
+	return (
+		!!contentType &&
+		/^multipart\/form-data\s*;/i.test(contentType) &&
+		/;\s*boundary=("[^"]+"|[^\s;]+)/i.test(contentType)
+	);
 }
 
 /**
@@ -78,7 +83,8 @@ export function uploadFailure(err: unknown): unknown {
 	// Before the code keys: moleculer-web's error has the type PAYLOAD_TOO_LARGE, the body limit's code.
 	if (e.name === "PayloadTooLarge") return bizError("UPLOAD_TOO_LARGE");
 	if (isCodeKey(e.type)) return err;
-	if (e.name === "MoleculerClientError" && e.message === "File missing in the request") return bizError("UPLOAD_NO_FILE");
+	if (e.name === "MoleculerClientError" && e.message === "File missing in the request")
+		return bizError("UPLOAD_NO_FILE");
 	if (e.name === "Error") return bizError("UPLOAD_MALFORMED");
 	return err;
 }

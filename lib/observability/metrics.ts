@@ -18,5 +18,8 @@ export function counter(metrics: MetricRegistry, name: string, description: stri
 
 /** Every combination of the given label values: `{ a: [1, 2], b: [x] }` -> `[{a:1,b:x}, {a:2,b:x}]`. */
 export function labelSets(values: Record<string, readonly string[]>): Labels[] {
-	return Object.entries(values).reduce<Labels[]>((sets, [k, vs]) => sets.flatMap(s => vs.map(v => ({ ...s, [k]: v }))), [{}]);
+	return Object.entries(values).reduce<Labels[]>(
+		(sets, [k, vs]) => sets.flatMap(s => vs.map(v => ({ ...s, [k]: v }))),
+		[{}]
+	);
 }

@@ -1,7 +1,7 @@
 import crypto from "node:crypto";
 import jwt from "jsonwebtoken";
 import { LRUCache } from "lru-cache";
-import type { CodeKey } from "./codes";
+import type { CodeKey } from "../contract/codes";
 
 export interface AuthUser {
 	id: number;
@@ -29,13 +29,21 @@ export class TokenService {
 	private readonly key: crypto.KeyObject;
 	private readonly verified: LRUCache<string, { user: AuthUser; exp: number }> | null;
 
-	constructor(secret: string, private readonly expiresInSeconds: number, verifyCacheSize = 0) {
+	constructor(
+		secret: string,
+		private readonly expiresInSeconds: number,
+		verifyCacheSize = 0
+	) {
 		this.key = crypto.createSecretKey(Buffer.from(secret, "utf8"));
 		this.verified = verifyCacheSize > 0 ? new LRUCache({ max: verifyCacheSize }) : null;
 	}
 
 	sign(user: AuthUser, sid?: string): string {
-		return jwt.sign(sid ? { role: user.role, sid } : { role: user.role }, this.key, { algorithm: "HS256", subject: String(user.id), expiresIn: this.expiresInSeconds });
+		return jwt.sign(sid ? { role: user.role, sid } : { role: user.role }, this.key, {
+			algorithm: "HS256",
+			subject: String(user.id),
+			expiresIn: this.expiresInSeconds
+		});
 	}
 
 	/** The user, or the code key saying why the token is refused. */

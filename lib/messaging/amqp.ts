@@ -43,7 +43,8 @@ export class AmqpConnection {
 				await this.connectOnce();
 				return;
 			} catch (err) {
-				if (attempt === 1 || attempt % 10 === 0) this.logger.warn(`amqp ${this.name}: connect failed (${(err as Error).message}), retrying`);
+				if (attempt === 1 || attempt % 10 === 0)
+					this.logger.warn(`amqp ${this.name}: connect failed (${(err as Error).message}), retrying`);
 				await new Promise(r => (this.retryTimer = setTimeout(r, this.retryDelayMs)));
 			}
 		}
@@ -81,7 +82,11 @@ export class AmqpConnection {
 		if (!conn) return false;
 		const timeout = new Promise<boolean>(r => setTimeout(() => r(false), timeoutMs).unref());
 		const check = conn.createChannel().then(
-			ch => ch.close().then(() => true, () => true),
+			ch =>
+				ch.close().then(
+					() => true,
+					() => true
+				),
 			() => false
 		);
 		return Promise.race([check, timeout]);
@@ -129,7 +134,12 @@ class ConfirmingChannel {
 	}
 
 	/** `options.messageId` is required: it is how a basic.return is matched to its publish. */
-	publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish & { messageId: string }): Promise<void> {
+	publish(
+		exchange: string,
+		routingKey: string,
+		content: Buffer,
+		options: Options.Publish & { messageId: string }
+	): Promise<void> {
 		return new Promise<void>((resolve, reject) => {
 			let settled = false;
 			const settle = (err?: Error) => {
@@ -159,7 +169,10 @@ class ConfirmingChannel {
 export class ConfirmPublisher {
 	private channel: ConfirmingChannel | null = null;
 
-	constructor(amqpConn: AmqpConnection, private readonly setupTopology: (ch: ConfirmChannel) => Promise<void> = async () => undefined) {
+	constructor(
+		amqpConn: AmqpConnection,
+		private readonly setupTopology: (ch: ConfirmChannel) => Promise<void> = async () => undefined
+	) {
 		amqpConn.onConnect(async conn => {
 			const state = new ConfirmingChannel(await conn.createConfirmChannel());
 			state.ch.on("close", () => {
@@ -175,10 +188,20 @@ export class ConfirmPublisher {
 		return this.channel?.ch ?? null;
 	}
 
-	publish(exchange: string, routingKey: string, body: unknown, messageId: string, headers?: Record<string, unknown>): Promise<void> {
+	publish(
+		exchange: string,
+		routingKey: string,
+		body: unknown,
+		messageId: string,
+		headers?: Record<string, unknown>
+	): Promise<void> {
 		const state = this.channel;
 		if (!state) return Promise.reject(new PublishError("no RabbitMQ channel"));
-		return state.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), { messageId, contentType: "application/json", headers });
+		return state.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), {
+			messageId,
+			contentType: "application/json",
+			headers
+		});
 	}
 }
 
@@ -293,7 +316,9 @@ export class QueueConsumer {
 		try {
 			done = await this.opts.batch!.handler(items.map(d => d.body));
 		} catch (err) {
-			this.logger.debug(`amqp ${this.queue}: batch of ${items.length} failed (${(err as Error).message}); handling its messages one by one`);
+			this.logger.debug(
+				`amqp ${this.queue}: batch of ${items.length} failed (${(err as Error).message}); handling its messages one by one`
+			);
 		}
 		await Promise.all(items.map((d, i) => (done[i] ? this.ack(d) : this.handleOne(d))));
 	}
@@ -316,7 +341,10 @@ export class QueueConsumer {
 		const toDlq = permanent || attempts >= this.opts.maxAttempts;
 		// Our own texts for permanent failures; for others the error's class and message
 		// (driver messages name the failure, never the statement or a credential).
-		const reason = (permanent ? err.message : `${toDlq ? "retries exhausted: " : ""}${err.name}: ${err.message}`).slice(0, 300);
+		const reason = (permanent ? err.message : `${toDlq ? "retries exhausted: " : ""}${err.name}: ${err.message}`).slice(
+			0,
+			300
+		);
 		const id = msg.properties.messageId ?? "?";
 		const options = {
 			messageId: String(msg.properties.messageId ?? `${this.queue}-${Date.now()}-${Math.random()}`),
@@ -331,12 +359,16 @@ export class QueueConsumer {
 				this.opts.onOutcome?.("dead_lettered");
 			} else {
 				await channel.publish("", retryQueue, msg.content, options);
-				this.logger.warn(`amqp ${this.queue}: message ${id} failed (attempt ${attempts}), retried through ${retryQueue}: ${reason}`);
+				this.logger.warn(
+					`amqp ${this.queue}: message ${id} failed (attempt ${attempts}), retried through ${retryQueue}: ${reason}`
+				);
 				this.opts.onOutcome?.("retried");
 			}
 			safely(() => channel.ch.ack(msg));
 		} catch (publishErr) {
-			this.logger.warn(`amqp ${this.queue}: message ${id} could not be parked (${(publishErr as Error).message}); handed back to the queue`);
+			this.logger.warn(
+				`amqp ${this.queue}: message ${id} could not be parked (${(publishErr as Error).message}); handed back to the queue`
+			);
 			safely(() => channel.ch.nack(msg, false, true));
 		}
 	}
@@ -359,7 +391,8 @@ export class QueueConsumer {
  */
 function ownHeaders(headers: Record<string, unknown> | undefined): Record<string, unknown> {
 	const out: Record<string, unknown> = {};
-	for (const [k, v] of Object.entries(headers ?? {})) if (!/^x-(death|first-death-|last-death-|delivery-count)/.test(k)) out[k] = v;
+	for (const [k, v] of Object.entries(headers ?? {}))
+		if (!/^x-(death|first-death-|last-death-|delivery-count)/.test(k)) out[k] = v;
 	return out;
 }
 

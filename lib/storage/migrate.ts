@@ -1,8 +1,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import mysql from "mysql2/promise";
-import type { Config } from "../config";
-import { MIGRATIONS_DIR } from "./paths";
+import type { Config } from "../../config";
+import { MIGRATIONS_DIR } from "../../config/paths";
 
 export interface Migration {
 	version: number;
@@ -84,7 +84,9 @@ export async function schemaSql(conn: mysql.Connection): Promise<string> {
 		const [[row]] = await conn.query<mysql.RowDataPacket[]>(`SHOW CREATE TABLE \`${t}\``);
 		parts.push(String(row["Create Table"]).replace(/ AUTO_INCREMENT=\d+/, "") + ";", "");
 	}
-	const [versions] = await conn.query<mysql.RowDataPacket[]>("SELECT version, name FROM schema_migrations ORDER BY version");
+	const [versions] = await conn.query<mysql.RowDataPacket[]>(
+		"SELECT version, name FROM schema_migrations ORDER BY version"
+	);
 	if (versions.length) {
 		const values = versions.map(v => `(${Number(v.version)}, ${conn.escape(v.name)})`).join(",\n  ");
 		parts.push(`INSERT INTO schema_migrations (version, name) VALUES\n  ${values};`, "");

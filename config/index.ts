@@ -352,7 +352,13 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 	}
 	const cfg = merged as unknown as Config;
 
-	if (cfg.env === "prod" && (cfg.jwt.secret === DEV_JWT_SECRET || cfg.jwt.secret.length < 32)) {
+	// The development secret is public (it is in this repository): any token signed with it is forgeable.
+	if (cfg.env !== "dev" && cfg.jwt.secret === DEV_JWT_SECRET) {
+		throw new ConfigError(
+			`config: jwt.secret (GOMALL_JWT_SECRET) must not be the development secret outside dev (env ${cfg.env})`
+		);
+	}
+	if (cfg.env === "prod" && cfg.jwt.secret.length < 32) {
 		throw new ConfigError(
 			"config: jwt.secret (GOMALL_JWT_SECRET) must be set to a secret of at least 32 characters in prod, not the development secret"
 		);
@@ -376,6 +382,18 @@ function deepFreeze<T>(o: T): T {
 /** The reloadable keys whose values differ between two configurations. */
 export function reloadableChanges(before: Config, after: Config): string[] {
 	return RELOADABLE_KEYS.filter(k => JSON.stringify(getPath(before, k)) !== JSON.stringify(getPath(after, k)));
+}
+
+/**
+ * What SIGHUP installs: the running configuration with only the reloadable keys taken from the
+ * file just read. A restart-only key (namespace, ports, URLs, the JWT secret...) keeps its
+ * running value, since code that read it at start-up (exchange names, open connections) would
+ * disagree with code that reads it per call.
+ */
+export function withReloadedKeys(running: Config, reloaded: Config): Config {
+	const next = structuredClone(running) as unknown as Record<string, unknown>;
+	for (const key of RELOADABLE_KEYS) setPath(next, key, structuredClone(getPath(reloaded, key)));
+	return deepFreeze(next as unknown as Config);
 }
 
 /** Non-reloadable top-level sections that differ (they need a restart). */

@@ -9,12 +9,14 @@
 import cluster from "node:cluster";
 import {
 	ConfigError,
+	DEV_JWT_SECRET,
 	getConfig,
 	loadConfig,
 	reloadableChanges,
 	restartOnlyChanges,
 	setConfig,
-	getPath
+	getPath,
+	withReloadedKeys
 } from "../config";
 import { parseCliArgs } from "../bootstrap/cli";
 import { assertPortFree } from "../lib/http/listen";
@@ -67,6 +69,13 @@ async function main(): Promise<void> {
 		}
 		throw err;
 	}
+	// dev is the default: a node started without GOMALL_ENV (or --env) is a dev node, and says so.
+	if (cfg.jwt.secret === DEV_JWT_SECRET && cluster.isPrimary) {
+		console.error(
+			"gomall: WARNING running as dev with the development JWT secret (jwt.secret, public in this repository): " +
+				"anyone can sign tokens for this node. For anything but a laptop set GOMALL_ENV=prod and GOMALL_JWT_SECRET."
+		);
+	}
 	// Checked once here, so a bad configuration or a port in use stops the supervisor instead of
 	// every worker (workers bind the port with SO_REUSEPORT, which would share it, lib/listen).
 	if (args.workers > 1 && cluster.isPrimary) {
@@ -89,7 +98,7 @@ async function main(): Promise<void> {
 		}
 		const changed = reloadableChanges(before, after);
 		const ignored = restartOnlyChanges(before, after);
-		setConfig(after);
+		setConfig(withReloadedKeys(before, after));
 		if (changed.includes("log.level")) logging.setLevel(after.log.level);
 		broker.options.requestTimeout = after.broker.request_timeout;
 		broker.broadcastLocal("$config.changed", { keys: changed });
@@ -97,7 +106,7 @@ async function main(): Promise<void> {
 			k => `${k}: ${JSON.stringify(getPath(before, k))} -> ${JSON.stringify(getPath(after, k))}`
 		);
 		log.warn(`config reloaded (SIGHUP): ${detail.length ? detail.join("; ") : "no reloadable change"}`);
-		if (ignored.length) log.warn(`config keys changed that need a restart: ${ignored.join(", ")}`);
+		if (ignored.length) log.warn(`config keys changed that need a restart, kept as they were: ${ignored.join(", ")}`);
 	});
 
 	let signals = 0;

@@ -109,6 +109,14 @@ describe("process signals and start-up checks", () => {
 		expect(p.output()).toMatch(/http\.port/);
 	});
 
+	it("warns, naming the development JWT secret, when it runs as dev (no GOMALL_ENV)", async () => {
+		const env = clusterEnv();
+		const p = run(["--env", "dev", "--services", "product"], { ...env, GOMALL_NATS_URL: "" });
+		await p.waitFor(/WARNING running as dev with the development JWT secret \(jwt\.secret/);
+		p.kill("SIGTERM");
+		await p.exited;
+	});
+
 	it("changes the log level of a running node on SIGHUP", async () => {
 		const env = clusterEnv();
 		const port = await freePort();
@@ -127,6 +135,44 @@ describe("process signals and start-up checks", () => {
 		await p.waitFor(/config reloaded \(SIGHUP\): log\.level: \\"info\\" -> \\"debug\\"/);
 		await http.get("/api/product");
 		await p.waitFor(/"level":20/, 5000);
+	});
+
+	it("keeps a restart-only key as it was on SIGHUP (namespace), names it in the log, and the sale keeps working", async () => {
+		const env = clusterEnv();
+		const { GOMALL_NAMESPACE: namespace, ...rest } = env;
+		const port = await freePort();
+		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-"));
+		const file = path.join(dir, "node.json");
+		fs.writeFileSync(file, JSON.stringify({ namespace }));
+		const http = new HttpClient(`http://127.0.0.1:${port}`);
+		const admin = { username: "sighup_admin", password: "sighup-admin-pass" };
+		const p = run(["--config", file], {
+			...rest,
+			GOMALL_HTTP_PORT: String(port),
+			GOMALL_ADMIN_USERNAME: admin.username,
+			GOMALL_ADMIN_PASSWORD: admin.password
+		});
+		envs.set(namespace, env);
+		await eventually(async () => (await http.get("/ready")).status === 200, 30000);
+
+		fs.writeFileSync(file, JSON.stringify({ namespace: `${namespace}x` }));
+		p.kill("SIGHUP");
+		await p.waitFor(/config keys changed that need a restart[^"]*namespace/);
+
+		const adminToken = (await http.post("/api/user/login", admin)).body.data.token;
+		const product = (await http.post("/api/product", { name: "Reload phone", price: 10, stock: 5 }, adminToken)).body
+			.data.id;
+		expect((await http.post("/api/seckill/init", { product_id: product, stock: 2 }, adminToken)).status).toBe(200);
+		const buyer = (await http.post("/api/user/register", { username: `b${namespace}`, password: "password-123" })).body
+			.data.token;
+		const won = await http.post("/api/seckill", { product_id: product }, buyer);
+		expect(won.body).toMatchObject({ code: 0, data: { status: "queued" } });
+		let result: any;
+		await eventually(async () => {
+			result = (await http.get(`/api/seckill/result?product_id=${product}`, buyer)).body.data;
+			return result.status !== "queued";
+		}, 20000);
+		expect(result).toMatchObject({ status: "success", order_no: won.body.data.order_no });
 	});
 
 	it("drains on SIGTERM under load: readiness goes 503, no accepted request is lost, exit 0", async () => {

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, loadConfig, reloadableChanges, restartOnlyChanges } from "../../config";
+import { ConfigError, loadConfig, reloadableChanges, restartOnlyChanges, withReloadedKeys } from "../../config";
 
 describe("loadConfig", () => {
 	it("layers defaults, the environment's file and GOMALL_* variables", () => {
@@ -58,6 +58,30 @@ describe("loadConfig", () => {
 			loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: loadConfig({ env: "dev", environ: {} }).jwt.secret } })
 		).toThrow(/jwt\.secret/);
 		expect(loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: "x".repeat(40) } }).env).toBe("prod");
+	});
+
+	it("refuses the development JWT secret in every environment but dev", () => {
+		const devSecret = loadConfig({ env: "dev", environ: {} }).jwt.secret;
+		expect(() => loadConfig({ env: "test", environ: { GOMALL_JWT_SECRET: devSecret } })).toThrow(/jwt\.secret/);
+		expect(loadConfig({ env: "test", environ: {} }).jwt.secret).not.toBe(devSecret);
+		expect(loadConfig({ env: "dev", environ: {} }).jwt.secret).toBe(devSecret);
+	});
+
+	it("takes only the reloadable keys from a reloaded file (SIGHUP); restart-only keys keep their running value", () => {
+		const running = loadConfig({ env: "dev", environ: { GOMALL_NAMESPACE: "a" } });
+		const reloaded = loadConfig({
+			env: "dev",
+			environ: { GOMALL_NAMESPACE: "b", GOMALL_LOG_LEVEL: "debug", GOMALL_HTTP_PORT: "9999" },
+			overrides: { rate_limit: { login: { rate: 3, burst: 4 } }, jwt: { expires_in: 60 } }
+		});
+		const applied = withReloadedKeys(running, reloaded);
+		expect(applied).toMatchObject({ namespace: "a", http: { port: running.http.port }, log: { level: "debug" } });
+		expect(applied.jwt.expires_in).toBe(running.jwt.expires_in);
+		expect(applied.rate_limit.login).toEqual({ ...running.rate_limit.login, rate: 3, burst: 4 });
+		expect(restartOnlyChanges(running, reloaded)).toEqual(
+			expect.arrayContaining(["namespace", "http.port", "jwt.expires_in"])
+		);
+		expect(Object.isFrozen(applied.rate_limit)).toBe(true);
 	});
 
 	it("refuses a heartbeat timeout shorter than two heartbeats", () => {

@@ -32,9 +32,6 @@ interface UserRow {
 
 const USER_ACTIVE = 1;
 
-/** Compared against when the username is unknown, so both failures take as long. */
-const DUMMY_HASH = bcrypt.hashSync("gomall-timing-equaliser", 4);
-
 /** The register rules for a new password: bcrypt reads at most 72 bytes. */
 const NEW_PASSWORD = { type: "string", min: 8, max: 72 };
 
@@ -59,6 +56,11 @@ type RevokeReason = "logout" | "reuse" | "password";
 
 interface UserThis extends Service, DbThis {
 	tokens: TokenService;
+	/**
+	 * Compared against when the username is unknown, so both failures take as long: made at
+	 * start with the configured cost, since bcrypt's time is set by the cost in the hash.
+	 */
+	unknownUserHash: string;
 	toPublic(row: UserRow): PublicUser;
 	register(p: {
 		username: string;
@@ -231,12 +233,13 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 
 		async login(this: UserThis, username: string, password: string) {
 			const row = (await this.model.findOne({ where: { username }, raw: true })) as UserRow | null;
-			const ok = await bcrypt.compare(password, row ? row.password_hash : DUMMY_HASH);
-			const result = !row || !ok ? "wrong_password" : row.status !== USER_ACTIVE ? "disabled" : "success";
+			const ok = await bcrypt.compare(password, row ? row.password_hash : this.unknownUserHash);
+			// A disabled account is refused whatever the password: its answer never confirms a guess.
+			const disabled = row !== null && row.status !== USER_ACTIVE;
+			const result = disabled ? "disabled" : row && ok ? "success" : "wrong_password";
 			this.broker.metrics.increment("gomall_user_logins_total", { result });
-			if (result === "wrong_password") throw bizError("USER_WRONG_PASSWORD");
-			if (result === "disabled") throw bizError("USER_DISABLED");
-			if (!row) throw bizError("USER_WRONG_PASSWORD");
+			if (disabled) throw bizError("USER_DISABLED");
+			if (!row || !ok) throw bizError("USER_WRONG_PASSWORD");
 			const user = this.toPublic(row);
 			return { ...(await this.openSession(user)), user };
 		},
@@ -491,6 +494,7 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 	},
 
 	async started(this: UserThis) {
+		this.unknownUserHash = await bcrypt.hash("gomall-timing-equaliser", getConfig().bcrypt.cost);
 		await this.ensureAdmin();
 		this.purgeTimer = setInterval(
 			() => this.purgeSessions().catch(err => this.logger.warn(`purging old sessions failed (${(err as Error).name})`)),

@@ -116,6 +116,48 @@ describe("POST /api/user/login", () => {
 		const r = await mall.http.post("/api/user/login", { username: "dora", password: "dora-password" });
 		expect([r.status, r.body.code]).toEqual([403, 10003]);
 	});
+
+	it("refuses a disabled user alike with the right and a wrong password: the answer never says the password was right", async () => {
+		await mall.http.post("/api/user/register", { username: "edna", password: "edna-password" });
+		const model = (mall.node.broker.getLocalService("user") as any).model;
+		await model.update({ status: 0 }, { where: { username: "edna" } });
+		const right = await mall.http.post("/api/user/login", { username: "edna", password: "edna-password" });
+		const wrong = await mall.http.post("/api/user/login", { username: "edna", password: "not-edna-password" });
+		expect([wrong.status, wrong.body]).toEqual([right.status, { ...right.body, trace_id: wrong.body.trace_id }]);
+	});
+});
+
+describe("login timing", () => {
+	let slow: TestMall;
+	// The production-like cost (prod uses 12): the test environment's cost 4 would hide the gap.
+	beforeAll(async () => {
+		slow = await startMall({ bcrypt: { cost: 10 } });
+	});
+	afterAll(() => slow?.stop());
+
+	it("takes as long for an unknown user as for a known one with a wrong password (medians within 25%)", async () => {
+		await slow.http.post("/api/user/register", { username: "timed_user", password: "timed-password" });
+		const took = async (username: string) => {
+			const t0 = process.hrtime.bigint();
+			const r = await slow.http.post("/api/user/login", { username, password: "wrong-password-1" });
+			expect(r.body.code).toBe(10004);
+			return Number(process.hrtime.bigint() - t0) / 1e6;
+		};
+		const known: number[] = [];
+		const unknown: number[] = [];
+		for (let i = 0; i < 25; i++) {
+			known.push(await took("timed_user"));
+			unknown.push(await took(`nobody_${i}`));
+		}
+		const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+		const [k, u] = [median(known), median(unknown)];
+		// The medians are printed on failure: the ratio is what is asserted, never an absolute time.
+		expect({ known: k, unknown: u, within25: Math.min(k, u) / Math.max(k, u) >= 0.75 }).toEqual({
+			known: k,
+			unknown: u,
+			within25: true
+		});
+	});
 });
 
 describe("GET /api/user/profile", () => {

@@ -1,0 +1,215 @@
+import { QueryTypes, Transaction, UniqueConstraintError } from "sequelize";
+import { PermanentMessageError } from "../../lib/messaging/amqp";
+import { ClaimResult, OrderStatus } from "../../lib/domain/order";
+import { isSeckillOrderMessage, SeckillOrderMessage } from "../../lib/domain/seckill";
+import { inTransaction } from "../../lib/storage/tx";
+import type { OrderMethods, OrderThis } from "./types";
+
+/**
+ * The flash-sale queue's consumer: each reservation's message becomes its order, idempotently,
+ * in batches when it can and one at a time when anything is unusual.
+ */
+export const drainMethods = {
+	/**
+	 * Writes the order of one flash-sale reservation. Safe to run any number of times for
+	 * the same message (failure mode 5): the order_no is unique, the existence check and the
+	 * insert are backed by that key, and the claim keeps a released reservation from ever
+	 * becoming an order.
+	 */
+	async createSeckillOrder(this: OrderThis, m: SeckillOrderMessage) {
+		const db = this.db();
+		const done = await db.query("SELECT 1 FROM orders WHERE order_no = ?", {
+			replacements: [m.order_no],
+			type: QueryTypes.SELECT
+		});
+		if (!done.length) {
+			const [claim] = (await this.broker.call("stock.claim", {
+				arming_id: m.arming_id,
+				order_nos: [m.order_no]
+			})) as ClaimResult[];
+			if (claim === "unknown_arming")
+				throw new PermanentMessageError(`unknown arming ${m.arming_id}: Redis holds no flash sale of it`);
+			if (claim === "released") {
+				this.logger.info(`seckill ${m.order_no}: reservation was released before its order; nothing to write`);
+				return;
+			}
+			let inserted = true;
+			try {
+				await inTransaction(db, async transaction => {
+					await db.query(
+						`INSERT INTO orders (order_no, user_id, product_id, product_name, product_image, quantity, unit_price, total_price, status, activity_id, seckill_seq, expires_at)
+						 VALUES (:no, :user, :product, :name, :image, 1, :price, :price, :status, :activity, :seq, NOW(3) + INTERVAL :us MICROSECOND)`,
+						{
+							replacements: {
+								no: m.order_no,
+								user: m.user_id,
+								product: m.product_id,
+								name: m.product_name,
+								image: m.product_image,
+								price: m.price,
+								status: OrderStatus.PENDING_PAYMENT,
+								activity: m.activity_id,
+								seq: m.seq,
+								us: this.payTimeoutMs() * 1000
+							},
+							transaction
+						}
+					);
+					// The arming in the guard is what keeps a message of another sale (an older
+					// database, a restored backup) out of this one: same activity id, other arming.
+					const [, affected] = (await db.query(
+						"UPDATE seckill_activities SET stock = stock - 1 WHERE id = ? AND arming_id = ? AND stock >= 1",
+						{
+							replacements: [m.activity_id, m.arming_id],
+							type: QueryTypes.UPDATE,
+							transaction
+						}
+					)) as unknown as [unknown, number];
+					if (affected !== 1)
+						throw new PermanentMessageError(
+							(await this.whyUnwritable(m, transaction)) ?? `activity ${m.activity_id} refused the order`
+						);
+				});
+			} catch (err) {
+				if (!(err instanceof UniqueConstraintError)) throw err;
+				const key = String((err as any).parent?.sqlMessage ?? "");
+				// A concurrent delivery of the same message won the insert: that is the order.
+				if (key.includes("uk_orders_order_no")) inserted = false;
+				else if (key.includes("uk_orders_activity_buyer_seq"))
+					throw new PermanentMessageError(
+						(await this.whyUnwritable(m)) ??
+							`buyer ${m.user_id} already holds reservation #${m.seq} of activity ${m.activity_id} under another order number`
+					);
+				else throw err;
+			}
+			if (inserted) await this.seckillOrdersWritten([m]);
+		}
+		await this.broker.call("stock.markOrdered", { arming_id: m.arming_id, order_nos: [m.order_no] });
+	},
+
+	/**
+	 * The drain's fast path: the messages in hand, grouped by arming, each group written in
+	 * one transaction (one multi-row INSERT, one guarded UPDATE of the activity's stock by
+	 * the group's size), so the hot activity row is locked once per batch rather than once
+	 * per order. Anything unusual (a malformed message, an unknown arming, a unique-key
+	 * conflict, a refused stock update) leaves its group to createSeckillOrder, one message
+	 * at a time, which knows every case. Answers, per message, whether it is done.
+	 */
+	async createSeckillOrders(this: OrderThis, bodies: unknown[]) {
+		const done = bodies.map(() => false);
+		const groups = new Map<string, { m: SeckillOrderMessage; i: number }[]>();
+		bodies.forEach((m, i) => {
+			if (!isSeckillOrderMessage(m)) return;
+			const key = `${m.activity_id}:${m.arming_id}`;
+			if (!groups.has(key)) groups.set(key, []);
+			groups.get(key)!.push({ m, i });
+		});
+		await Promise.all(
+			[...groups.values()].map(async group => {
+				try {
+					await this.writeSeckillGroup(group.map(g => g.m));
+					for (const g of group) done[g.i] = true;
+				} catch (err) {
+					this.logger.debug(`seckill batch of ${group.length} left to single writes: ${(err as Error).message}`);
+				}
+			})
+		);
+		return done;
+	},
+
+	/** One arming's messages in one transaction; throws (and writes nothing) unless all is ordinary. */
+	async writeSeckillGroup(this: OrderThis, messages: SeckillOrderMessage[]) {
+		const db = this.db();
+		const { activity_id, arming_id } = messages[0];
+		// A redelivered copy may sit in the same batch as its original.
+		const unique = [...new Map(messages.map(m => [m.order_no, m])).values()];
+		const existing = new Set(
+			(
+				(await db.query("SELECT order_no FROM orders WHERE order_no IN (:nos)", {
+					replacements: { nos: unique.map(m => m.order_no) },
+					type: QueryTypes.SELECT
+				})) as { order_no: string }[]
+			).map(r => r.order_no)
+		);
+		const fresh = unique.filter(m => !existing.has(m.order_no));
+		let write: SeckillOrderMessage[] = [];
+		if (fresh.length) {
+			const claims = (await this.broker.call("stock.claim", {
+				arming_id,
+				order_nos: fresh.map(m => m.order_no)
+			})) as ClaimResult[];
+			if (claims.includes("unknown_arming")) throw new Error(`unknown arming ${arming_id}`);
+			write = fresh.filter((_, i) => claims[i] === "claimed");
+		}
+		if (write.length) {
+			const us = this.payTimeoutMs() * 1000;
+			const row = "(?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, NOW(3) + INTERVAL ? MICROSECOND)";
+			await inTransaction(db, async transaction => {
+				await db.query(
+					`INSERT INTO orders (order_no, user_id, product_id, product_name, product_image, quantity, unit_price, total_price, status, activity_id, seckill_seq, expires_at) VALUES ${write.map(() => row).join(", ")}`,
+					{
+						replacements: write.flatMap(m => [
+							m.order_no,
+							m.user_id,
+							m.product_id,
+							m.product_name,
+							m.product_image,
+							m.price,
+							m.price,
+							OrderStatus.PENDING_PAYMENT,
+							m.activity_id,
+							m.seq,
+							us
+						]),
+						transaction
+					}
+				);
+				const [, affected] = (await db.query(
+					"UPDATE seckill_activities SET stock = stock - :n WHERE id = :id AND arming_id = :arming AND stock >= :n",
+					{
+						replacements: { n: write.length, id: activity_id, arming: arming_id },
+						type: QueryTypes.UPDATE,
+						transaction
+					}
+				)) as unknown as [unknown, number];
+				if (affected !== 1) throw new Error(`activity ${activity_id} refused ${write.length} units`);
+			});
+			await this.seckillOrdersWritten(write);
+		}
+		const ordered = [...existing, ...write.map(m => m.order_no)];
+		if (ordered.length) await this.broker.call("stock.markOrdered", { arming_id, order_nos: ordered });
+	},
+
+	/** What follows committed flash-sale orders, however they were written: count, announce, schedule the close. */
+	async seckillOrdersWritten(this: OrderThis, written: SeckillOrderMessage[]) {
+		this.broker.metrics.increment("gomall_orders_created_total", { kind: "seckill" }, written.length);
+		for (const m of written)
+			this.broker.emit("order.created", {
+				order_no: m.order_no,
+				user_id: m.user_id,
+				product_id: m.product_id,
+				quantity: 1,
+				total_price: Number(m.price),
+				activity_id: m.activity_id
+			});
+		await this.scheduleClose(written.map(m => m.order_no));
+	},
+
+	/**
+	 * Why the database will never take this message's order, or null if it might. Inside a
+	 * transaction it must run on that transaction's connection: asking the pool for a
+	 * second one while holding the first starves the pool when every handler does it.
+	 */
+	async whyUnwritable(this: OrderThis, m: SeckillOrderMessage, transaction?: Transaction) {
+		const [a] = (await this.db().query("SELECT arming_id, stock FROM seckill_activities WHERE id = ?", {
+			replacements: [m.activity_id],
+			type: QueryTypes.SELECT,
+			transaction
+		})) as { arming_id: string; stock: number }[];
+		if (!a) return `unknown activity ${m.activity_id}`;
+		if (a.arming_id !== m.arming_id)
+			return `stale arming: activity ${m.activity_id} is arming ${a.arming_id}, the message is of arming ${m.arming_id}`;
+		if (Number(a.stock) < 1) return `activity ${m.activity_id} has no database stock left`;
+		return null;
+	}
+} satisfies Partial<OrderMethods>;

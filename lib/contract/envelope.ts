@@ -1,4 +1,5 @@
 import { Codes, CodeDef, isCodeKey } from "./codes";
+import { isRejection } from "./errors";
 
 /** The body of every /api response (SPEC "REST contract"). */
 export interface Envelope<T = unknown> {
@@ -23,6 +24,18 @@ export function success<T>(data: T, traceId: string | null): Envelope<T> {
 
 function fromDef(def: CodeDef, traceId: string | null, data: unknown = null, message?: string): Envelope {
 	return { code: def.biz, message: message ?? def.message, data, trace_id: traceId };
+}
+
+/**
+ * The envelope and status of an action's result: its data, or a rejection it returned
+ * (lib/contract/errors), rendered exactly as renderError renders `bizError(key)`.
+ */
+export function resultEnvelope(data: unknown, traceId: string | null): { status: number; body: Envelope } {
+	if (isRejection(data)) {
+		const def = Codes[data.$rejected];
+		return { status: def.http, body: fromDef(def, traceId) };
+	}
+	return { status: 200, body: success(data ?? null, traceId) };
 }
 
 interface ErrorLike {

@@ -1,6 +1,6 @@
 import { Errors } from "moleculer";
 import { bizError, rejection } from "../../lib/contract/errors";
-import { renderError } from "../../lib/contract/envelope";
+import { renderError, resultEnvelope } from "../../lib/contract/envelope";
 import { Codes } from "../../lib/contract/codes";
 import { retryable } from "../../lib/messaging/retry";
 
@@ -66,6 +66,25 @@ describe("renderError", () => {
 			status: 400,
 			body: { code: 400 }
 		});
+	});
+});
+
+describe("resultEnvelope", () => {
+	it("renders a returned rejection byte for byte as renderError renders the thrown error", () => {
+		const thrown = renderError(bizError("SECKILL_SOLD_OUT"), "t1");
+		const out = resultEnvelope(rejection("SECKILL_SOLD_OUT"), "t1");
+		expect(out.status).toBe(thrown.status);
+		expect(JSON.stringify(out.body)).toBe(JSON.stringify(thrown.body));
+	});
+
+	it("wraps a result in the success envelope, null when there is none", () => {
+		expect(resultEnvelope({ id: 1 }, "t1")).toEqual({
+			status: 200,
+			body: { code: 0, message: "success", data: { id: 1 }, trace_id: "t1" }
+		});
+		expect(JSON.stringify(resultEnvelope(undefined, null).body)).toBe(
+			'{"code":0,"message":"success","data":null,"trace_id":null}'
+		);
 	});
 });
 

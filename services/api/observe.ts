@@ -1,0 +1,32 @@
+import { getConfig } from "../../config";
+import type { GomallPrometheusReporter } from "../../lib/observability/prometheus-reporter";
+import type { ApiThis, Req, Res } from "./types";
+
+export const metricsAliases = {
+	"GET /metrics"(this: ApiThis, _req: Req, res: Res) {
+		const reporter = this.broker.metrics.reporter.find(
+			(r): r is GomallPrometheusReporter =>
+				typeof (r as GomallPrometheusReporter).generatePrometheusResponse === "function"
+		);
+		res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+		res.end(reporter ? reporter.generatePrometheusResponse() : "");
+	}
+};
+
+export const observeMethods = {
+	/** One metric sample and one log line per request, once the response is sent. */
+	observe(this: ApiThis, req: Req, res: Res): void {
+		const route = req.$alias?.fullPath ?? (req.url?.startsWith("/api") ? "unmatched" : (req.url ?? "").split("?")[0]);
+		const labels = { method: req.method ?? "", route, status: res.statusCode };
+		const seconds = Number(process.hrtime.bigint() - (req.$startedAt ?? process.hrtime.bigint())) / 1e9;
+		this.broker.metrics.increment("gomall_http_requests_total", labels);
+		this.broker.metrics.observe("gomall_http_request_duration_seconds", seconds, labels);
+		if (getConfig().log.requests) {
+			const ctx = req.$ctx;
+			// Never the headers, the body or the query: they hold tokens and passwords.
+			this.logger.info(
+				`${req.method} ${route} ${res.statusCode} ${(seconds * 1000).toFixed(1)}ms trace_id=${req.$traceId ?? ctx?.requestID ?? "-"} user_id=${req.$userId ?? ctx?.meta.user?.id ?? "-"} ip=${req.$clientIp ?? req.socket.remoteAddress ?? "-"}`
+			);
+		}
+	}
+} satisfies Partial<ApiThis>;

@@ -1,0 +1,104 @@
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
+import type { Server as NetServer } from "node:net";
+import type { Context, Service } from "moleculer";
+import type { ApiSettingsSchema } from "moleculer-web";
+import type { Pool } from "mysql2/promise";
+import type { AuthUser, TokenService } from "../../lib/auth/jwt";
+import type { RevokedSessions } from "../../lib/auth/sessions";
+import type { ReplyBatch } from "../../lib/http/reply-batch";
+import type { GcraRedis, LocalBuckets, Verdict } from "../../lib/http/ratelimit";
+import type { AmqpConnection } from "../../lib/messaging/amqp";
+import type { RedisClient } from "../../lib/storage/redis";
+
+export type Req = IncomingMessage & {
+	$action?: { name?: string; auth?: "user" | "admin" };
+	$ctx?: Context<unknown, { user?: AuthUser | null }>;
+	$route?: unknown;
+	$alias?: { fullPath?: string; path?: string };
+	$clientIp?: string;
+	$startedAt?: bigint;
+	/** Set by the flash-sale lane, which has no `api.rest` context to carry them. */
+	$traceId?: string;
+	$userId?: number;
+	/** An upload request whose files are streaming to the upload actor (see authorizeUpload). */
+	$upload?: { batch: string; failing: boolean; settled: boolean };
+};
+export type Res = ServerResponse;
+
+export type Probe = "up" | "down" | "disabled";
+
+/** Declared on an action (`auth: "user"` or `"admin"`); enforced here, in one place. */
+export type AuthLevel = "user" | "admin" | undefined;
+
+/**
+ * The gateway as its methods see it: its state (set in created), the methods of moleculer-web
+ * it calls, and its own methods, one group per file of this folder.
+ */
+export interface ApiThis extends Service<ApiSettingsSchema> {
+	// State, set in created().
+	tokens: TokenService;
+	ready: boolean;
+	draining: boolean;
+	redis: RedisClient;
+	amqp: AmqpConnection;
+	dbPool: Pool;
+	server: HttpServer;
+	/** the port's other listening sockets (lib/listen), whose connections `server` serves */
+	listeners: NetServer[];
+	buckets: LocalBuckets;
+	limiterRedis: GcraRedis;
+	trusted: Set<string>;
+	limiterWarnedAt: number;
+	bodyLimit: number;
+	soldOut: Set<number>;
+	/** the flash-sale lane's answers, ended together per loop turn (null: http.batch_replies off) */
+	replies: ReplyBatch | null;
+	revoked: RevokedSessions;
+	revocationsLoaded: boolean;
+	revocationTimer: NodeJS.Timeout | null;
+
+	// moleculer-web's own methods.
+	createServer(): void;
+	writeCorsHeaders(route: Pick<ApiSettingsSchema, "cors">, req: Req, res: Res, isPreFlight: boolean): void;
+
+	// The server (api.service.ts).
+	port(): number;
+
+	// responses.ts
+	beginRequest(req: Req, res: Res): void;
+	sendJson(res: Res, status: number, body: unknown, traceId?: string | null, batched?: boolean): void;
+	sendError(req: Req, res: Res, err: unknown): void;
+	errorHandler(req: Req, res: Res, err: unknown): void;
+
+	// lane.ts
+	httpHandler(req: Req, res: Res, next?: () => void): Promise<void>;
+	seckillLane(req: Req, res: Res): Promise<void>;
+
+	// auth.ts
+	authenticate(ctx: Context, route: unknown, req: Req): AuthUser | null;
+	verifyBearer(header: string | undefined, need: AuthLevel): AuthUser | null;
+	authorize(ctx: Context<any, any>, route: unknown, req: Req, res: Res): Promise<void>;
+	syncRevocations(): Promise<boolean>;
+	scheduleRevocationSync(delayMs: number): void;
+
+	// limits.ts
+	limitLocal(req: Req, res: Res): void;
+	limitDistributed(user: AuthUser | null | undefined, action: string | undefined, req: Req, res: Res): Promise<void>;
+	refuse(res: Res, verdict: Verdict, layer: string, tier: string): never;
+
+	// uploads.ts
+	authorizeUpload(ctx: Context<any, any>, route: unknown, req: Req, res: Res): Promise<void>;
+	finishUpload(ctx: Context<any, any>, req: Req, res: Res, data: unknown): Promise<unknown>;
+	failUpload(req: Req, res: Res, err: unknown): void;
+	discardUpload(batch: string): Promise<unknown>;
+
+	// health.ts
+	probeAll(): Promise<Record<string, Probe>>;
+
+	// swagger.ts
+	openApiDocument(): Record<string, unknown>;
+	serveSwagger(file: string, res: Res): void;
+
+	// observe.ts
+	observe(req: Req, res: Res): void;
+}

@@ -61,10 +61,11 @@ async function seckillRows(broker: ServiceBroker): Promise<Row[]> {
 		return {
 			node,
 			served: error ? error : total,
-			queued: n(c.queued),
+			// Won and queued, confirmed or not (the unconfirmed ones are settled by reconciliation).
+			queued: n(c.queued) + n(c.queued_unconfirmed),
 			sold_out: n(c.sold_out),
 			limit: n(c.limit),
-			other: total - n(c.queued) - n(c.sold_out) - n(c.limit),
+			other: total - n(c.queued) - n(c.queued_unconfirmed) - n(c.sold_out) - n(c.limit),
 			sold_out_flags: result?.sold_out ?? []
 		};
 	});
@@ -143,8 +144,10 @@ export const replCommands: ReplCommand[] = [
 				initial: a.initial,
 				redis_left: a.redis_remaining,
 				reserved: a.reservations.R,
+				published: a.reservations.P,
 				claimed: a.reservations.C,
 				ordered: a.reservations.O,
+				failed: a.reservations.F,
 				buyers: a.buyers,
 				orders: a.orders,
 				closed: a.closed,
@@ -153,7 +156,7 @@ export const replCommands: ReplCommand[] = [
 				invariant: a.consistent ? "holds" : "BROKEN"
 			}));
 			print(
-				"flash-sale activities (initial = redis_left + reserved + claimed + ordered = db_stock + orders - closed)",
+				"flash-sale activities (initial = redis_left + reserved + published + claimed + ordered + failed = db_stock + orders - closed)",
 				rows
 			);
 		}
@@ -216,7 +219,7 @@ export const replCommands: ReplCommand[] = [
 				args.activityId ? { activity_id: Number(args.activityId) } : {}
 			);
 			print(
-				"reconciliation (republished: reservation without order re-queued; released: given back; marked: order found, reservation marked ordered; orphans: order without reservation)",
+				"reconciliation (republished: unconfirmed reservation sent again; requeued: confirmed one sent again, the queue had lost it; unconfirmed: not confirmed yet, kept; failed: dead-lettered, an operator's decision; marked: order found, reservation marked ordered; orphans: order without reservation)",
 				report.activities.map(a => ({
 					activity: a.activity_id,
 					product: a.product_id,
@@ -226,7 +229,9 @@ export const replCommands: ReplCommand[] = [
 					db_stock: a.db.stock,
 					live_orders: a.db.live_orders,
 					republished: a.republished.length,
-					released: a.released.length,
+					requeued: a.requeued.length,
+					unconfirmed: a.unconfirmed,
+					failed: a.failed,
 					released_closed: a.released_closed,
 					marked: a.marked_ordered,
 					rebuilt: a.rebuilt ? "yes" : "no",
@@ -237,7 +242,7 @@ export const replCommands: ReplCommand[] = [
 			);
 			const fixes = report.activities.flatMap(a => [
 				...a.republished.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "republished" })),
-				...a.released.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "released" })),
+				...a.requeued.map((o: string) => ({ activity: a.activity_id, order_no: o, action: "requeued (lost)" })),
 				...a.restored.map((o: string) => ({
 					activity: a.activity_id,
 					order_no: o,
@@ -250,6 +255,34 @@ export const replCommands: ReplCommand[] = [
 				}))
 			]);
 			if (fixes.length) print("repairs", fixes);
+		}
+	},
+	{
+		command: "gomall-failed <activityId>",
+		description:
+			"Reservations whose message was dead-lettered, with the reason: replay them with gomall-dlq-replay seckill once the cause is fixed, or give a unit back with gomall-release-failed",
+		async action(broker, args) {
+			const rows = await broker.call<any[], any>("stock.failed", { activity_id: Number(args.activityId) });
+			print(
+				"failed reservations",
+				rows.map(r => ({
+					order_no: r.order_no,
+					user: r.user_id,
+					reserved_at: new Date(r.reserved_at).toISOString(),
+					reason: r.reason
+				}))
+			);
+		}
+	},
+	{
+		command: "gomall-release-failed <armingId> <orderNo>",
+		description: "Give a failed reservation's unit and its buyer's slot back (once; its buyer's poll stays failed)",
+		async action(broker, args) {
+			const r = await broker.call<any, any>("stock.releaseFailed", {
+				arming_id: String(args.armingId),
+				order_no: String(args.orderNo)
+			});
+			print("released", [{ order_no: args.orderNo, released: r.released }]);
 		}
 	},
 	{

@@ -25,9 +25,24 @@ export interface Config {
 		cors_origins: string[];
 		trusted_proxies: string[];
 	};
-	db: { host: string; port: number; user: string; password: string; name: string; pool_max: number };
+	db: {
+		host: string;
+		port: number;
+		user: string;
+		password: string;
+		name: string;
+		pool_max: number;
+		/** longest a statement may run before the server ends it (MariaDB max_statement_time); 0: no limit */
+		statement_timeout_ms: number;
+	};
 	redis: RedisConfig;
-	amqp: { url: string; prefetch: number; retry_delays_ms: number[] };
+	amqp: {
+		url: string;
+		prefetch: number;
+		retry_delays_ms: number[];
+		/** how long a publisher waits for the broker's confirm; then the outcome is unknown (a memory or disk alarm blocks publishers) */
+		confirm_timeout_ms: number;
+	};
 	nats: { url: string };
 	jwt: {
 		secret: string;
@@ -94,6 +109,8 @@ export interface RedisConfig {
 	wait_replicas: number;
 	/** how long WAIT may take; when fewer replicas answer, the reservation is released and the buyer asked to retry */
 	wait_timeout_ms: number;
+	/** how long a command of the actors' Redis clients may take before it fails (its outcome unknown) */
+	command_timeout_ms: number;
 }
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -181,7 +198,8 @@ const schema = {
 			user: str,
 			password: str,
 			name: { type: "string", pattern: /^[A-Za-z0-9_]+$/ },
-			pool_max: num(1, 1000)
+			pool_max: num(1, 1000),
+			statement_timeout_ms: num(0, 3_600_000)
 		}),
 		redis: obj({
 			url: { type: "string", pattern: /^rediss?:\/\// },
@@ -191,12 +209,14 @@ const schema = {
 				items: { type: "string", pattern: /^(rediss?:\/\/)?[^\s/:]+:\d{1,5}\/?$/ }
 			},
 			wait_replicas: num(0, 16),
-			wait_timeout_ms: num(1, 60000)
+			wait_timeout_ms: num(1, 60000),
+			command_timeout_ms: num(100, 600000)
 		}),
 		amqp: obj({
 			url: { type: "string", pattern: /^amqps?:\/\// },
 			prefetch: num(1, 65535),
-			retry_delays_ms: { type: "array", min: 1, max: 10, items: num(10, 3_600_000) }
+			retry_delays_ms: { type: "array", min: 1, max: 10, items: num(10, 3_600_000) },
+			confirm_timeout_ms: num(100, 600000)
 		}),
 		// One server or several, comma-separated (a NATS cluster: the client fails over between them).
 		nats: obj({ url: { type: "string", pattern: /^(nats:\/\/[^,\s]+(,\s*nats:\/\/[^,\s]+)*)?$/ } }),

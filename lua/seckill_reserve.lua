@@ -5,13 +5,23 @@
 -- KEYS[1] info   hash: stock, start, end (ms), limit, active
 -- KEYS[2] bought hash: user_id -> units held (returned on release)
 -- KEYS[3] seqs   hash: user_id -> reservations ever made (never goes down: order uniqueness)
--- KEYS[4] resv   hash: order_no -> "user|seq|ms|state", state R reserved, C claimed, O ordered
+-- KEYS[4] resv   hash: order_no -> "user|seq|ms|state": R reserved, P published (the broker
+--                confirmed its message), C claimed, O ordered, F failed (dead-lettered)
 -- KEYS[5] last   hash: user_id -> latest order_no (for the result poll)
 -- ARGV[1] user_id, ARGV[2] order_no
 -- Returns {code, seq, stock_left}: 1 won; -1 no activity, -2 not started, -3 ended,
--- -4 limit reached, -5 sold out.
+-- -4 limit reached, -5 sold out, -6 the order_no is another buyer's (two processes made the same
+-- number: nothing was written, the caller retries with a new one).
 local info = redis.call('HMGET', KEYS[1], 'stock', 'start', 'end', 'limit', 'active')
 if not info[1] or info[5] ~= '1' then return {-1, 0, 0} end
+local existing = redis.call('HGET', KEYS[4], ARGV[2])
+if existing then
+  local owner, oseq = string.match(existing, '^(%d+)|(%d+)|')
+  -- The same buyer's reservation under this number: this call is a resend of the one that made it
+  -- (a reply lost to a dropped connection), so it is answered as that win, nothing taken twice.
+  if owner == ARGV[1] then return {1, tonumber(oseq), tonumber(info[1])} end
+  return {-6, 0, 0}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now < tonumber(info[2]) then return {-2, 0, 0} end

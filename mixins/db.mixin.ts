@@ -17,6 +17,22 @@ export interface DbThis {
 	clearCache(): Promise<void>;
 }
 
+/**
+ * A server-side bound on every statement of a pooled connection: a query stuck behind a lock or
+ * a plan gone wrong fails instead of holding its caller (and its pool slot) for ever. MariaDB
+ * takes seconds (max_statement_time, every statement); MySQL 8 milliseconds (max_execution_time,
+ * SELECTs only; its writes are bounded by innodb_lock_wait_timeout).
+ */
+function limitStatementTime(connection: unknown, ms: number): Promise<void> {
+	if (!ms) return Promise.resolve();
+	const conn = connection as { query(sql: string, cb: (err: Error | null) => void): void };
+	const run = (sql: string) =>
+		new Promise<void>((resolve, reject) => conn.query(sql, err => (err ? reject(err) : resolve())));
+	return run(`SET SESSION max_statement_time = ${ms / 1000}`).catch(() =>
+		run(`SET SESSION max_execution_time = ${Math.round(ms)}`)
+	);
+}
+
 /** moleculer-db's generic CRUD actions: each actor publishes its own, validated ones instead. */
 const GENERIC_ACTIONS = ["find", "count", "list", "create", "insert", "get", "update", "remove"];
 
@@ -45,7 +61,8 @@ export function DbMixin(model: ModelDefinition): Partial<ServiceSchema> {
 				noSync: true,
 				pool: { max: db.pool_max, min: 0, idle: 10000, acquire: 20000 },
 				timezone: "+00:00",
-				define: { freezeTableName: true }
+				define: { freezeTableName: true },
+				hooks: { afterConnect: (connection: unknown) => limitStatementTime(connection, db.statement_timeout_ms) }
 			});
 			this.adapter.init(this.broker, this);
 		}

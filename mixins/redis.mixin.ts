@@ -11,7 +11,11 @@ export function RedisMixin(connectionName: string, commands: Record<string, LuaC
 	return {
 		created(this: Service & Record<string, any>) {
 			const c = getConfig();
-			this.redis = createRedis(c.redis, c.namespace, commands, connectionName);
+			// Bounded: a Redis that stops answering fails a call instead of holding it (and the
+			// buyer) until the request timeout; the caller treats the outcome as unknown.
+			this.redis = createRedis(c.redis, c.namespace, commands, connectionName, {
+				commandTimeout: c.redis.command_timeout_ms
+			});
 		},
 		async stopped(this: Service & Record<string, any>) {
 			await this.redis.quit().catch(() => this.redis.disconnect());

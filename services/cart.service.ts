@@ -5,6 +5,7 @@ import { AuthUser } from "../lib/auth/jwt";
 import { toCents, fromCents } from "../lib/domain/money";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 import { Product, PRODUCT_ON_SHELF } from "../lib/domain/product";
+import { NEVER_RAN_ONLY } from "../lib/messaging/retry";
 
 export const MAX_LINE_QUANTITY = 999;
 
@@ -65,7 +66,7 @@ const CartService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			auth: "user",
 			// Adds to the line, so a replay after a lost reply would add twice: retried only after
 			// errors proving it never ran (lib/messaging/retry.ts, retryable()).
-			retryPolicy: { onlyNeverRan: true } as any,
+			retryPolicy: NEVER_RAN_ONLY,
 			params: { $$strict: "remove", product_id: productId, quantity },
 			handler(this: CartThis, ctx: UserCtx<{ product_id: number; quantity: number }>) {
 				return this.setLine(ctx, ctx.params.product_id, ctx.params.quantity, "add");

@@ -8,8 +8,8 @@ import {
 	PermanentMessageError,
 	QueueConsumer
 } from "../lib/messaging/amqp";
-import { counter, labelSets } from "../lib/observability/metrics";
-import { acquireWorkerId, OrderNoGenerator } from "../lib/domain/order-no";
+import { counter, gauge, labelSets } from "../lib/observability/metrics";
+import { LeasedOrderNos } from "../lib/domain/order-no";
 import { pageParams } from "../lib/contract/paging";
 import { isSeckillOrderMessage } from "../lib/domain/seckill";
 import {
@@ -34,6 +34,7 @@ import { paymentMethods } from "./order/payment";
 import { readingMethods } from "./order/reading";
 import type { DlqName, Line, OrderMethods, OrderThis, UserCtx } from "./order/types";
 import { writingMethods } from "./order/writing";
+import { NEVER_RAN_ONLY } from "../lib/messaging/retry";
 
 const orderNo = { type: "string", pattern: /^[0-9]{1,32}$/, messages: { stringPattern: "order_no must be digits" } };
 const quantity = { type: "number", integer: true, min: 1, max: 999, convert: true };
@@ -116,6 +117,9 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 		pay: {
 			auth: "user",
+			// A retry after a timeout would answer "already paid" for a pay that succeeded: only
+			// errors proving it never ran are retried (lib/messaging/retry.ts).
+			retryPolicy: NEVER_RAN_ONLY,
 			params: { $$strict: "remove", order_no: orderNo, pay_type: { type: "enum", values: PAY_TYPES } },
 			handler(this: OrderThis, ctx: UserCtx<{ order_no: string; pay_type: number }>) {
 				return this.payOrder(ctx.meta.user.id, ctx.params.order_no, ctx.params.pay_type);
@@ -124,6 +128,7 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 		cancel: {
 			auth: "user",
+			retryPolicy: NEVER_RAN_ONLY,
 			params: { order_no: orderNo },
 			async handler(this: OrderThis, ctx: UserCtx<{ order_no: string }>) {
 				const { order } = await this.closeOrder(ctx.params.order_no, { userId: ctx.meta.user.id, reason: "cancel" });
@@ -136,6 +141,14 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			visibility: "public",
 			async handler(this: OrderThis) {
 				return { closed: await this.sweepExpired(1000) };
+			}
+		},
+
+		/** Health: whether each of this node's queue consumers receives messages now. */
+		consumers: {
+			visibility: "public",
+			handler(this: OrderThis) {
+				return this.consumers.map(c => ({ queue: c.queue, consuming: c.consuming }));
 			}
 		},
 
@@ -213,19 +226,32 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			"Consumed queue messages by outcome (acked, retried, dead_lettered)",
 			labelSets({ queue: ["seckill", "close"], outcome: outcomes })
 		);
+		gauge(
+			m,
+			"gomall_amqp_consumers",
+			"This node's queue consumers receiving messages now (1), or not (0: between a channel's close and its next subscription)",
+			labelSets({ queue: ["seckill", "close"] })
+		);
 		const consumer = (
 			queue: "seckill" | "close",
 			name: string,
 			routingKey: string,
 			handle: (body: any) => Promise<void>,
-			batch?: ConsumerOptions["batch"]
+			extra: Pick<ConsumerOptions, "batch" | "onDeadLetter"> = {}
 		) => {
 			const onOutcome = (outcome: MessageOutcome) => m.increment("gomall_queue_messages_total", { queue, outcome });
+			const onConsuming = (consuming: boolean) => m.set("gomall_amqp_consumers", consuming ? 1 : 0, { queue });
 			this.consumers.push(
 				new QueueConsumer(
 					this.amqp,
 					name,
-					{ prefetch: c.amqp.prefetch, ...parking(c.namespace, name, routingKey, policy), onOutcome, batch },
+					{
+						prefetch: c.amqp.prefetch,
+						...parking(c.namespace, name, routingKey, policy),
+						onOutcome,
+						onConsuming,
+						...extra
+					},
 					handle,
 					this.logger
 				)
@@ -239,9 +265,15 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				if (!isSeckillOrderMessage(body)) throw new PermanentMessageError("malformed flash-sale order message");
 				await this.createSeckillOrder(body);
 			},
-			c.seckill.batch_size > 1
-				? { maxSize: c.seckill.batch_size, handler: bodies => this.createSeckillOrders(bodies) }
-				: undefined
+			{
+				batch:
+					c.seckill.batch_size > 1
+						? { maxSize: c.seckill.batch_size, handler: bodies => this.createSeckillOrders(bodies) }
+						: undefined,
+				// The buyer's poll stops saying "queued": the reservation is marked failed, its unit
+				// kept until an operator replays or releases it.
+				onDeadLetter: (body, reason) => this.seckillDeadLettered(body, reason)
+			}
 		);
 		consumer("close", n.closeQueue, CLOSE_ROUTING_KEY, async body => {
 			if (typeof body?.order_no !== "string") throw new PermanentMessageError("close message without order_no");
@@ -250,7 +282,7 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 	},
 
 	async started(this: OrderThis) {
-		this.orderNos = new OrderNoGenerator(await acquireWorkerId(this.redis));
+		this.orderNos = await LeasedOrderNos.start(this.redis);
 		await this.amqp.start();
 		const interval = getConfig().order.sweep_interval;
 		if (interval > 0) {
@@ -264,6 +296,7 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		// Runs before the mixins close RabbitMQ, Redis and MySQL: messages in hand finish first.
 		if (this.sweepTimer) clearInterval(this.sweepTimer);
 		await Promise.all(this.consumers.map(c => c.stop()));
+		await this.orderNos?.stop();
 	}
 };
 

@@ -6,6 +6,7 @@ import { pageParams, paged, Paged } from "../lib/contract/paging";
 import { DbMixin, DbThis } from "../mixins/db.mixin";
 import { isMoney } from "../lib/domain/money";
 import { Product, PRODUCT_OFF_SHELF, PRODUCT_ON_SHELF } from "../lib/domain/product";
+import { NEVER_RAN_ONLY } from "../lib/messaging/retry";
 
 const MAX_PRICE = 9999999999.99;
 
@@ -140,6 +141,8 @@ const ProductService: ServiceSchema<ServiceSettingSchema, Record<string, any>, R
 
 		remove: {
 			auth: "admin",
+			// A retry after a timeout would answer "not found" for a remove that succeeded.
+			retryPolicy: NEVER_RAN_ONLY,
 			params: idParam,
 			async handler(this: ProductThis, ctx: Context<{ id: number }>) {
 				const n = await this.model.destroy({ where: { id: ctx.params.id } });

@@ -88,8 +88,10 @@ CREATE TABLE `seckill_activities` (
   `status` tinyint(4) NOT NULL DEFAULT 1 COMMENT '1 armed, 0 superseded by a re-arm',
   `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
   `updated_at` datetime(3) NOT NULL DEFAULT current_timestamp(3) ON UPDATE current_timestamp(3),
+  `live_product_id` bigint(20) unsigned GENERATED ALWAYS AS (if(`status` = 1,`product_id`,NULL)) STORED COMMENT 'product_id while this arming is live, else NULL: at most one live arming per product',
   PRIMARY KEY (`id`),
   UNIQUE KEY `uk_seckill_arming` (`arming_id`),
+  UNIQUE KEY `uk_seckill_live_product` (`live_product_id`),
   KEY `idx_seckill_product_status` (`product_id`,`status`),
   KEY `idx_seckill_status_end` (`status`,`end_time`),
   CONSTRAINT `chk_seckill_stock` CHECK (`stock` >= 0 and `stock` <= `total_stock`),
@@ -128,4 +130,5 @@ INSERT INTO schema_migrations (version, name) VALUES
   (2, '002_cart_orders.sql'),
   (3, '003_seckill.sql'),
   (4, '004_seckill_arming.sql'),
-  (5, '005_sessions.sql');
+  (5, '005_sessions.sql'),
+  (7, '007_seckill_one_live_arming.sql');

@@ -64,6 +64,9 @@ export const Codes = Object.freeze({
 	SECKILL_LIMIT_REACHED: def(60004, 409, "purchase limit reached"),
 	SECKILL_ORDER_FAILED: def(60005, 503, "order could not be queued, please retry"),
 	SECKILL_NO_ACTIVITY: def(60008, 404, "no such flash-sale activity"),
+	SECKILL_ARMING_BUSY: def(60009, 409, "this product is being armed by another request; try again"),
+	SECKILL_RECONCILE_BUSY: def(60010, 409, "a reconciliation is running on another node"),
+	SECKILL_NOT_FAILED: def(60011, 409, "this reservation is not failed (already replayed, released or ordered)"),
 
 	// upload (the Go version's 70001- range)
 	UPLOAD_NO_FILE: def(70001, 400, "no file in the request"),

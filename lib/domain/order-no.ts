@@ -1,8 +1,12 @@
+import crypto from "node:crypto";
+import { RedisLease } from "../storage/lease";
+import type { RedisClient } from "../storage/redis";
+
 /**
  * Order numbers: 24 digits, `YYYYMMDDHHmmssSSS` (UTC) + a 4-digit worker id + a 3-digit
  * sequence within the millisecond. Fixed width, so they sort by time as strings; made in
  * memory (no database round trip); unique across nodes because each process takes its own
- * worker id from Redis at start (see `acquireWorkerId`).
+ * worker id from Redis at start (see `LeasedWorkerId`).
  */
 export class OrderNoGenerator {
 	private lastMs = 0;
@@ -39,9 +43,94 @@ function stamp(ms: number): string {
 	return new Date(ms).toISOString().replace(/\D/g, "").slice(0, 17);
 }
 
-/** The key under which nodes count worker ids (INCR, so no two live nodes share one). */
+/** Counts starts, so each process tries a different worker id first. */
 export const WORKER_ID_KEY = "order-no:worker-seq";
+const WORKER_IDS = 10000;
+export const workerLeaseKey = (id: number) => `order-no:worker:${id}`;
 
-export async function acquireWorkerId(redis: { incr(key: string): Promise<number> }): Promise<number> {
-	return (await redis.incr(WORKER_ID_KEY)) % 10000;
+/**
+ * A worker id of this process's own, leased in Redis (SET NX with an expiry, renewed while the
+ * process lives), so no two live processes hold one: a counter alone (INCR % 10000) gave two
+ * processes the same id after a Redis restore, a lossy failover or 10,000 starts. A lease lost
+ * anyway (a pause longer than its ttl) is replaced by a new id, announced through `onChange`;
+ * the reservation script refuses an order_no already held, so a collision in that gap is
+ * retried, never overwrites.
+ */
+export class LeasedWorkerId {
+	private lease: RedisLease | null = null;
+	private timer: NodeJS.Timeout | null = null;
+	onChange: (id: number) => void = () => undefined;
+
+	constructor(
+		private readonly redis: RedisClient,
+		private readonly owner = crypto.randomBytes(12).toString("hex"),
+		private readonly ttlMs = 30000
+	) {}
+
+	get id(): number {
+		if (!this.lease) throw new Error("no worker id leased");
+		return Number(this.lease.key.slice(this.lease.key.lastIndexOf(":") + 1));
+	}
+
+	/** Leases an id and keeps it; resolves with the id. */
+	async start(): Promise<number> {
+		await this.acquire();
+		this.timer = setInterval(() => void this.keep(), Math.max(100, this.ttlMs / 3));
+		this.timer.unref();
+		return this.id;
+	}
+
+	private async acquire(): Promise<void> {
+		const first = (await this.redis.incr(WORKER_ID_KEY)) % WORKER_IDS;
+		for (let i = 0; i < WORKER_IDS; i++) {
+			const lease = new RedisLease(this.redis, workerLeaseKey((first + i) % WORKER_IDS), this.owner, this.ttlMs);
+			if (await lease.acquire()) {
+				this.lease = lease;
+				return;
+			}
+		}
+		throw new Error(`all ${WORKER_IDS} worker ids are leased`);
+	}
+
+	private async keep(): Promise<void> {
+		try {
+			if (await this.lease!.renew()) return;
+			await this.acquire();
+			this.onChange(this.id);
+		} catch {
+			// Redis away: the lease is renewed at the next tick, or replaced once it has expired.
+		}
+	}
+
+	async stop(): Promise<void> {
+		if (this.timer) clearInterval(this.timer);
+		this.timer = null;
+		await this.lease?.release().catch(() => undefined);
+	}
+}
+
+/** Order numbers on a leased worker id: what an actor that makes order numbers holds. */
+export class LeasedOrderNos {
+	private generator: OrderNoGenerator;
+
+	private constructor(
+		private readonly worker: LeasedWorkerId,
+		workerId: number
+	) {
+		this.generator = new OrderNoGenerator(workerId);
+		worker.onChange = id => (this.generator = new OrderNoGenerator(id));
+	}
+
+	static async start(redis: RedisClient): Promise<LeasedOrderNos> {
+		const worker = new LeasedWorkerId(redis);
+		return new LeasedOrderNos(worker, await worker.start());
+	}
+
+	next(): string {
+		return this.generator.next();
+	}
+
+	stop(): Promise<void> {
+		return this.worker.stop();
+	}
 }

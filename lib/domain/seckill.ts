@@ -17,7 +17,9 @@ export function activityKeys(armingId: string) {
 		bought: `seckill:${tag}:bought`,
 		seqs: `seckill:${tag}:seqs`,
 		resv: `seckill:${tag}:resv`,
-		last: `seckill:${tag}:last`
+		last: `seckill:${tag}:last`,
+		/** order_no -> why its message was dead-lettered (state F) */
+		failed: `seckill:${tag}:failed`
 	};
 }
 
@@ -31,9 +33,23 @@ export const ARMING_ID = /^[0-9a-f]{32}$/;
 /** product id -> the arming currently live for it */
 export const productActivityKey = (productId: number) => `seckill:product:${productId}`;
 
-export const SeckillResult = { WON: 1, NO_ACTIVITY: -1, NOT_STARTED: -2, ENDED: -3, LIMIT: -4, SOLD_OUT: -5 } as const;
+export const SeckillResult = {
+	WON: 1,
+	NO_ACTIVITY: -1,
+	NOT_STARTED: -2,
+	ENDED: -3,
+	LIMIT: -4,
+	SOLD_OUT: -5,
+	/** the order_no is held by another reservation: nothing was written, retry with a new number */
+	ORDER_NO_TAKEN: -6
+} as const;
 
-export type ReservationState = "R" | "C" | "O";
+/**
+ * R reserved (its message not confirmed yet), P published (the broker confirmed it), C claimed by
+ * the order writer, O ordered, F failed (its message was dead-lettered; the operator decides).
+ */
+export type ReservationState = "R" | "P" | "C" | "O" | "F";
+export const RESERVATION_STATES: readonly ReservationState[] = ["R", "P", "C", "O", "F"];
 
 export interface Reservation {
 	order_no: string;
@@ -44,7 +60,7 @@ export interface Reservation {
 }
 
 export function parseReservation(orderNo: string, value: string): Reservation | null {
-	const m = /^(\d+)\|(\d+)\|(\d+)\|([RCO])$/.exec(value);
+	const m = /^(\d+)\|(\d+)\|(\d+)\|([RPCOF])$/.exec(value);
 	if (!m) return null;
 	return {
 		order_no: orderNo,

@@ -26,6 +26,10 @@ export class AmqpConnection {
 		return this.conn;
 	}
 
+	get isStopped(): boolean {
+		return this.stopped;
+	}
+
 	onConnect(fn: SetupFn): void {
 		this.setups.push(fn);
 	}
@@ -106,8 +110,20 @@ export function amqpName(namespace: string, name: string): string {
 	return namespace ? `gomall.${namespace}.${name}` : `gomall.${name}`;
 }
 
+/**
+ * A publish the broker did not confirm. `outcome` says what the caller may conclude:
+ * "not_sent" proves no queue holds the message (no channel, a nack, a basic.return), so what
+ * it carried may be undone; "unknown" (the channel closed, or no confirm came in time) means
+ * it may be in a queue already, so nothing it carried may be undone on that account.
+ */
 export class PublishError extends Error {
 	override name = "PublishError";
+	constructor(
+		message: string,
+		readonly outcome: "not_sent" | "unknown" = "not_sent"
+	) {
+		super(message);
+	}
 }
 
 /**
@@ -127,7 +143,7 @@ class ConfirmingChannel {
 		ch.on("close", () => {
 			// Whatever was not confirmed yet may or may not have reached a queue: the callers
 			// treat it as not sent (and their consumers tolerate it having been sent).
-			for (const fail of this.pending) fail(new PublishError("channel closed before the broker confirmed"));
+			for (const fail of this.pending) fail(new PublishError("channel closed before the broker confirmed", "unknown"));
 			this.pending.clear();
 		});
 		ch.on("error", () => undefined);
@@ -138,18 +154,28 @@ class ConfirmingChannel {
 		exchange: string,
 		routingKey: string,
 		content: Buffer,
-		options: Options.Publish & { messageId: string }
+		options: Options.Publish & { messageId: string },
+		confirmTimeoutMs = 0
 	): Promise<void> {
 		return new Promise<void>((resolve, reject) => {
 			let settled = false;
+			let timer: NodeJS.Timeout | null = null;
 			const settle = (err?: Error) => {
 				if (settled) return;
 				settled = true;
+				if (timer) clearTimeout(timer);
 				this.pending.delete(settle);
 				if (err) reject(err);
 				else resolve();
 			};
 			this.pending.add(settle);
+			// A broker under a memory or disk alarm blocks publishers while its heartbeats go on:
+			// without a bound the confirm is awaited for as long as the alarm lasts.
+			if (confirmTimeoutMs > 0)
+				timer = setTimeout(
+					() => settle(new PublishError(`no confirm within ${confirmTimeoutMs} ms`, "unknown")),
+					confirmTimeoutMs
+				);
 			try {
 				this.ch.publish(exchange, routingKey, content, { ...options, persistent: true, mandatory: true }, err => {
 					// basic.return arrives before the confirm of the same message.
@@ -165,22 +191,47 @@ class ConfirmingChannel {
 	}
 }
 
-/** A confirmed publisher (see ConfirmingChannel) on a channel of its own, re-opened after each reconnect. */
+/** How long a closed channel waits before it is opened again on a live connection. */
+const REOPEN_DELAY_MS = 1000;
+
+/**
+ * A confirmed publisher (see ConfirmingChannel) on a channel of its own, opened after each
+ * reconnect, and again on a live connection when RabbitMQ closed the channel alone (a channel
+ * error such as a publish to a missing exchange ends the channel, not the connection).
+ */
 export class ConfirmPublisher {
 	private channel: ConfirmingChannel | null = null;
+	private reopenTimer: NodeJS.Timeout | null = null;
 
 	constructor(
-		amqpConn: AmqpConnection,
-		private readonly setupTopology: (ch: ConfirmChannel) => Promise<void> = async () => undefined
+		private readonly amqpConn: AmqpConnection,
+		private readonly setupTopology: (ch: ConfirmChannel) => Promise<void> = async () => undefined,
+		/** 0: wait for the confirm as long as the channel lives */
+		private readonly confirmTimeoutMs = 0
 	) {
-		amqpConn.onConnect(async conn => {
-			const state = new ConfirmingChannel(await conn.createConfirmChannel());
-			state.ch.on("close", () => {
-				if (this.channel === state) this.channel = null;
-			});
-			await this.setupTopology(state.ch);
-			this.channel = state;
+		amqpConn.onConnect(conn => this.open(conn));
+	}
+
+	private async open(conn: ChannelModel): Promise<void> {
+		const state = new ConfirmingChannel(await conn.createConfirmChannel());
+		state.ch.on("close", () => {
+			if (this.channel !== state) return;
+			this.channel = null;
+			this.scheduleReopen(conn);
 		});
+		await this.setupTopology(state.ch);
+		this.channel = state;
+	}
+
+	private scheduleReopen(conn: ChannelModel): void {
+		if (this.reopenTimer) return;
+		this.reopenTimer = setTimeout(() => {
+			this.reopenTimer = null;
+			// A closed connection reconnects and opens the channel through onConnect instead.
+			if (this.channel || this.amqpConn.isStopped || this.amqpConn.connection !== conn) return;
+			this.open(conn).catch(() => this.scheduleReopen(conn));
+		}, REOPEN_DELAY_MS);
+		this.reopenTimer.unref();
 	}
 
 	/** The channel, for topology changes at run time (e.g. a new delay queue after SIGHUP). */
@@ -197,11 +248,13 @@ export class ConfirmPublisher {
 	): Promise<void> {
 		const state = this.channel;
 		if (!state) return Promise.reject(new PublishError("no RabbitMQ channel"));
-		return state.publish(exchange, routingKey, Buffer.from(JSON.stringify(body)), {
-			messageId,
-			contentType: "application/json",
-			headers
-		});
+		return state.publish(
+			exchange,
+			routingKey,
+			Buffer.from(JSON.stringify(body)),
+			{ messageId, contentType: "application/json", headers },
+			this.confirmTimeoutMs
+		);
 	}
 }
 
@@ -237,6 +290,14 @@ export interface ConsumerOptions {
 	 * only a faster way to the same outcome.
 	 */
 	batch?: { maxSize: number; handler: (bodies: unknown[]) => Promise<boolean[]> };
+	/**
+	 * Runs before a message is moved to the dead-letter queue, with its parsed body and the
+	 * reason: whoever waits on the message learns that it ended there. If it throws, the message
+	 * is handed back to the queue instead (and comes to this point again).
+	 */
+	onDeadLetter?: (body: unknown, reason: string) => Promise<void>;
+	/** Told each time the consumer starts or stops receiving (a channel closed, a server-side cancel). */
+	onConsuming?: (consuming: boolean) => void;
 }
 
 interface Delivery {
@@ -258,7 +319,8 @@ export const REASON_HEADER = "x-gomall-reason";
  * blocking), a passing outage is waited out by RabbitMQ rather than by a held message, and
  * nothing loops forever (failure mode 4). If the message cannot be parked (the channel
  * broke), it is handed back with a requeue; the work queue's x-delivery-limit bounds that
- * path too. It consumes again after a reconnect.
+ * path too. It consumes again after a reconnect, and on the live connection after its channel
+ * closed alone (a consumer timeout, an operator closing it) or the server cancelled it.
  */
 export class QueueConsumer {
 	private current: { ch: Channel; tag: string } | null = null;
@@ -266,21 +328,62 @@ export class QueueConsumer {
 	private stopped = false;
 	private pending: Delivery[] = [];
 	private flushScheduled = false;
+	private resubscribeTimer: NodeJS.Timeout | null = null;
 
 	constructor(
-		amqpConn: AmqpConnection,
-		private readonly queue: string,
+		private readonly amqpConn: AmqpConnection,
+		readonly queue: string,
 		private readonly opts: ConsumerOptions,
 		private readonly handler: (body: any, msg: ConsumeMessage) => Promise<void>,
 		private readonly logger: LoggerInstance
 	) {
-		amqpConn.onConnect(async conn => {
-			if (this.stopped) return;
-			const channel = new ConfirmingChannel(await conn.createConfirmChannel());
-			await channel.ch.prefetch(opts.prefetch);
-			const { consumerTag } = await channel.ch.consume(queue, msg => msg && this.deliver(channel, msg));
-			this.current = { ch: channel.ch, tag: consumerTag };
+		amqpConn.onConnect(conn => this.subscribe(conn));
+	}
+
+	/** Whether the broker delivers to this consumer now. */
+	get consuming(): boolean {
+		return this.current !== null;
+	}
+
+	private async subscribe(conn: ChannelModel): Promise<void> {
+		if (this.stopped) return;
+		const channel = new ConfirmingChannel(await conn.createConfirmChannel());
+		const subscription = { ch: channel.ch, tag: "" };
+		channel.ch.on("close", () => this.lost(subscription, conn, "its channel closed"));
+		await channel.ch.prefetch(this.opts.prefetch);
+		const { consumerTag } = await channel.ch.consume(this.queue, msg => {
+			if (msg) return this.deliver(channel, msg);
+			// A server-side cancel (the queue deleted, a quorum failover): the channel lives on idle.
+			this.lost(subscription, conn, "the server cancelled it");
+			channel.ch.close().catch(() => undefined);
 		});
+		subscription.tag = consumerTag;
+		if (this.stopped) return void channel.ch.close().catch(() => undefined);
+		this.current = subscription;
+		this.opts.onConsuming?.(true);
+	}
+
+	private lost(subscription: { ch: Channel; tag: string }, conn: ChannelModel, why: string): void {
+		if (this.current !== subscription) return;
+		this.current = null;
+		this.opts.onConsuming?.(false);
+		if (this.stopped) return;
+		this.logger.warn(`amqp ${this.queue}: not consuming (${why}); subscribing again`);
+		this.scheduleResubscribe(conn);
+	}
+
+	private scheduleResubscribe(conn: ChannelModel): void {
+		if (this.resubscribeTimer) return;
+		this.resubscribeTimer = setTimeout(() => {
+			this.resubscribeTimer = null;
+			// A closed connection subscribes again through onConnect once it is back.
+			if (this.current || this.stopped || this.amqpConn.connection !== conn) return;
+			this.subscribe(conn).catch(err => {
+				this.logger.warn(`amqp ${this.queue}: subscribing failed (${(err as Error).message}); retrying`);
+				this.scheduleResubscribe(conn);
+			});
+		}, REOPEN_DELAY_MS);
+		this.resubscribeTimer.unref();
 	}
 
 	private deliver(channel: ConfirmingChannel, msg: ConsumeMessage): void {
@@ -335,7 +438,7 @@ export class QueueConsumer {
 		this.opts.onOutcome?.("acked");
 	}
 
-	private async park({ channel, msg }: Delivery, err: Error): Promise<void> {
+	private async park({ channel, msg, body }: Delivery, err: Error): Promise<void> {
 		const attempts = Number(msg.properties.headers?.[ATTEMPTS_HEADER] ?? 0) + 1;
 		const permanent = err instanceof PermanentMessageError;
 		const toDlq = permanent || attempts >= this.opts.maxAttempts;
@@ -354,6 +457,7 @@ export class QueueConsumer {
 		const retryQueue = this.opts.retryQueues[Math.min(attempts - 1, this.opts.retryQueues.length - 1)];
 		try {
 			if (toDlq || !retryQueue) {
+				await this.opts.onDeadLetter?.(body, reason);
 				await channel.publish(this.opts.deadLetter.exchange, this.opts.deadLetter.routingKey, msg.content, options);
 				this.logger.warn(`amqp ${this.queue}: message ${id} dead-lettered after ${attempts} attempt(s): ${reason}`);
 				this.opts.onOutcome?.("dead_lettered");
@@ -376,6 +480,7 @@ export class QueueConsumer {
 	/** Stops taking messages and waits for those in hand: a stopping node leaves none half-done. */
 	async stop(): Promise<void> {
 		this.stopped = true;
+		if (this.resubscribeTimer) clearTimeout(this.resubscribeTimer);
 		const c = this.current;
 		this.current = null;
 		if (c) await c.ch.cancel(c.tag).catch(() => undefined);

@@ -1,3 +1,5 @@
+import type { ActionSchema } from "moleculer";
+
 /**
  * Errors raised before a request reached any handler of the callee: no endpoint to send it
  * to, the callee's bulkhead queue full (refused before the handler ran), the transporter
@@ -24,3 +26,9 @@ export function retryable(this: { onlyNeverRan?: boolean } | undefined, err: any
 	if (this?.onlyNeverRan) return NEVER_RAN.has(err.name);
 	return err.retryable === true;
 }
+
+/**
+ * The retryPolicy of an action a replay could do twice (a reservation, a payment, a delete):
+ * retried only after errors proving it never ran. Moleculer's typings know no extra field.
+ */
+export const NEVER_RAN_ONLY = { onlyNeverRan: true } as unknown as NonNullable<ActionSchema["retryPolicy"]>;

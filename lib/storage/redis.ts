@@ -7,6 +7,9 @@ import { LUA_DIR } from "../../config/paths";
 /** One Redis or a Redis Cluster: the mall's code speaks to either through the same commands. */
 export type RedisClient = Redis | Cluster;
 
+/** Defined on every client: leases (lib/storage/lease.ts) are taken by several actors. */
+const LEASE_COMMANDS: Record<string, LuaCommand> = { leaseOwn: { file: "lease.lua", numberOfKeys: 1 } };
+
 /** Where a client connects: `cluster_nodes` when set, else `url`. */
 export type RedisTarget = Pick<RedisConfig, "url" | "cluster_nodes">;
 
@@ -100,7 +103,7 @@ export function createRedis(
 	} else {
 		client = new Redis(target.url, { keyPrefix: redisKeyPrefix(namespace), ...base });
 	}
-	const scripts = Object.entries(commands).map(([cmd, def]) => ({
+	const scripts = Object.entries({ ...commands, ...LEASE_COMMANDS }).map(([cmd, def]) => ({
 		cmd,
 		numberOfKeys: def.numberOfKeys,
 		lua: fs.readFileSync(path.join(LUA_DIR, def.file), "utf8")

@@ -2,6 +2,7 @@ import { getConfig } from "../../config";
 import { ATTEMPTS_HEADER, REASON_HEADER } from "../../lib/messaging/amqp";
 import { bizError } from "../../lib/contract/errors";
 import { CLOSE_ROUTING_KEY, names, SECKILL_ROUTING_KEY } from "../../lib/messaging/topology";
+import { isSeckillOrderMessage } from "../../lib/domain/seckill";
 import type { DlqName, OrderMethods, OrderThis } from "./types";
 
 /** Operators' view of the dead-letter queues (the flash-sale and the close queue's): list, or replay. */
@@ -20,6 +21,7 @@ export const deadLetterMethods = {
 		ch.on("error", () => undefined);
 		const messages: unknown[] = [];
 		let replayed = 0;
+		let dropped = 0;
 		try {
 			// Only what is there now: a replayed message that fails again comes back behind
 			// these and must not be taken a second time in the same call.
@@ -42,6 +44,19 @@ export const deadLetterMethods = {
 					attempts: headers[ATTEMPTS_HEADER] ?? null,
 					from_queue: death?.queue ?? null
 				});
+				// A flash-sale dead letter goes back only while its reservation is still failed: the
+				// operator may have released its unit meanwhile, and each is replayed once.
+				if (replay && queue === "seckill" && isSeckillOrderMessage(body)) {
+					const again = await this.broker.call("stock.replayFailed", {
+						arming_id: body.arming_id,
+						order_no: body.order_no
+					});
+					if (!again) {
+						ch.ack(msg);
+						dropped++;
+						continue;
+					}
+				}
 				if (replay) {
 					ch.publish(n.orderExchange, routingKey, msg.content, {
 						persistent: true,
@@ -58,6 +73,6 @@ export const deadLetterMethods = {
 			// Closing returns every message we took and did not ack to the DLQ.
 			await ch.close().catch(() => undefined);
 		}
-		return { queue: dlq, messages, replayed };
+		return { queue: dlq, messages, replayed, dropped };
 	}
 } satisfies Partial<OrderMethods>;

@@ -11,6 +11,20 @@ import type { OrderMethods, OrderThis } from "./types";
  */
 export const drainMethods = {
 	/**
+	 * A flash-sale message is about to go to the dead-letter queue: its reservation is marked
+	 * failed with the reason, so the buyer's poll ends and reconciliation leaves it to an
+	 * operator. Throws (and the message goes back to the queue) if the stock actor cannot say so.
+	 */
+	async seckillDeadLettered(this: OrderThis, body: unknown, reason: string) {
+		if (!isSeckillOrderMessage(body)) return; // names no reservation
+		await this.broker.call(
+			"stock.markFailed",
+			{ arming_id: body.arming_id, order_no: body.order_no, reason },
+			{ retries: 2, timeout: 5000 }
+		);
+	},
+
+	/**
 	 * Writes the order of one flash-sale reservation. Safe to run any number of times for
 	 * the same message (failure mode 5): the order_no is unique, the existence check and the
 	 * insert are backed by that key, and the claim keeps a released reservation from ever

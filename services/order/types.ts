@@ -3,7 +3,7 @@ import type { Sequelize, Transaction } from "sequelize";
 import type { ConfirmPublisher, QueueConsumer } from "../../lib/messaging/amqp";
 import type { AuthUser } from "../../lib/auth/jwt";
 import type { Paged } from "../../lib/contract/paging";
-import type { OrderNoGenerator } from "../../lib/domain/order-no";
+import type { LeasedOrderNos } from "../../lib/domain/order-no";
 import type { SeckillOrderMessage } from "../../lib/domain/seckill";
 import type { CloseResult, Order, OrderRow } from "../../lib/domain/order";
 import type { AmqpThis } from "../../mixins/amqp.mixin";
@@ -46,6 +46,7 @@ export interface OrderMethods {
 	createSeckillOrder(m: SeckillOrderMessage): Promise<void>;
 	whyUnwritable(m: SeckillOrderMessage, transaction?: Transaction): Promise<string | null>;
 	createSeckillOrders(bodies: unknown[]): Promise<boolean[]>;
+	seckillDeadLettered(body: unknown, reason: string): Promise<void>;
 	writeSeckillGroup(messages: SeckillOrderMessage[]): Promise<void>;
 	seckillOrdersWritten(written: SeckillOrderMessage[]): Promise<void>;
 	// dead-letters.ts
@@ -58,7 +59,7 @@ export interface OrderMethods {
 
 /** The order actor's `this`: Moleculer's service, the mixins' members, its own fields and methods. */
 export interface OrderThis extends Service, DbThis, AmqpThis, RedisThis, OrderMethods {
-	orderNos: OrderNoGenerator;
+	orderNos: LeasedOrderNos;
 	publisher: ConfirmPublisher;
 	delayQueue: string;
 	sweepTimer: NodeJS.Timeout | null;

@@ -123,7 +123,9 @@ it("prints the nodes, the sale, its reconciliation and the dead letters as table
 		db_stock: "0",
 		live_orders: "50",
 		republished: "0",
-		released: "0",
+		requeued: "0",
+		unconfirmed: "0",
+		failed: "0",
 		orphans: "0",
 		invariant: "holds"
 	});

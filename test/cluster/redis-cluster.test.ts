@@ -147,7 +147,7 @@ it("completes a sale when the master holding its slot is SIGKILLed mid-sale: the
 	// The sale completed: every unit went to a buyer.
 	expect(c).toMatchObject({ redisRemaining: 0, dbStock: 0, reservations: STOCK });
 	console.log(
-		`Redis master ${dead} SIGKILLed; replica ${replica} promoted after ${promotedAfterMs} ms; answers ${JSON.stringify(tally)}; reconcile ${JSON.stringify({ republished: report.republished.length, released: report.released.length, restored: report.restored.length })}`
+		`Redis master ${dead} SIGKILLed; replica ${replica} promoted after ${promotedAfterMs} ms; answers ${JSON.stringify(tally)}; reconcile ${JSON.stringify({ republished: report.republished.length, requeued: report.requeued.length, restored: report.restored.length })}`
 	);
 	for (const key of tally.byKey.keys())
 		expect(["200/0", "409/60003", "409/60004", "503/60005", "503/503"]).toContain(key);

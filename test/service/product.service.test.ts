@@ -10,7 +10,8 @@ import { renderError } from "../../lib/contract/envelope";
 import { migrate } from "../../lib/storage/migrate";
 import { dropDatabase, testConfig } from "../helpers/node";
 
-const cfg = testConfig();
+// A short statement bound, to see it end a statement that runs too long.
+const cfg = testConfig({ db: { statement_timeout_ms: 500 } });
 const broker = new ServiceBroker({ logger: false, validator: true, nodeID: cfg.node_id });
 
 beforeAll(async () => {
@@ -68,5 +69,15 @@ describe("product actor in process", () => {
 		const listed = (await broker.call("product.list", { page_size: 100 })) as { list: { id: number }[]; total: number };
 		expect(listed.list.map(p => p.id)).toEqual([created.id]);
 		expect(listed.total).toBe(1);
+	});
+
+	it("ends a statement that runs past db.statement_timeout_ms, and the connection serves the next", async () => {
+		const db = (broker.getLocalService("product") as unknown as { adapter: { db: import("sequelize").Sequelize } })
+			.adapter.db;
+		const started = Date.now();
+		await expect(db.query("SELECT SLEEP(5)")).rejects.toThrow(/max_statement_time|interrupted/i);
+		expect(Date.now() - started).toBeLessThan(4000);
+		const [rows] = await db.query("SELECT 1 AS one");
+		expect(rows).toEqual([{ one: 1 }]);
 	});
 });

@@ -1,0 +1,209 @@
+import { getConfig } from "../../config";
+import type { CodeKey } from "../../lib/contract/codes";
+import { QueryTypes } from "sequelize";
+import { bizError, rejection, Rejection } from "../../lib/contract/errors";
+import { activityKeys, Reservation, SeckillOrderMessage, SeckillResult } from "../../lib/domain/seckill";
+import { PublishError } from "../../lib/messaging/amqp";
+import { names, SECKILL_ROUTING_KEY } from "../../lib/messaging/topology";
+import type { ActivityMeta, FailedReservation, Queued, ReleaseMode, ReservationMethods, StockThis } from "./types";
+
+/** ioredis' commandTimeout: the command was sent, and its outcome is unknown. */
+const isTimeout = (err: unknown) => (err as Error)?.message === "Command timed out";
+
+/** Memory pre-checks of the window allow this much clock skew; the Lua script decides exactly. */
+const CLOCK_SLACK_MS = 1000;
+
+/** seckill_reserve.lua's refusals: the metric's `result` label and the buyer's code. */
+export const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {
+	[SeckillResult.NO_ACTIVITY]: ["no_activity", "SECKILL_NO_ACTIVITY"],
+	[SeckillResult.NOT_STARTED]: ["not_started", "SECKILL_NOT_STARTED"],
+	[SeckillResult.ENDED]: ["ended", "SECKILL_ENDED"],
+	[SeckillResult.LIMIT]: ["limit", "SECKILL_LIMIT_REACHED"],
+	[SeckillResult.SOLD_OUT]: ["sold_out", "SECKILL_SOLD_OUT"]
+};
+
+/** The hot path: the Lua reservation, its confirmed hand-off to the order queue, claims and releases. */
+export const reservationMethods = {
+	reject(this: StockThis, result: string, key: CodeKey): Rejection {
+		this.broker.metrics.increment("gomall_seckill_requests_total", { result });
+		return rejection(key);
+	},
+
+	async reserve(this: StockThis, pid: number, userId: number) {
+		if (this.soldOut.has(pid)) return this.reject("sold_out", "SECKILL_SOLD_OUT");
+		const meta = await this.activityFor(pid);
+		if (!meta) return this.reject("no_activity", "SECKILL_NO_ACTIVITY");
+		const now = Date.now();
+		if (now < meta.start - CLOCK_SLACK_MS) return this.reject("not_started", "SECKILL_NOT_STARTED");
+		if (now >= meta.end + CLOCK_SLACK_MS) return this.reject("ended", "SECKILL_ENDED");
+
+		let orderNo = "";
+		let reserved: [number, number, number, number];
+		try {
+			// A number another buyer's reservation holds (two processes with one worker id) wrote
+			// nothing: the script refused it, so a new number is safe.
+			for (let attempt = 1; ; attempt++) {
+				orderNo = this.orderNos.next();
+				reserved = await this.runReserve(meta.arming, userId, orderNo);
+				if (reserved[0] !== SeckillResult.ORDER_NO_TAKEN) break;
+				this.logger.warn(
+					`seckill ${orderNo}: order number already held by another reservation; retrying with a new one`
+				);
+				if (attempt === 3) return this.reject("redis_error", "UNAVAILABLE");
+			}
+		} catch (err) {
+			if (isTimeout(err)) {
+				// The script may have run: the outcome is unknown, so the buyer is not told to retry.
+				// A reservation that was made is published by reconciliation after reconcile_age
+				// (it was never confirmed); the poll settles what happened.
+				this.logger.warn(`seckill ${orderNo}: no answer from Redis in time; outcome unknown, answered queued`);
+				return this.queued(orderNo, "unknown");
+			}
+			// Redis unreachable or mid-failover, the command not sent: "retry" (503).
+			this.logger.warn(`seckill ${orderNo}: Redis did not answer the reservation (${(err as Error).message})`);
+			return this.reject("redis_error", "UNAVAILABLE");
+		}
+		const [code, seq, left, replicas] = reserved;
+		if (code !== SeckillResult.WON) {
+			if (code === SeckillResult.SOLD_OUT)
+				this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
+			const [result, key] = RESULT_BY_CODE[code];
+			return this.reject(result, key);
+		}
+		if (this.replicated && replicas < this.replicated.replicas) {
+			// Not on enough replicas in time: a failover now could forget this reservation
+			// while its buyer holds a "queued". Give it back instead (the buyer may retry).
+			if ((await this.release(meta.arming, orderNo, "unconfirmed")) === 1)
+				return this.reject("unreplicated", "SECKILL_ORDER_FAILED");
+		}
+		if (left === 0) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
+
+		try {
+			await this.handOff(meta, userId, seq, orderNo);
+		} catch (err) {
+			// "Retry" only when the unit is provably back: the broker never took the message
+			// (no channel, a nack, a return) and the release found it unconfirmed. A lost confirm
+			// or a confirm timeout may have queued it: the buyer is told "queued", the reservation
+			// stays unconfirmed, and reconciliation republishes it (the consumer is idempotent).
+			const notSent = err instanceof PublishError && err.outcome === "not_sent";
+			if (notSent && (await this.release(meta.arming, orderNo, "unconfirmed")) === 1) {
+				this.logger.warn(`seckill ${orderNo}: handoff failed (${(err as Error).message}); reservation released`);
+				return this.reject("handoff_failed", "SECKILL_ORDER_FAILED");
+			}
+			this.logger.warn(`seckill ${orderNo}: handoff unconfirmed (${(err as Error).message}); answered queued`);
+			return this.queued(orderNo, "unknown");
+		}
+		// Confirmed: from now on only its order's close or an operator releases it. A failure to
+		// record that leaves it unconfirmed, which costs at most a duplicate message.
+		await this.markMany(meta.arming, [orderNo], "P").catch(() => undefined);
+		return this.queued(orderNo, "confirmed");
+	},
+
+	/** The buyer's "queued", counted by whether its message is known to be in the queue. */
+	queued(this: StockThis, orderNo: string, handoff: "confirmed" | "unknown"): Queued {
+		this.broker.metrics.increment("gomall_seckill_requests_total", {
+			result: handoff === "confirmed" ? "queued" : "queued_unconfirmed"
+		});
+		this.broker.metrics.increment("gomall_seckill_success_total");
+		return {
+			order_no: orderNo,
+			success: true as const,
+			status: "queued" as const,
+			message: "queued: poll /api/seckill/result for the order"
+		};
+	},
+
+	/** seckill_reserve.lua, acknowledged by WAIT when redis.wait_replicas is set (lib/seckill.ts ReplicatedReserver). */
+	async runReserve(
+		this: StockThis,
+		arming: string,
+		userId: number,
+		orderNo: string,
+		attempt = 1
+	): Promise<[number, number, number, number]> {
+		if (!this.replicated) {
+			const k = activityKeys(arming);
+			return [...(await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo)), 0];
+		}
+		try {
+			return await this.replicated.reserve(arming, userId, orderNo);
+		} catch (err) {
+			// A cluster redirection proves the script did not run; ioredis follows it for a
+			// lone command but not inside a pipeline whose other command (WAIT) succeeded.
+			if (attempt < 3 && /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test((err as Error).message)) {
+				await new Promise(resolve => setTimeout(resolve, 100 * attempt));
+				return this.runReserve(arming, userId, orderNo, attempt + 1);
+			}
+			throw err;
+		}
+	},
+
+	handOff(this: StockThis, meta: ActivityMeta, userId: number, seq: number, orderNo: string) {
+		const msg: SeckillOrderMessage = {
+			order_no: orderNo,
+			activity_id: meta.id,
+			arming_id: meta.arming,
+			product_id: meta.product_id,
+			user_id: userId,
+			seq,
+			product_name: meta.name,
+			product_image: meta.image,
+			price: meta.price
+		};
+		return this.publisher.publish(names(getConfig().namespace).orderExchange, SECKILL_ROUTING_KEY, msg, orderNo);
+	},
+
+	/** Returns 1 released, 0 nothing to release, -1 kept (not in the state the mode releases, lua/seckill_release.lua). */
+	async release(this: StockThis, arming: string, orderNo: string, mode: ReleaseMode) {
+		const k = activityKeys(arming);
+		const [released, left] = await this.redis.seckillRelease(k.info, k.bought, k.seqs, k.resv, orderNo, mode);
+		if (released === 1 && left === 1) {
+			const [pid, activityId] = await this.redis.hmget(k.info, "product_id", "activity_id");
+			this.broker.broadcast("seckill.available", { product_id: Number(pid), activity_id: Number(activityId) });
+		}
+		return released;
+	},
+
+	/** lua/seckill_failed.lua: a reservation marked failed (its message dead-lettered), or taken back for a replay. */
+	async failedTransition(this: StockThis, arming: string, orderNo: string, op: "fail" | "replay", reason: string) {
+		const k = activityKeys(arming);
+		const done = await this.redis.seckillFailed(k.resv, k.failed, orderNo, op, reason);
+		if (done === 1 && op === "fail") this.logger.warn(`seckill ${orderNo}: dead-lettered (${reason}); marked failed`);
+		return done;
+	},
+
+	/** Every reservation of the activity in state F, with why its message was dead-lettered. */
+	async failedReservations(this: StockThis, activityId: number): Promise<FailedReservation[]> {
+		const [row] = (await this.adapter.db.query("SELECT arming_id FROM seckill_activities WHERE id = ?", {
+			replacements: [activityId],
+			type: QueryTypes.SELECT
+		})) as { arming_id: string }[];
+		if (!row) throw bizError("SECKILL_NO_ACTIVITY");
+		const k = activityKeys(row.arming_id);
+		const failed: Reservation[] = [];
+		await this.scanReservations(row.arming_id, async page => {
+			failed.push(...page.filter(r => r.state === "F"));
+		});
+		const reasons = failed.length ? await this.redis.hmget(k.failed, ...failed.map(r => r.order_no)) : [];
+		return failed.map((r, i) => ({
+			order_no: r.order_no,
+			user_id: r.user_id,
+			reserved_at: new Date(r.reserved_at),
+			reason: reasons[i] ?? ""
+		}));
+	},
+
+	/** seckill_mark.lua for each order_no, in one round trip (all keys share the arming's slot). */
+	async markMany(this: StockThis, arming: string, orderNos: string[], state: "P" | "C" | "O"): Promise<(1 | 0 | -1)[]> {
+		const k = activityKeys(arming);
+		const pipeline = this.redis.pipeline() as unknown as {
+			seckillMark(...args: string[]): void;
+			exec(): Promise<[Error | null, unknown][] | null>;
+		};
+		for (const no of orderNos) pipeline.seckillMark(k.resv, k.info, no, state);
+		return ((await pipeline.exec()) ?? []).map(([err, r]) => {
+			if (err) throw err;
+			return r as 1 | 0 | -1;
+		});
+	}
+} satisfies ReservationMethods;

@@ -263,6 +263,12 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			"Reconciliation runs on this node: ran (it held the cluster's lease) or busy (another node did)",
 			labelSets({ result: ["ran", "busy"] })
 		);
+		counter(
+			this.broker.metrics,
+			"gomall_seckill_republished_total",
+			"Reservations reconciliation published again: unconfirmed (no confirm was seen) or lost (confirmed, the queue empty)",
+			labelSets({ reason: ["unconfirmed", "lost"] })
+		);
 	},
 
 	async started(this: StockThis) {

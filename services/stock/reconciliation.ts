@@ -96,7 +96,15 @@ export const reconciliationMethods = {
 					).map(r => Number(r.id));
 			const queueEmpty = await this.seckillQueueEmpty();
 			const activities: ReconcileReport[] = [];
-			for (const id of ids) activities.push(await this.reconcileActivity(id, queueEmpty));
+			for (const id of ids) {
+				try {
+					activities.push(await this.reconcileActivity(id, queueEmpty));
+				} catch (err) {
+					// One activity's failure (its row gone, a Redis hiccup) does not stop the others.
+					if (activityId) throw err;
+					this.logger.warn(`reconcile activity ${id} failed: ${(err as Error).message}`);
+				}
+			}
 			return { activities };
 		});
 		this.broker.metrics.increment("gomall_seckill_reconcile_runs_total", { result: done ? "ran" : "busy" });
@@ -280,6 +288,9 @@ export const reconciliationMethods = {
 				// Confirmed now: not published again while it waits in the queue.
 				await this.markMany(arming, [r.order_no], "P");
 				(repair === "republish" ? report.republished : report.requeued).push(r.order_no);
+				this.broker.metrics.increment("gomall_seckill_republished_total", {
+					reason: repair === "republish" ? "unconfirmed" : "lost"
+				});
 			} catch {
 				// Kept: the next run tries again once the broker answers.
 				report.unconfirmed++;

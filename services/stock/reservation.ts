@@ -86,7 +86,8 @@ export const reservationMethods = {
 			// or a confirm timeout may have queued it: the buyer is told "queued", the reservation
 			// stays unconfirmed, and reconciliation republishes it (the consumer is idempotent).
 			const notSent = err instanceof PublishError && err.outcome === "not_sent";
-			if (notSent && (await this.release(meta.arming, orderNo, "unconfirmed")) === 1) {
+			// A release that fails (Redis away) proves nothing back either: then "queued" too.
+			if (notSent && (await this.release(meta.arming, orderNo, "unconfirmed").catch(() => 0)) === 1) {
 				this.logger.warn(`seckill ${orderNo}: handoff failed (${(err as Error).message}); reservation released`);
 				return this.reject("handoff_failed", "SECKILL_ORDER_FAILED");
 			}

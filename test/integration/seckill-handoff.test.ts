@@ -155,6 +155,29 @@ describe("a reservation whose message fails for good", () => {
 	});
 });
 
+describe("reconciliation's restore", () => {
+	it("does not put back the reservation of an order closed after the run read the orders", async () => {
+		const pid = await newProduct(mall, admin);
+		const activity = await arm(mall, admin, { product_id: pid, stock: 5 });
+		const [b] = await makeBuyers(mall, 1, "restoreclose");
+		const no = (await buy(mall, b, pid)).body.data.order_no;
+		await drained(mall, activity.id);
+		// What the run read before the close: the order live.
+		const [stale] = await sql(
+			mall,
+			"SELECT order_no, status, user_id, seckill_seq, created_at FROM orders WHERE order_no = ?",
+			[no]
+		);
+		expect((await mall.http.post(`/api/order/${no}/cancel`, {}, b.token)).status).toBe(200);
+		const report = { restored: [] as string[], orphan_orders: [] as string[] };
+		await stock().restoreLostReservations(activity.arming_id, [stale], new Set(), report);
+		expect(report).toEqual({ restored: [], orphan_orders: [] });
+		const c = await counts(mall, activity.id);
+		expect(c).toMatchObject({ redisRemaining: 5, reservations: 0, liveOrders: 0 });
+		expectInvariant(c);
+	});
+});
+
 describe("reconciliation across stock nodes", () => {
 	it("runs one at a time across the cluster (a lease): of concurrent runs on two nodes one works, the other is refused", async () => {
 		const other = await startNode(mall.cfg, ["stock"], { nodeID: `${mall.cfg.node_id}-stock2` });

@@ -77,6 +77,26 @@ export interface Config {
 	/** 0: /metrics only on a gateway node's API port; else every node also serves it on this port */
 	metrics: { port: number };
 	order: { pay_timeout: number; sweep_interval: number };
+	/** how orders are paid (SPEC "Payments"): direct completes at once (dev, test); wechat is WeChat Pay API v3 Native */
+	pay: {
+		provider: "direct" | "wechat";
+		wechat: {
+			/** https://api.mch.weixin.qq.com, or the simulator's address (scripts/wechat-sim.ts) */
+			base_url: string;
+			mchid: string;
+			appid: string;
+			/** the merchant API certificate's serial number */
+			serial_no: string;
+			/** the merchant's RSA private key (PEM) */
+			private_key_path: string;
+			/** 32 bytes: decrypts notifies (AEAD_AES_256_GCM) */
+			apiv3_key: string;
+			/** the WeChat Pay platform public key or certificate (PEM): verifies answers and notifies */
+			platform_public_key_path: string;
+			/** where WeChat Pay sends notifies: this mall's POST /api/pay/wechat/notify */
+			notify_url: string;
+		};
+	};
 	seckill: { reconcile_interval: number; reconcile_age: number; max_deliveries: number; batch_size: number };
 	rate_limit: {
 		enabled: boolean;
@@ -95,7 +115,19 @@ export interface Config {
 	};
 	tracing: { enabled: boolean; otlp_endpoint: string; service_name: string };
 	/** image uploads, owned by the upload actor: its directory (relative: to the working directory) and limits */
-	upload: { dir: string; max_bytes: number; max_files: number };
+	upload: {
+		dir: string;
+		max_bytes: number;
+		max_files: number;
+		/** files one user (not an admin) may store per UTC day, counted in Redis across nodes; 0: no limit */
+		quota_files_per_day: number;
+		/** bytes one user (not an admin) may store per UTC day; 0: no limit */
+		quota_bytes_per_day: number;
+		/** hours a stored file no product references is kept before the orphan sweep removes it */
+		orphan_grace_hours: number;
+		/** seconds between an upload node's orphan sweeps; 0: only on demand (upload.sweepOrphans) */
+		orphan_sweep_interval: number;
+	};
 	/** the build's id (a git commit, a CI build number), shown by GET /version; empty: unknown */
 	build: string;
 }
@@ -158,12 +190,23 @@ export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_LOG_FILE: ["log.file", "string"],
 	GOMALL_RATE_LIMIT_ENABLED: ["rate_limit.enabled", "boolean"],
 	GOMALL_ORDER_PAY_TIMEOUT: ["order.pay_timeout", "number"],
+	GOMALL_PAY_PROVIDER: ["pay.provider", "string"],
+	GOMALL_WECHAT_BASE_URL: ["pay.wechat.base_url", "string"],
+	GOMALL_WECHAT_MCHID: ["pay.wechat.mchid", "string"],
+	GOMALL_WECHAT_APPID: ["pay.wechat.appid", "string"],
+	GOMALL_WECHAT_SERIAL_NO: ["pay.wechat.serial_no", "string"],
+	GOMALL_WECHAT_PRIVATE_KEY_PATH: ["pay.wechat.private_key_path", "string"],
+	GOMALL_WECHAT_APIV3_KEY: ["pay.wechat.apiv3_key", "string"],
+	GOMALL_WECHAT_PLATFORM_PUBLIC_KEY_PATH: ["pay.wechat.platform_public_key_path", "string"],
+	GOMALL_WECHAT_NOTIFY_URL: ["pay.wechat.notify_url", "string"],
 	GOMALL_AMQP_PREFETCH: ["amqp.prefetch", "number"],
 	GOMALL_OTLP_ENDPOINT: ["tracing.otlp_endpoint", "string"],
 	GOMALL_METRICS_PORT: ["metrics.port", "number"],
 	GOMALL_UPLOAD_DIR: ["upload.dir", "string"],
 	GOMALL_UPLOAD_MAX_BYTES: ["upload.max_bytes", "number"],
 	GOMALL_UPLOAD_MAX_FILES: ["upload.max_files", "number"],
+	GOMALL_UPLOAD_QUOTA_FILES_PER_DAY: ["upload.quota_files_per_day", "number"],
+	GOMALL_UPLOAD_QUOTA_BYTES_PER_DAY: ["upload.quota_bytes_per_day", "number"],
 	GOMALL_BUILD: ["build", "string"]
 };
 
@@ -254,6 +297,19 @@ const schema = {
 		cache: obj({ product_ttl: num(0, 86400) }),
 		metrics: obj({ port: num(0, 65535) }),
 		order: obj({ pay_timeout: num(0.1, 86400 * 7, false), sweep_interval: num(0, 86400, false) }),
+		pay: obj({
+			provider: { type: "enum", values: ["direct", "wechat"] },
+			wechat: obj({
+				base_url: { type: "string", pattern: /^(https?:\/\/.+)?$/ },
+				mchid: str,
+				appid: str,
+				serial_no: str,
+				private_key_path: str,
+				apiv3_key: str,
+				platform_public_key_path: str,
+				notify_url: { type: "string", pattern: /^(https?:\/\/.+)?$/ }
+			})
+		}),
 		seckill: obj({
 			reconcile_interval: num(0, 86400, false),
 			reconcile_age: num(0, 86400, false),
@@ -273,7 +329,16 @@ const schema = {
 			login: tier
 		}),
 		tracing: obj({ enabled: bool, otlp_endpoint: str, service_name: { type: "string", min: 1 } }),
-		upload: obj({ dir: { type: "string", min: 1 }, max_bytes: num(1, 1024 * 1024 * 1024), max_files: num(1, 100) }),
+		upload: obj({
+			dir: { type: "string", min: 1 },
+			max_bytes: num(1, 1024 * 1024 * 1024),
+			max_files: num(1, 100),
+			quota_files_per_day: num(0, 1e9),
+			quota_bytes_per_day: num(0),
+			// Not 0: a file just uploaded is unreferenced until its product is saved.
+			orphan_grace_hours: num(0.01, 24 * 3650, false),
+			orphan_sweep_interval: num(0, 7 * 86400)
+		}),
 		build: { type: "string", max: 128 }
 	})
 };
@@ -386,6 +451,15 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 	// A peer that misses one beat (GC pause, busy event loop) must not be dropped at once.
 	if (cfg.broker.heartbeat_timeout < 2 * cfg.broker.heartbeat_interval)
 		throw new ConfigError("config: broker.heartbeat_timeout must be at least twice broker.heartbeat_interval");
+	if (cfg.pay.provider === "wechat") {
+		const w = cfg.pay.wechat;
+		const missing = (
+			["base_url", "mchid", "appid", "serial_no", "private_key_path", "platform_public_key_path", "notify_url"] as const
+		).filter(k => !w[k]);
+		if (missing.length) throw new ConfigError(`config: pay.provider wechat needs pay.wechat.${missing.join(", ")}`);
+		if (Buffer.byteLength(w.apiv3_key, "utf8") !== 32)
+			throw new ConfigError("config: pay.wechat.apiv3_key (GOMALL_WECHAT_APIV3_KEY) must be 32 bytes");
+	}
 	if (cfg.log.output === "file" && !cfg.log.file)
 		throw new ConfigError("config: log.file must be set when log.output is file");
 	return deepFreeze(cfg);

@@ -7,6 +7,7 @@ import { getConfig } from "../config";
 import { resultEnvelope } from "../lib/contract/envelope";
 import { TokenService } from "../lib/auth/jwt";
 import { AmqpConnection } from "../lib/messaging/amqp";
+import { AmqpLiveness } from "../lib/messaging/liveness";
 import { parseByteLimit } from "../lib/http/body";
 import { counter, labelSets } from "../lib/observability/metrics";
 import { createRedis } from "../lib/storage/redis";
@@ -19,6 +20,7 @@ import { healthAliases, healthMethods } from "./api/health";
 import { laneMethods } from "./api/lane";
 import { limitMethods } from "./api/limits";
 import { metricsAliases, observeMethods } from "./api/observe";
+import { PAY_NOTIFY_PATH, payNotifyAliases } from "./api/payments";
 import { responseMethods } from "./api/responses";
 import { API_ALIASES } from "./api/routes";
 import { swaggerAliases, swaggerMethods } from "./api/swagger";
@@ -44,16 +46,11 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		// moleculer-web neither creates nor binds the server: created() creates it, started()
 		// binds it through several sockets (lib/listen).
 		server: false,
-		use: [
-			function securityHeaders(this: ApiThis, req: Req, res: Res, next: () => void) {
-				this.beginRequest(req, res);
-				next();
-			}
-		],
+		// No `use` middleware: every request begins in httpHandler (services/api/lane.ts).
 		cors: {
 			origin: cfg().http.cors_origins.includes("*") ? "*" : cfg().http.cors_origins,
 			methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-			allowedHeaders: ["Content-Type", "Authorization"],
+			allowedHeaders: ["Content-Type", "Authorization", "Idempotency-Key"],
 			exposedHeaders: ["X-Trace-Id", "Retry-After"],
 			maxAge: 3600
 		},
@@ -73,8 +70,17 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				mergeParams: true,
 				bodyParsers: { json: { limit: cfg().http.body_limit, strict: true }, urlencoded: false },
 				// The cheap layer first: this node's per-IP bucket, before any token is verified.
-				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
+				onBeforeCall(
+					this: ApiThis,
+					ctx: Context<unknown, Record<string, unknown>>,
+					_route: unknown,
+					req: Req,
+					res: Res
+				) {
 					this.limitLocal(req, res);
+					// To the action as sent: the actions that take one check and apply it (order/writing.ts).
+					const idempotencyKey = req.headers["idempotency-key"];
+					if (idempotencyKey !== undefined) ctx.meta.idempotency_key = idempotencyKey;
 				},
 				aliases: API_ALIASES,
 				onAfterCall(this: ApiThis, ctx: Context<any, any>, _route: unknown, _req: Req, res: Res, data: unknown) {
@@ -91,6 +97,10 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				authentication: false,
 				authorization: false,
 				bodyParsers: { json: false, urlencoded: false },
+				// Health, readiness, metrics and the API document are no cheaper to flood than the API.
+				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
+					this.limitLocal(req, res);
+				},
 				aliases: { ...healthAliases, ...swaggerAliases, ...metricsAliases }
 			},
 			{
@@ -136,6 +146,19 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				}
 			},
 			{
+				// The payment provider's notify: no token, and the body read as bytes, since its
+				// signature covers them exactly (services/api/payments.ts).
+				path: PAY_NOTIFY_PATH,
+				mappingPolicy: "restrict",
+				authentication: false,
+				authorization: false,
+				bodyParsers: { json: false, urlencoded: false },
+				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
+					this.limitLocal(req, res);
+				},
+				aliases: payNotifyAliases
+			},
+			{
 				path: "/uploads",
 				mappingPolicy: "restrict",
 				authentication: false,
@@ -165,7 +188,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		// one handler. The breakers that matter are per actor and node, on the inner calls.
 		rest: { retryPolicy: { enabled: false }, circuitBreaker: { enabled: false } },
 
-		/** The user actor, on every gateway, when sessions end (logout, a reused refresh token, a password change). */
+		/** The user actor, on every gateway, when sessions end (logout, a reused refresh token, a password change, a role change, a disabled account). */
 		revokeSessions: {
 			visibility: "public",
 			params: {
@@ -188,7 +211,13 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 
 	events: {
 		"$broker.started"(this: ApiThis) {
-			this.ready = true;
+			this.brokerStarted = true;
+			// Not before the ended sessions are known: until then authenticated routes answer 503.
+			this.ready = this.revocationsLoaded;
+		},
+		// A user actor that appears (a gateway started before it): load the list now, not at the next retry.
+		"$services.changed"(this: ApiThis) {
+			if (!this.revocationsLoaded) void this.syncRevocations();
 		},
 		"$gomall.draining"(this: ApiThis) {
 			this.draining = true;
@@ -230,6 +259,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		);
 		this.listeners = [];
 		this.ready = false;
+		this.brokerStarted = false;
 		this.draining = false;
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in, c.jwt.verify_cache_size);
 		this.bodyLimit = parseByteLimit(c.http.body_limit);
@@ -240,7 +270,11 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.revocationTimer = null;
 		this.redis = createRedis(c.redis, c.namespace, {}, "gomall-api");
 		this.amqp = new AmqpConnection(c.amqp.url, this.logger, "gomall-api-health");
+		this.amqpLiveness = new AmqpLiveness(this.amqp);
+		this.healthLast = null;
+		this.healthProbe = null;
 		this.buckets = new LocalBuckets(c.rate_limit.local_max_keys);
+		this.loginBuckets = new LocalBuckets(c.rate_limit.local_max_keys);
 		this.trusted = new Set(c.http.trusted_proxies);
 		this.limiterWarnedAt = 0;
 		// Fail fast when Redis is away: no offline queue, no retries, a short timeout.
@@ -272,7 +306,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			});
 		}
 		counter(m, "gomall_rate_limit_rejected_total", "Requests refused by the rate limiter", [
-			{ layer: "local", tier: "api" },
+			...labelSets({ layer: ["local"], tier: ["api", "login"] }),
 			...labelSets({ layer: ["distributed"], tier: ["global", "api", "seckill", "login"] })
 		]);
 		counter(m, "gomall_rate_limit_errors_total", "Rate-limit checks Redis could not answer");
@@ -302,17 +336,26 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		// Health reports RabbitMQ down until this connects; a broker that is down must not
 		// hold the gateway's start-up for more than a moment.
 		const connecting = this.amqp.start().catch(() => undefined);
-		await Promise.race([connecting, new Promise(r => setTimeout(r, 2000).unref())]);
-		// Ended sessions before the first request where the user actor is here or known: on this
-		// node it may still be starting, so a few tries. Otherwise (a gateway started before the
-		// user actor's node) serving does not wait for it; the list is loaded once it can be,
-		// and until then the tokens of sessions ended within the last jwt.expires_in pass here.
+		const amqpWait = Promise.race([connecting, new Promise(r => setTimeout(r, 2000).unref())]);
+		// Meanwhile the ended sessions, before the first authenticated request is served (until
+		// then those answer 503): where the user actor is here or known. On this node it may still
+		// be starting, so a few tries (and the $services.changed event loads the list the moment
+		// it registers). Otherwise (a gateway started before the user actor's node) the list is
+		// loaded once a user actor appears; until then this node is not ready and refuses
+		// authenticated requests (verifyBearer), since it cannot tell a live session's token from
+		// one of a session ended within the last jwt.expires_in.
 		let loaded = await this.syncRevocations();
 		if (!loaded && this.broker.getLocalService("user")) {
-			for (const end = Date.now() + 3000; !(loaded = await this.syncRevocations()) && Date.now() < end;)
+			for (const end = Date.now() + 3000; !(loaded = this.revocationsLoaded || (await this.syncRevocations()));) {
+				if (Date.now() >= end) break;
 				await new Promise(r => setTimeout(r, 100));
+			}
 		}
-		if (!loaded) this.logger.warn("revoked sessions not loaded yet (no user actor answers); retrying every second");
+		if (!loaded)
+			this.logger.warn(
+				"revoked sessions not loaded yet (no user actor answers): not ready, authenticated routes answer 503; retrying every second"
+			);
+		await amqpWait;
 		// Once more when every node has surely learnt of this one (its INFO reaches them some time
 		// after it starts): a session ended in between was announced to the others only.
 		this.scheduleRevocationSync(loaded ? cfg().broker.heartbeat_timeout * 1000 : 1000);
@@ -326,6 +369,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		const closed = closeListeners(this.server, this.listeners);
 		this.server.closeIdleConnections();
 		await closed;
+		await this.amqpLiveness.stop();
 		await Promise.allSettled([this.amqp.stop(), this.redis.quit(), this.limiterRedis.quit(), this.dbPool.end()]);
 	}
 };

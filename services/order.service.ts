@@ -25,6 +25,7 @@ import {
 import { AmqpMixin } from "../mixins/amqp.mixin";
 import { DbMixin } from "../mixins/db.mixin";
 import { RedisMixin } from "../mixins/redis.mixin";
+import { IdempotencyKeys } from "../lib/storage/idempotency";
 import { PAY_TYPES } from "../lib/domain/order";
 import { closingMethods } from "./order/closing";
 import { commonMethods } from "./order/common";
@@ -35,6 +36,11 @@ import { readingMethods } from "./order/reading";
 import type { DlqName, Line, OrderMethods, OrderThis, UserCtx } from "./order/types";
 import { writingMethods } from "./order/writing";
 import { NEVER_RAN_ONLY } from "../lib/messaging/retry";
+import { NOTIFY_VERDICTS } from "../lib/domain/payment";
+import { paymentProvider } from "./order/providers";
+
+/** How often this node deletes expired Idempotency-Keys (they are ignored anyway once expired). */
+const IDEMPOTENCY_PURGE_INTERVAL_MS = 10 * 60 * 1000;
 
 const orderNo = { type: "string", pattern: /^[0-9]{1,32}$/, messages: { stringPattern: "order_no must be digits" } };
 const quantity = { type: "number", integer: true, min: 1, max: 999, convert: true };
@@ -69,26 +75,26 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 	actions: {
 		create: {
 			auth: "user",
+			// Accepts an Idempotency-Key (ctx.meta.idempotency_key, copied by the gateway; checked and
+			// applied in order/writing.ts placeOnce); the OpenAPI document lists the header.
+			idempotent: true,
 			retryPolicy: { enabled: false },
 			params: {
 				$$strict: "remove",
 				product_id: { type: "number", integer: true, positive: true, convert: true },
 				quantity
 			},
-			async handler(this: OrderThis, ctx: UserCtx<Line>) {
-				const [order] = await this.placeOrders(
-					ctx,
-					ctx.meta.user.id,
-					[{ product_id: ctx.params.product_id, quantity: ctx.params.quantity }],
-					"create"
-				);
-				return order;
+			handler(this: OrderThis, ctx: UserCtx<Line>) {
+				return this.createOrder(ctx);
 			}
 		},
 
 		checkout: {
 			auth: "user",
+			idempotent: true,
 			retryPolicy: { enabled: false },
+			// Takes no parameter: whatever a body holds is dropped, so an Idempotency-Key's request is the key alone.
+			params: { $$strict: "remove" },
 			handler(this: OrderThis, ctx: UserCtx) {
 				return this.checkoutCart(ctx);
 			}
@@ -99,7 +105,7 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			params: {
 				$$strict: "remove",
 				...pageParams,
-				status: { type: "number", integer: true, min: 0, max: 5, convert: true, optional: true }
+				status: { type: "number", integer: true, min: 0, max: 6, convert: true, optional: true }
 			},
 			handler(this: OrderThis, ctx: UserCtx<{ page: number; page_size: number; status?: number }>) {
 				const { page, page_size, status } = ctx.params;
@@ -120,9 +126,56 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			// A retry after a timeout would answer "already paid" for a pay that succeeded: only
 			// errors proving it never ran are retried (lib/messaging/retry.ts).
 			retryPolicy: NEVER_RAN_ONLY,
+			// pay.provider direct: the order, paid. wechat (pay_type 2): {order_no, code_url, expires_at},
+			// the order pending until the provider's notify (or the query before its close).
+			codes: [
+				"ORDER_NOT_FOUND",
+				"ORDER_WRONG_STATUS",
+				"ORDER_CLOSED",
+				"ORDER_ALREADY_PAID",
+				"ORDER_PAY_TYPE_UNAVAILABLE",
+				"PAYMENT_PROVIDER_REFUSED",
+				"PAYMENT_PROVIDER_UNAVAILABLE"
+			],
 			params: { $$strict: "remove", order_no: orderNo, pay_type: { type: "enum", values: PAY_TYPES } },
 			handler(this: OrderThis, ctx: UserCtx<{ order_no: string; pay_type: number }>) {
 				return this.payOrder(ctx.meta.user.id, ctx.params.order_no, ctx.params.pay_type);
+			}
+		},
+
+		/** Paid, not shipped: refunded (6), the stock back once, the money back through the provider. */
+		refund: {
+			auth: "user",
+			// Safe to repeat (the second answers the same refund), but a retry is still not needed.
+			retryPolicy: NEVER_RAN_ONLY,
+			codes: ["ORDER_NOT_FOUND", "ORDER_NOT_REFUNDABLE"],
+			params: { order_no: orderNo },
+			handler(this: OrderThis, ctx: UserCtx<{ order_no: string }>) {
+				return this.refundOrder(ctx.meta.user.id, ctx.params.order_no);
+			}
+		},
+
+		/**
+		 * The provider's notify, from the gateway's raw-body route (services/api/payments.ts): the
+		 * signed headers and the body's exact bytes, base64. Applied once per transaction id.
+		 */
+		paymentNotify: {
+			visibility: "public",
+			retryPolicy: { enabled: false },
+			params: {
+				headers: { type: "record", key: { type: "string", max: 64 }, value: { type: "string", max: 1024 } },
+				body: { type: "string", max: 200000 }
+			},
+			handler(this: OrderThis, ctx: Context<{ headers: Record<string, string>; body: string }>) {
+				return this.paymentNotify(ctx.params.headers, ctx.params.body);
+			}
+		},
+
+		/** Operators: send the refunds the provider has not accepted yet again (the sweep does it too). */
+		resendRefunds: {
+			visibility: "public",
+			async handler(this: OrderThis) {
+				return { sent: await this.resendRefunds(1000) };
 			}
 		},
 
@@ -206,6 +259,10 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		const n = names(c.namespace);
 		const policy = deliveryPolicy(c);
 		this.sweepTimer = null;
+		this.purgeTimer = null;
+		this.idempotencyKeys = new IdempotencyKeys(() => this.db());
+		// Reads the provider's keys now: a mall misconfigured for WeChat Pay does not start.
+		this.payProvider = paymentProvider(c.pay);
 		this.consumers = [];
 		this.delayQueue = n.payTimeoutQueue(this.payTimeoutMs());
 		this.publisher = new ConfirmPublisher(this.amqp, async ch => {
@@ -225,6 +282,27 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			"gomall_queue_messages_total",
 			"Consumed queue messages by outcome (acked, retried, dead_lettered)",
 			labelSets({ queue: ["seckill", "close"], outcome: outcomes })
+		);
+		counter(
+			m,
+			"gomall_payments_total",
+			"Payment events by provider and outcome (prepay, paid, paid_by_query, paid_after_close, closed, error)",
+			labelSets({
+				provider: ["direct", "wechat"],
+				outcome: ["prepay", "paid", "paid_by_query", "paid_after_close", "closed", "error"]
+			})
+		);
+		counter(
+			m,
+			"gomall_payment_notifies_total",
+			"Provider notifies by verdict (applied, duplicate, ignored: nothing to change, refused: bad, answered 4xx)",
+			labelSets({ provider: ["wechat"], verdict: NOTIFY_VERDICTS })
+		);
+		counter(
+			m,
+			"gomall_refunds_total",
+			"Refunds by provider and outcome (requested, succeeded, failed, error: the provider did not accept it yet)",
+			labelSets({ provider: ["direct", "wechat"], outcome: ["requested", "succeeded", "failed", "error"] })
 		);
 		gauge(
 			m,
@@ -288,13 +366,19 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		if (interval > 0) {
 			this.sweepTimer = setInterval(() => {
 				this.sweepExpired().catch(err => this.logger.warn(`sweep failed: ${err.message}`));
+				this.resendRefunds().catch(err => this.logger.warn(`refund resend failed: ${err.message}`));
 			}, interval * 1000);
 		}
+		this.purgeTimer = setInterval(() => {
+			this.purgeIdempotencyKeys().catch(err => this.logger.warn(`idempotency key purge failed: ${err.message}`));
+		}, IDEMPOTENCY_PURGE_INTERVAL_MS);
+		this.purgeTimer.unref();
 	},
 
 	async stopped(this: OrderThis) {
 		// Runs before the mixins close RabbitMQ, Redis and MySQL: messages in hand finish first.
 		if (this.sweepTimer) clearInterval(this.sweepTimer);
+		if (this.purgeTimer) clearInterval(this.purgeTimer);
 		await Promise.all(this.consumers.map(c => c.stop()));
 		await this.orderNos?.stop();
 	}

@@ -1,5 +1,5 @@
-import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
-import { DataTypes, Op, WhereOptions } from "sequelize";
+import type { ActionSchema, Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
+import { col, DataTypes, fn, Op, where, WhereOptions } from "sequelize";
 import { getConfig } from "../config";
 import { bizError } from "../lib/contract/errors";
 import { pageParams, paged, Paged } from "../lib/contract/paging";
@@ -35,9 +35,32 @@ const optional = (schema: Record<string, any>) =>
 
 const idParam = { id: { type: "number", integer: true, positive: true, convert: true } };
 
+/**
+ * The detail cache: one key per product, `product.get:<id>`. Moleculer computes the key before
+ * the params are validated, so by default a path's "7" and a call's 7 were two keys; the id is
+ * keyed as the number the validator makes of it (Number(), as its convert does), so deleting one
+ * key drops every cached copy of a product's detail.
+ */
+const detailCache = {
+	keys: ["id"],
+	ttl: getConfig().cache.product_ttl,
+	keygen(this: KeyMaker, action: ActionSchema, opts: object, ctx: Context) {
+		const id = Number((ctx.params as { id?: unknown } | undefined)?.id);
+		return this.defaultKeygen({ name: String(action.name) }, opts, { params: { id } });
+	}
+};
+
+/** Moleculer 0.15's cache-key functions as they are called (its typings still declare the action a name). */
+interface KeyMaker {
+	defaultKeygen(action: { name: string }, opts: object, ctx: { params: { id: number } }): string;
+	getCacheKey(action: { name: string }, opts: object, ctx: { params: { id: number } }): string;
+	del(key: string): Promise<unknown>;
+}
+
 interface ProductThis extends Service, DbThis {
 	toProduct(row: Record<string, any>): Product;
 	findProduct(id: number): Promise<Product>;
+	forgetDetails(ids: number[]): Promise<void>;
 	listProducts(q: {
 		page: number;
 		page_size: number;
@@ -88,7 +111,7 @@ const ProductService: ServiceSchema<ServiceSettingSchema, Record<string, any>, R
 
 		get: {
 			params: idParam,
-			cache: { keys: ["id"], ttl: getConfig().cache.product_ttl },
+			cache: detailCache,
 			handler(this: ProductThis, ctx: Context<{ id: number }>) {
 				return this.findProduct(ctx.params.id);
 			}
@@ -102,6 +125,36 @@ const ProductService: ServiceSchema<ServiceSettingSchema, Record<string, any>, R
 				if (!ctx.params.ids.length) return [];
 				const rows = await this.model.findAll({ where: { id: ctx.params.ids }, raw: true });
 				return rows.map(r => this.toProduct(r));
+			}
+		},
+
+		/**
+		 * Internal (the upload actor's orphan sweep): which of these stored file names some
+		 * product's image_url points at, on or off shelf. A reference is the URL's last path
+		 * segment, query and fragment aside, so `/uploads/<name>` and a CDN's
+		 * `https://cdn/.../<name>?v=2` both count; matching more than needed only keeps a file.
+		 */
+		imageRefs: {
+			visibility: "public",
+			params: { names: { type: "array", max: 1000, items: { type: "string", min: 1, max: 255 } } },
+			async handler(this: ProductThis, ctx: Context<{ names: string[] }>): Promise<string[]> {
+				const { names } = ctx.params;
+				if (!names.length) return [];
+				const file = fn(
+					"SUBSTRING_INDEX",
+					fn("SUBSTRING_INDEX", fn("SUBSTRING_INDEX", col("image_url"), "?", 1), "#", 1),
+					"/",
+					-1
+				);
+				// One scan for the whole batch.
+				const rows = (await this.model.findAll({
+					attributes: [[file, "ref"]],
+					where: where(file, { [Op.in]: names }),
+					raw: true
+				})) as unknown as { ref: string }[];
+				// The column's collation may ignore case: answer in the caller's spelling.
+				const found = new Set(rows.map(r => String(r.ref).toLowerCase()));
+				return [...new Set(names)].filter(n => found.has(n.toLowerCase()));
 			}
 		},
 
@@ -154,9 +207,14 @@ const ProductService: ServiceSchema<ServiceSettingSchema, Record<string, any>, R
 	},
 
 	events: {
-		// Stock moved elsewhere (orders, flash sales): the cached detail is stale.
-		"product.stock.changed"(this: ProductThis) {
-			return this.clearCache();
+		// Stock moved elsewhere (orders, closes): those products' cached details are stale, and
+		// only theirs. An event naming no product clears the whole product cache, as before.
+		"product.stock.changed"(this: ProductThis, ctx: Context<{ product_id?: unknown; product_ids?: unknown }>) {
+			const { product_id, product_ids } = ctx.params ?? {};
+			const ids = (Array.isArray(product_ids) ? product_ids : [product_id]).filter(
+				(id): id is number => Number.isSafeInteger(id) && (id as number) > 0
+			);
+			return ids.length ? this.forgetDetails(ids) : this.clearCache();
 		}
 	},
 
@@ -174,6 +232,14 @@ const ProductService: ServiceSchema<ServiceSettingSchema, Record<string, any>, R
 				created_at: row.created_at,
 				updated_at: row.updated_at
 			};
+		},
+
+		/** Drops the cached details of these products, one DEL per key (Redis Cluster: keys in different slots). */
+		async forgetDetails(this: ProductThis, ids: number[]) {
+			const cacher = this.broker.cacher as unknown as KeyMaker | undefined;
+			if (!cacher) return;
+			const action = { name: `${this.fullName}.get` };
+			await Promise.all(ids.map(id => cacher.del(cacher.getCacheKey(action, detailCache, { params: { id } }))));
 		},
 
 		async findProduct(this: ProductThis, id: number) {

@@ -4,16 +4,27 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { getConfig } from "../config";
+import type { AuthUser } from "../lib/auth/jwt";
 import { bizError } from "../lib/contract/errors";
 import {
 	BATCH_ID,
 	ImageType,
 	newStoredName,
+	overQuota,
+	quotaDay,
+	quotaExempt,
+	quotaKey,
+	quotaKeyTtl,
+	QuotaUse,
 	SNIFF_BYTES,
 	sniffImage,
 	STORED_NAME,
 	storedType
 } from "../lib/domain/upload";
+import { callEachNode } from "../lib/messaging/each-node";
+import { counter } from "../lib/observability/metrics";
+import type { RedisClient } from "../lib/storage/redis";
+import { RedisMixin } from "../mixins/redis.mixin";
 
 /** Staged files older than this belong to no live request (a node died mid-upload). */
 const STALE_MS = 3600_000;
@@ -21,6 +32,31 @@ const SWEEP_INTERVAL_MS = 600_000;
 /** How long a refused request's id is remembered, so a file of it still on its way is refused too. */
 const DISCARDED_TTL_MS = 600_000;
 const IMMUTABLE = "public, max-age=31536000, immutable";
+/** Names asked of the product actor at once by the orphan sweep (its imageRefs takes up to 1000). */
+const ORPHAN_BATCH = 500;
+const QUOTA_REFUSED = "gomall_upload_quota_refused_total";
+const DELETED = "gomall_upload_deleted_total";
+const ORPHANS_SWEPT = "gomall_upload_orphans_swept_total";
+
+type UploadMeta = { upload?: { batch?: unknown }; user?: AuthUser | null };
+
+/** What a request's commit added to its user's day, to take back if the files cannot be published. */
+interface QuotaCharge extends QuotaUse {
+	key: string;
+}
+
+export interface OrphanSweep {
+	/** stored files in the directory */
+	scanned: number;
+	/** of which older than upload.orphan_grace_hours */
+	old: number;
+	/** of which no product references: removed */
+	swept: number;
+}
+
+type QuotaRedis = RedisClient & {
+	uploadQuota(key: string, ...args: number[]): Promise<[number, number, number, string?]>;
+};
 
 export interface StagedFile {
 	name: string;
@@ -30,23 +66,36 @@ export interface StagedFile {
 }
 
 interface UploadThis extends Service {
+	redis: QuotaRedis;
 	dir: string;
 	incoming: string;
 	dirReady: Promise<void> | null;
 	inflight: Map<string, Set<{ stream: Readable; done: Promise<unknown> }>>;
 	discarded: Map<string, number>;
 	sweepTimer: NodeJS.Timeout | null;
+	orphanTimer: NodeJS.Timeout | null;
+	orphanSweep: Promise<OrphanSweep> | null;
 	ensureDirs(): Promise<void>;
 	staged(batch: string, name: string): string;
 	stage(stream: Readable, batch: string, filename: string): Promise<StagedFile>;
 	receive(stream: Readable, tmp: (type: ImageType) => string): Promise<{ type: ImageType; size: number; file: string }>;
-	commit(batch: string, names: string[]): Promise<void>;
+	commit(batch: string, names: string[], user: AuthUser | null | undefined): Promise<void>;
+	quotaUser(user: AuthUser | null | undefined): AuthUser | null;
+	quotaUsed(key: string): Promise<QuotaUse>;
+	admit(user: AuthUser | null | undefined): Promise<QuotaUse | null>;
+	charge(user: AuthUser | null | undefined, add: QuotaUse): Promise<QuotaCharge | null>;
+	refund(charge: QuotaCharge): Promise<void>;
+	refuseQuota(limit: "files" | "bytes"): never;
+	removeEverywhere(name: string): Promise<{ name: string }>;
+	unlinkStored(name: string): Promise<boolean>;
+	sweepOrphans(): Promise<OrphanSweep>;
+	runOrphanSweep(): Promise<OrphanSweep>;
 	discard(batch: string): Promise<void>;
 	open(ctx: Context<unknown, Record<string, unknown>>, name: string): Promise<Readable>;
 	sweep(): Promise<void>;
 }
 
-function batchOf(ctx: Context<unknown, { upload?: { batch?: unknown } }>): string {
+function batchOf(ctx: Context<unknown, UploadMeta>): string {
 	const batch = ctx.meta.upload?.batch;
 	// Only the gateway sets it; anything else is not a request of ours.
 	if (typeof batch !== "string" || !BATCH_ID.test(batch)) throw bizError("UPLOAD_MALFORMED");
@@ -70,9 +119,15 @@ const isFsError = (err: unknown) =>
  * and only when every file of the request is staged does the gateway `commit` them (a
  * rename into `<dir>`); a refused request is `discard`ed, files in flight included. `get`
  * streams a stored file back for GET /uploads/<name>.
+ *
+ * Bounded disk: each user's committed files and bytes per UTC day are counted in Redis (shared
+ * by every upload node; `admit` refuses a used-up user before the body is read, `commit`
+ * adds a request atomically or refuses it whole); an admin `remove`s a stored file on every
+ * upload node; and stored files no product references are swept once past a grace period.
  */
 const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, UploadThis> = {
 	name: "upload",
+	mixins: [RedisMixin("gomall-upload", { uploadQuota: { file: "upload_quota.lua", numberOfKeys: 1 } })],
 
 	actions: {
 		save: {
@@ -83,10 +138,7 @@ const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Re
 			},
 			// A stream cannot be replayed: a retried call would read nothing.
 			retryPolicy: { enabled: false },
-			async handler(
-				this: UploadThis,
-				ctx: Context<{ $filename?: string }, { upload?: { batch?: unknown } }>
-			): Promise<StagedFile> {
+			async handler(this: UploadThis, ctx: Context<{ $filename?: string }, UploadMeta>): Promise<StagedFile> {
 				if (!ctx.stream) throw bizError("UPLOAD_NO_FILE");
 				return this.stage(ctx.stream as Readable, batchOf(ctx), ctx.params.$filename ?? "");
 			}
@@ -97,8 +149,20 @@ const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Re
 				batch: { type: "string", pattern: BATCH_ID },
 				names: { type: "array", min: 1, max: 100, items: { type: "string", pattern: STORED_NAME } }
 			},
-			handler(this: UploadThis, ctx: Context<{ batch: string; names: string[] }>): Promise<void> {
-				return this.commit(ctx.params.batch, ctx.params.names);
+			// The caller's user (ctx.meta.user, set by the gateway) is charged for the files.
+			handler(this: UploadThis, ctx: Context<{ batch: string; names: string[] }, UploadMeta>): Promise<void> {
+				return this.commit(ctx.params.batch, ctx.params.names, ctx.meta.user);
+			}
+		},
+		/**
+		 * The gateway, before it reads an upload's body: refused (UPLOAD_QUOTA_EXCEEDED) when the
+		 * caller's day is used up, so a used-up user's further requests cost no disk and no
+		 * bandwidth. Answers the day's use so far (null: not counted, an admin).
+		 */
+		admit: {
+			visibility: "public",
+			handler(this: UploadThis, ctx: Context<unknown, UploadMeta>): Promise<QuotaUse | null> {
+				return this.admit(ctx.meta.user);
 			}
 		},
 		discard: {
@@ -106,6 +170,37 @@ const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Re
 			params: { batch: { type: "string", pattern: BATCH_ID } },
 			handler(this: UploadThis, ctx: Context<{ batch: string }>): Promise<void> {
 				return this.discard(ctx.params.batch);
+			}
+		},
+		/** DELETE /api/upload/:name: the stored file, on every node holding an upload directory. */
+		remove: {
+			auth: "admin",
+			// A replay after a timeout would answer "not found" for a delete that succeeded.
+			retryPolicy: { enabled: false },
+			// Not a pattern here: a bad name is a file that does not exist (404), not a 400.
+			params: { name: { type: "string" } },
+			handler(this: UploadThis, ctx: Context<{ name: string }>): Promise<{ name: string }> {
+				return this.removeEverywhere(ctx.params.name);
+			}
+		},
+		/** This node's part of `remove`: true when its directory held the file. */
+		unlink: {
+			visibility: "public",
+			params: { name: { type: "string", pattern: STORED_NAME } },
+			async handler(this: UploadThis, ctx: Context<{ name: string }>): Promise<{ removed: boolean }> {
+				return { removed: await this.unlinkStored(ctx.params.name) };
+			}
+		},
+		/**
+		 * An operator's sweep of this node's directory (REPL: `call upload.sweepOrphans`, or
+		 * `dcall <nodeID> upload.sweepOrphans` on each upload node with a directory of its own);
+		 * also run every upload.orphan_sweep_interval. Refused, removing nothing, when no product
+		 * actor answers.
+		 */
+		sweepOrphans: {
+			visibility: "public",
+			handler(this: UploadThis): Promise<OrphanSweep> {
+				return this.sweepOrphans();
 			}
 		},
 		get: {
@@ -216,24 +311,187 @@ const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Re
 			}
 		},
 
-		/** All of a request's files, or none: a failed rename takes back the ones already moved. */
-		async commit(this: UploadThis, batch: string, names: string[]): Promise<void> {
+		/**
+		 * All of a request's files, or none: its user's quota is charged for them (or the request
+		 * refused whole), then a failed rename takes back the ones already moved and the charge.
+		 */
+		async commit(this: UploadThis, batch: string, names: string[], user: AuthUser | null | undefined): Promise<void> {
 			const moved: string[] = [];
+			let charged: QuotaCharge | null = null;
 			try {
+				let bytes = 0;
+				for (const name of names) bytes += (await fsp.stat(this.staged(batch, name))).size;
+				charged = await this.charge(user, { files: names.length, bytes });
 				for (const name of names) {
 					const to = path.join(this.dir, name);
 					await fsp.rename(this.staged(batch, name), to);
 					moved.push(to);
 				}
 			} catch (err) {
-				this.logger.error(
-					`upload: cannot publish a staged file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).name}`
-				);
+				const refused = typeof (err as { type?: unknown })?.type === "string";
+				if (!refused)
+					this.logger.error(
+						`upload: cannot publish a staged file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).name}`
+					);
 				await Promise.allSettled(
 					[...moved, ...names.map(n => this.staged(batch, n))].map(f => fsp.rm(f, { force: true }))
 				);
+				if (charged) await this.refund(charged);
+				throw refused ? err : bizError("UPLOAD_SAVE_FAILED");
+			}
+		},
+
+		/** The user a request is counted against, or null when it is not counted (an admin). */
+		quotaUser(this: UploadThis, user: AuthUser | null | undefined): AuthUser | null {
+			if (quotaExempt(user)) return null;
+			// Only the gateway calls, always for a logged-in user; anything else is not ours to store.
+			if (!user || !Number.isSafeInteger(user.id)) throw bizError("UNAUTHORIZED");
+			return user;
+		},
+
+		async quotaUsed(this: UploadThis, key: string): Promise<QuotaUse> {
+			const [files, bytes] = await this.redis.hmget(key, "files", "bytes");
+			return { files: Number(files ?? 0), bytes: Number(bytes ?? 0) };
+		},
+
+		async admit(this: UploadThis, user: AuthUser | null | undefined): Promise<QuotaUse | null> {
+			const u = this.quotaUser(user);
+			if (!u) return null;
+			const { quota_files_per_day: files, quota_bytes_per_day: bytes } = getConfig().upload;
+			if (!files && !bytes) return null;
+			let used: QuotaUse;
+			try {
+				used = await this.quotaUsed(quotaKey(u.id, quotaDay(Date.now())));
+			} catch (err) {
+				// Without the count nothing is stored: the disk stays bounded while Redis is away.
+				this.logger.warn(`upload: quota unavailable (${(err as Error).name}); refusing uploads`);
+				throw bizError("UNAVAILABLE");
+			}
+			const over = overQuota(used, { files: 0, bytes: 0 }, { files, bytes });
+			if (over) this.refuseQuota(over);
+			return used;
+		},
+
+		/** Adds a request to its user's day, atomically against every other node's requests, or refuses it. */
+		async charge(this: UploadThis, user: AuthUser | null | undefined, add: QuotaUse): Promise<QuotaCharge | null> {
+			const u = this.quotaUser(user);
+			const { quota_files_per_day: files, quota_bytes_per_day: bytes } = getConfig().upload;
+			if (!u || (!files && !bytes)) return null;
+			const now = Date.now();
+			const key = quotaKey(u.id, quotaDay(now));
+			let answer: [number, number, number, string?];
+			try {
+				answer = await this.redis.uploadQuota(key, add.files, add.bytes, files, bytes, quotaKeyTtl(now));
+			} catch (err) {
+				this.logger.warn(`upload: quota unavailable (${(err as Error).name}); refusing uploads`);
+				throw bizError("UNAVAILABLE");
+			}
+			if (Number(answer[0]) !== 1) this.refuseQuota(answer[3] === "bytes" ? "bytes" : "files");
+			return { key, ...add };
+		},
+
+		/** Takes back a charge whose files were not published. A refund that fails only over-counts the day. */
+		async refund(this: UploadThis, charge: QuotaCharge): Promise<void> {
+			try {
+				await this.redis
+					.multi()
+					.hincrby(charge.key, "files", -charge.files)
+					.hincrby(charge.key, "bytes", -charge.bytes)
+					.exec();
+			} catch (err) {
+				this.logger.warn(`upload: could not take back a quota charge (${(err as Error).name})`);
+			}
+		},
+
+		refuseQuota(this: UploadThis, limit: "files" | "bytes"): never {
+			this.broker.metrics.increment(QUOTA_REFUSED, { limit });
+			throw bizError("UPLOAD_QUOTA_EXCEEDED");
+		},
+
+		/**
+		 * Removes a stored file from every node running this actor (each may have a directory of
+		 * its own, or share one): found on any, it is gone; found on none, 404; a node that did
+		 * not answer may still hold it, so then the admin is asked to retry.
+		 */
+		async removeEverywhere(this: UploadThis, name: string): Promise<{ name: string }> {
+			if (!STORED_NAME.test(name)) throw bizError("UPLOAD_NOT_FOUND");
+			const answers = await callEachNode<{ removed: boolean }>(this.broker, "upload", "upload.unlink", { name }, 10000);
+			if (answers.some(a => a.result?.removed)) {
+				this.broker.metrics.increment(DELETED);
+				this.logger.info(`upload: ${name} deleted by an admin`);
+				return { name };
+			}
+			if (answers.some(a => a.error)) {
+				this.logger.warn(`upload: delete of ${name}: no answer from ${answers.filter(a => a.error).map(a => a.node)}`);
+				throw bizError("UNAVAILABLE");
+			}
+			throw bizError("UPLOAD_NOT_FOUND");
+		},
+
+		async unlinkStored(this: UploadThis, name: string): Promise<boolean> {
+			try {
+				await fsp.unlink(path.join(this.dir, name));
+				return true;
+			} catch (err) {
+				if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+				this.logger.error(`upload: cannot remove a stored file: ${(err as NodeJS.ErrnoException).code}`);
 				throw bizError("UPLOAD_SAVE_FAILED");
 			}
+		},
+
+		/** One sweep at a time on a node: an on-demand call during a periodic one waits for it. */
+		sweepOrphans(this: UploadThis): Promise<OrphanSweep> {
+			this.orphanSweep ??= this.runOrphanSweep().finally(() => {
+				this.orphanSweep = null;
+			});
+			return this.orphanSweep;
+		},
+
+		/**
+		 * Stored files past the grace period (by mtime: when they were stored) are asked about in
+		 * batches; the product actor's answer is the only reason a file goes, so without it
+		 * nothing does. The directory is read as a stream: its size does not bound memory.
+		 */
+		async runOrphanSweep(this: UploadThis): Promise<OrphanSweep> {
+			const graceMs = getConfig().upload.orphan_grace_hours * 3600_000;
+			const out: OrphanSweep = { scanned: 0, old: 0, swept: 0 };
+			let dir: fs.Dir;
+			try {
+				dir = await fsp.opendir(this.dir);
+			} catch (err) {
+				if ((err as NodeJS.ErrnoException).code === "ENOENT") return out; // nothing ever stored here
+				throw err;
+			}
+			const sweep = async (names: string[]) => {
+				const refs = new Set(
+					await this.broker.call<string[], { names: string[] }>(
+						"product.imageRefs",
+						{ names },
+						{ timeout: 10000, retries: 0 }
+					)
+				);
+				for (const name of names) {
+					if (refs.has(name) || !(await this.unlinkStored(name))) continue;
+					out.swept++;
+					this.broker.metrics.increment(ORPHANS_SWEPT);
+				}
+			};
+			let batch: string[] = [];
+			for await (const d of dir) {
+				if (!d.isFile() || !STORED_NAME.test(d.name)) continue;
+				out.scanned++;
+				const st = await fsp.stat(path.join(this.dir, d.name)).catch(() => null);
+				if (!st || Date.now() - st.mtimeMs <= graceMs) continue;
+				out.old++;
+				batch.push(d.name);
+				if (batch.length >= ORPHAN_BATCH) {
+					await sweep(batch);
+					batch = [];
+				}
+			}
+			if (batch.length) await sweep(batch);
+			if (out.swept) this.logger.info(`upload: ${out.swept} orphan file(s) removed (of ${out.scanned} stored)`);
+			return out;
 		},
 
 		/**
@@ -300,15 +558,36 @@ const UploadService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Re
 		this.inflight = new Map();
 		this.discarded = new Map();
 		this.sweepTimer = null;
+		this.orphanTimer = null;
+		this.orphanSweep = null;
+		const m = this.broker.metrics;
+		counter(m, QUOTA_REFUSED, "Upload requests refused over a user's daily quota, by the limit passed", [
+			{ limit: "files" },
+			{ limit: "bytes" }
+		]);
+		counter(m, DELETED, "Stored uploads deleted by an admin");
+		counter(m, ORPHANS_SWEPT, "Stored uploads no product referenced, removed past the grace period");
 	},
 
 	async started(this: UploadThis) {
 		await this.sweep();
 		this.sweepTimer = setInterval(() => void this.sweep().catch(() => undefined), SWEEP_INTERVAL_MS).unref();
+		// Not at start: the product actor (maybe on another node) may not be known yet.
+		const every = getConfig().upload.orphan_sweep_interval;
+		if (every > 0)
+			this.orphanTimer = setInterval(
+				() =>
+					void this.sweepOrphans().catch(err =>
+						this.logger.warn(`upload: orphan sweep skipped, nothing removed (${(err as Error).name})`)
+					),
+				every * 1000
+			).unref();
 	},
 
-	stopped(this: UploadThis) {
+	async stopped(this: UploadThis) {
 		if (this.sweepTimer) clearInterval(this.sweepTimer);
+		if (this.orphanTimer) clearInterval(this.orphanTimer);
+		await this.orphanSweep?.catch(() => undefined);
 	}
 };
 

@@ -31,6 +31,7 @@ interface UserRow {
 }
 
 const USER_ACTIVE = 1;
+const USER_DISABLED = 0;
 
 /** The register rules for a new password: bcrypt reads at most 72 bytes. */
 const NEW_PASSWORD = { type: "string", min: 8, max: 72 };
@@ -52,7 +53,14 @@ export interface Tokens {
 	expires_in: number;
 }
 
-type RevokeReason = "logout" | "reuse" | "password";
+/** Why sessions end (user_sessions.revoke_reason, the reason label of gomall_user_sessions_revoked_total). */
+const REVOKE_REASONS = ["logout", "reuse", "password", "role", "disabled", "enabled"] as const;
+type RevokeReason = (typeof REVOKE_REASONS)[number];
+
+/** What an admin sees of a user: the public fields and whether the account is active. */
+export interface AdminUser extends PublicUser {
+	status: number;
+}
 
 interface UserThis extends Service, DbThis {
 	tokens: TokenService;
@@ -61,7 +69,7 @@ interface UserThis extends Service, DbThis {
 	 * start with the configured cost, since bcrypt's time is set by the cost in the hash.
 	 */
 	unknownUserHash: string;
-	toPublic(row: UserRow): PublicUser;
+	toPublic(row: Omit<UserRow, "password_hash">): PublicUser;
 	register(p: {
 		username: string;
 		password: string;
@@ -70,12 +78,13 @@ interface UserThis extends Service, DbThis {
 	}): Promise<Tokens & { user: PublicUser }>;
 	login(username: string, password: string): Promise<Tokens & { user: PublicUser }>;
 	ensureAdmin(): Promise<void>;
-	openSession(user: PublicUser): Promise<Tokens>;
-	tokensFor(user: AuthUser, sid: string, refreshToken: string): Tokens;
+	openSession(user: PublicUser): Promise<Tokens & { user: PublicUser }>;
+	tokensFor(user: Pick<AuthUser, "id" | "role">, sid: string, refreshToken: string): Tokens;
 	issueRefreshToken(sid: string, t: Transaction): Promise<string>;
 	refresh(refreshToken: string): Promise<Tokens>;
 	logout(user: AuthUser): Promise<void>;
 	changePassword(user: AuthUser, oldPassword: string, newPassword: string): Promise<void>;
+	updateUser(admin: AuthUser, id: number, change: { role?: number; status?: number }): Promise<AdminUser>;
 	revokeSessions(
 		where: string,
 		replacements: unknown[],
@@ -92,8 +101,9 @@ interface UserThis extends Service, DbThis {
  * The user actor: accounts, bcrypt passwords, sessions and their tokens. The hash never leaves
  * this actor. A login opens a session: short-lived access tokens (JWTs carrying the session id)
  * and a refresh token that rotates on use. Ending a session (logout, a reused refresh token, a
- * password change) is told to every gateway, which refuses the session's access tokens from
- * memory (lib/sessions RevokedSessions) until they would have expired anyway.
+ * password change, an admin changing the user's role or disabling the account) is told to every
+ * gateway, which refuses the session's access tokens from memory (lib/sessions RevokedSessions)
+ * until they would have expired anyway.
  */
 const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, UserThis> = {
 	name: "user",
@@ -177,6 +187,26 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			}
 		},
 
+		/**
+		 * PUT /api/user/:id (admin): a user's role and/or status. A change ends every session of the
+		 * user at once (on every gateway, before this answers): a demoted admin's tokens stop being
+		 * an admin's, a disabled user's stop working; they log in again (a disabled one cannot).
+		 */
+		update: {
+			auth: "admin",
+			retryPolicy: { enabled: false },
+			params: {
+				$$strict: "remove",
+				id: { type: "number", integer: true, positive: true, convert: true },
+				role: { type: "enum", values: [ROLE_USER, ROLE_ADMIN], optional: true },
+				status: { type: "enum", values: [USER_DISABLED, USER_ACTIVE], optional: true }
+			},
+			handler(this: UserThis, ctx: Context<{ id: number; role?: number; status?: number }, { user: AuthUser }>) {
+				const { id, role, status } = ctx.params;
+				return this.updateUser(ctx.meta.user, id, { role, status });
+			}
+		},
+
 		/** Internal: the sessions ended recently enough that their access tokens may still be unexpired (a gateway's start and resync). */
 		revokedSessions: {
 			visibility: "public",
@@ -198,7 +228,7 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 	},
 
 	methods: {
-		toPublic(row: UserRow): PublicUser {
+		toPublic(row: Omit<UserRow, "password_hash">): PublicUser {
 			return {
 				id: Number(row.id),
 				username: row.username,
@@ -228,7 +258,7 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				throw err;
 			}
 			const user = this.toPublic(row);
-			return { ...(await this.openSession(user)), user };
+			return this.openSession(user);
 		},
 
 		async login(this: UserThis, username: string, password: string) {
@@ -241,23 +271,38 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			if (disabled) throw bizError("USER_DISABLED");
 			if (!row || !ok) throw bizError("USER_WRONG_PASSWORD");
 			const user = this.toPublic(row);
-			return { ...(await this.openSession(user)), user };
+			return this.openSession(user);
 		},
 
+		/**
+		 * A new session and its first tokens, for the user as it is now: under a shared lock of the
+		 * user's row, so an admin's role change or disabling (updateUser, which locks it for update)
+		 * comes either after this session exists, and ends it, or before, and is seen here.
+		 */
 		async openSession(this: UserThis, user: PublicUser) {
+			const db = this.adapter.db;
 			const sid = newSessionId();
-			const refreshToken = await inTransaction(this.adapter.db, async t => {
-				await this.adapter.db.query("INSERT INTO user_sessions (id, user_id) VALUES (?, ?)", {
+			const { refreshToken, role } = await inTransaction(db, async t => {
+				const [now] = (await db.query("SELECT role, status FROM users WHERE id = ? LOCK IN SHARE MODE", {
+					replacements: [user.id],
+					transaction: t,
+					type: QueryTypes.SELECT
+				})) as { role: number; status: number }[];
+				if (!now) throw bizError("USER_NOT_FOUND");
+				if (now.status !== USER_ACTIVE) throw bizError("USER_DISABLED");
+				await db.query("INSERT INTO user_sessions (id, user_id) VALUES (?, ?)", {
 					replacements: [sid, user.id],
 					transaction: t,
 					type: QueryTypes.INSERT
 				});
-				return this.issueRefreshToken(sid, t);
+				return { refreshToken: await this.issueRefreshToken(sid, t), role: now.role };
 			});
-			return this.tokensFor(user, sid, refreshToken);
+			const current = { ...user, role };
+			return { ...this.tokensFor(current, sid, refreshToken), user: current };
 		},
 
-		tokensFor(this: UserThis, user: AuthUser, sid: string, refreshToken: string): Tokens {
+		/** Every access token names its session: the one way a token can be ended before it expires. */
+		tokensFor(this: UserThis, user: Pick<AuthUser, "id" | "role">, sid: string, refreshToken: string): Tokens {
 			return {
 				token: this.tokens.sign(user, sid),
 				refresh_token: refreshToken,
@@ -337,8 +382,6 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 		},
 
 		async logout(this: UserThis, user: AuthUser) {
-			// A token from before sessions existed has no session to end; it expires by itself.
-			if (!user.sid) return;
 			const revoked = await inTransaction(this.adapter.db, t =>
 				this.revokeSessions("id = ? AND user_id = ? AND revoked_at IS NULL", [user.sid, user.id], "logout", t)
 			);
@@ -370,12 +413,75 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				if (changed !== 1) throw bizError("USER_OLD_PASSWORD_WRONG");
 				return this.revokeSessions(
 					"user_id = ? AND id <> ? AND revoked_at IS NULL",
-					[user.id, user.sid ?? ""],
+					[user.id, user.sid],
 					"password",
 					t
 				);
 			});
 			await this.announceRevoked(revoked);
+		},
+
+		/**
+		 * An admin sets a user's role and/or status. In one transaction that locks the admin's and
+		 * the user's rows (in id order: two admins acting on each other queue, they do not deadlock):
+		 * the caller must still be an active admin (its token may predate a change), the last
+		 * active admin cannot demote or disable itself (409), and an actual change ends every
+		 * session of the user. Asking for what is already so changes and ends nothing.
+		 */
+		async updateUser(this: UserThis, admin: AuthUser, id: number, change: { role?: number; status?: number }) {
+			if (change.role === undefined && change.status === undefined)
+				throw bizError(
+					"BAD_REQUEST",
+					["role", "status"].map(field => ({ field, message: "give role (1 or 2) or status (0 or 1), or both" })),
+					"validation failed"
+				);
+			const db = this.adapter.db;
+			const outcome = await inTransaction(db, async t => {
+				const rows = (await db.query(
+					"SELECT id, username, email, phone, role, status, created_at FROM users WHERE id IN (?) ORDER BY id FOR UPDATE",
+					{ replacements: [[admin.id, id]], transaction: t, type: QueryTypes.SELECT }
+				)) as Omit<UserRow, "password_hash">[];
+				const caller = rows.find(r => Number(r.id) === admin.id);
+				if (!caller || caller.role !== ROLE_ADMIN || caller.status !== USER_ACTIVE) throw bizError("NOT_ADMIN");
+				const row = rows.find(r => Number(r.id) === id);
+				if (!row) throw bizError("USER_NOT_FOUND");
+				const role = change.role ?? row.role;
+				const status = change.status ?? row.status;
+				const after = { ...row, role, status };
+				if (role === row.role && status === row.status)
+					return { row: after, changed: false, revoked: [] as RevokedSession[] };
+				if (row.role === ROLE_ADMIN && row.status === USER_ACTIVE && (role !== ROLE_ADMIN || status !== USER_ACTIVE)) {
+					// Another active admin, locked, so it cannot be demoted meanwhile (its change waits for this one).
+					const others = await db.query(
+						"SELECT id FROM users WHERE role = ? AND status = ? AND id <> ? LIMIT 1 FOR UPDATE",
+						{ replacements: [ROLE_ADMIN, USER_ACTIVE, id], transaction: t, type: QueryTypes.SELECT }
+					);
+					if (!others.length)
+						throw bizError(
+							"CONFLICT",
+							undefined,
+							"the last active admin cannot be demoted or disabled: make another user an admin first"
+						);
+				}
+				await db.query("UPDATE users SET role = ?, status = ? WHERE id = ?", {
+					replacements: [role, status, id],
+					transaction: t,
+					type: QueryTypes.UPDATE
+				});
+				const reason: RevokeReason =
+					status !== USER_ACTIVE && row.status === USER_ACTIVE ? "disabled" : role !== row.role ? "role" : "enabled";
+				return {
+					row: after,
+					changed: true,
+					revoked: await this.revokeSessions("user_id = ? AND revoked_at IS NULL", [id], reason, t)
+				};
+			});
+			if (outcome.changed)
+				this.logger.info(
+					`admin ${admin.id} set user ${id} to role ${outcome.row.role}, status ${outcome.row.status}: ${outcome.revoked.length} session(s) ended`
+				);
+			await this.announceRevoked(outcome.revoked);
+			return { ...this.toPublic(outcome.row), status: outcome.row.status };
 		},
 
 		/** Ends the sessions matching `where` (in t); the sessions ended, with how long gateways must refuse their tokens. */
@@ -489,7 +595,7 @@ const UserService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 			this.broker.metrics,
 			"gomall_user_sessions_revoked_total",
 			"Sessions ended, by reason",
-			labelSets({ reason: ["logout", "reuse", "password"] })
+			labelSets({ reason: REVOKE_REASONS })
 		);
 	},
 

@@ -12,6 +12,17 @@ CREATE TABLE `cart_items` (
   CONSTRAINT `chk_cart_quantity` CHECK (`quantity` >= 1)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
+CREATE TABLE `idempotency_keys` (
+  `user_id` bigint(20) unsigned NOT NULL,
+  `idem_key` varchar(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL COMMENT 'the Idempotency-Key header, 1..128 printable ASCII',
+  `request_hash` binary(32) NOT NULL COMMENT 'SHA-256 of the operation and its canonical parameters: the same key with another request is refused',
+  `response` mediumtext NOT NULL COMMENT 'the first answer (the envelope data, HTTP 200), JSON',
+  `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
+  `expires_at` datetime(3) NOT NULL COMMENT 'ignored after this, purged periodically',
+  PRIMARY KEY (`user_id`,`idem_key`),
+  KEY `idx_idempotency_expires` (`expires_at`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
 CREATE TABLE `orders` (
   `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
   `order_no` varchar(32) NOT NULL,
@@ -22,13 +33,14 @@ CREATE TABLE `orders` (
   `quantity` int(11) NOT NULL,
   `unit_price` decimal(12,2) NOT NULL,
   `total_price` decimal(14,2) NOT NULL,
-  `status` tinyint(4) NOT NULL DEFAULT 1 COMMENT '0 processing, 1 pending payment, 2 paid, 3 shipped, 4 completed, 5 cancelled/closed',
+  `status` tinyint(4) NOT NULL DEFAULT 1 COMMENT '0 processing, 1 pending payment, 2 paid, 3 shipped, 4 completed, 5 cancelled/closed, 6 refunded',
   `pay_type` tinyint(4) NOT NULL DEFAULT 0 COMMENT '0 unpaid, 1 alipay, 2 wechat',
   `activity_id` bigint(20) unsigned DEFAULT NULL COMMENT 'flash-sale activity, NULL for ordinary orders',
   `seckill_seq` int(11) DEFAULT NULL COMMENT 'the buyer''s n-th reservation in the activity',
   `expires_at` datetime(3) NOT NULL COMMENT 'unpaid orders close at this time',
   `paid_at` datetime(3) DEFAULT NULL,
   `closed_at` datetime(3) DEFAULT NULL,
+  `refunded_at` datetime(3) DEFAULT NULL,
   `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
   `updated_at` datetime(3) NOT NULL DEFAULT current_timestamp(3) ON UPDATE current_timestamp(3),
   PRIMARY KEY (`id`),
@@ -37,6 +49,29 @@ CREATE TABLE `orders` (
   KEY `idx_orders_user_created` (`user_id`,`created_at`),
   KEY `idx_orders_status_expires` (`status`,`expires_at`),
   CONSTRAINT `chk_orders_quantity` CHECK (`quantity` >= 1)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `payments` (
+  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
+  `provider` varchar(16) NOT NULL,
+  `transaction_id` varchar(64) NOT NULL,
+  `order_no` varchar(32) NOT NULL,
+  `amount_fen` bigint(20) NOT NULL,
+  `outcome` varchar(16) NOT NULL COMMENT 'paid: the order became paid; refund: it had closed, the money goes back',
+  `source` varchar(16) NOT NULL COMMENT 'notify or query: how the transaction was learnt',
+  `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `uk_payments_provider_transaction` (`provider`,`transaction_id`),
+  KEY `idx_payments_order` (`order_no`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `payment_prepays` (
+  `order_no` varchar(32) NOT NULL,
+  `provider` varchar(16) NOT NULL,
+  `code_url` varchar(512) NOT NULL,
+  `expires_at` datetime(3) NOT NULL COMMENT 'the provider refuses payment past this (the order''s own deadline at most)',
+  `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
+  PRIMARY KEY (`order_no`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `products` (
@@ -66,6 +101,23 @@ CREATE TABLE `refresh_tokens` (
   PRIMARY KEY (`token_hash`),
   KEY `idx_refresh_session` (`session_id`),
   KEY `idx_refresh_expires` (`expires_at`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `refunds` (
+  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
+  `order_no` varchar(32) NOT NULL,
+  `out_refund_no` varchar(64) NOT NULL,
+  `provider` varchar(16) NOT NULL,
+  `amount_fen` bigint(20) NOT NULL,
+  `reason` varchar(16) NOT NULL COMMENT 'buyer: requested; paid_after_close: the payment came after the order closed',
+  `status` varchar(16) NOT NULL COMMENT 'PENDING (not yet accepted by the provider), PROCESSING, SUCCESS, CLOSED, ABNORMAL',
+  `refund_id` varchar(64) DEFAULT NULL COMMENT 'the provider''s id',
+  `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
+  `updated_at` datetime(3) NOT NULL DEFAULT current_timestamp(3) ON UPDATE current_timestamp(3),
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `uk_refunds_order` (`order_no`),
+  UNIQUE KEY `uk_refunds_out_refund_no` (`out_refund_no`),
+  KEY `idx_refunds_status` (`status`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE `schema_migrations` (
@@ -131,4 +183,6 @@ INSERT INTO schema_migrations (version, name) VALUES
   (3, '003_seckill.sql'),
   (4, '004_seckill_arming.sql'),
   (5, '005_sessions.sql'),
-  (7, '007_seckill_one_live_arming.sql');
+  (7, '007_seckill_one_live_arming.sql'),
+  (8, '008_idempotency_keys.sql'),
+  (9, '009_payments.sql');

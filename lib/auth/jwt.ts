@@ -6,8 +6,11 @@ import type { CodeKey } from "../contract/codes";
 export interface AuthUser {
 	id: number;
 	role: number;
-	/** The session that issued the token (lib/sessions): ending the session ends the token. */
-	sid?: string;
+	/**
+	 * The session that issued the token (lib/sessions): ending the session ends the token. Every
+	 * token carries one; a token without it could never be revoked, so it is refused.
+	 */
+	sid: string;
 }
 
 const SID = /^[0-9a-f]{32}$/;
@@ -38,15 +41,21 @@ export class TokenService {
 		this.verified = verifyCacheSize > 0 ? new LRUCache({ max: verifyCacheSize }) : null;
 	}
 
-	sign(user: AuthUser, sid?: string): string {
-		return jwt.sign(sid ? { role: user.role, sid } : { role: user.role }, this.key, {
+	/** An access token of session `sid` (a 32-hex session id, lib/sessions newSessionId). */
+	sign(user: Pick<AuthUser, "id" | "role">, sid: string): string {
+		if (!SID.test(sid)) throw new Error("an access token needs a session id (32 lowercase hex digits)");
+		return jwt.sign({ role: user.role, sid }, this.key, {
 			algorithm: "HS256",
 			subject: String(user.id),
 			expiresIn: this.expiresInSeconds
 		});
 	}
 
-	/** The user, or the code key saying why the token is refused. */
+	/**
+	 * The user, or the code key saying why the token is refused. A token without a session id is
+	 * invalid (it could outlive any logout); it is refused before the cache, which so only ever
+	 * holds tokens that name their session.
+	 */
 	verify(token: string): AuthUser | CodeKey {
 		const known = this.verified?.get(token);
 		if (known) {
@@ -60,11 +69,8 @@ export class TokenService {
 			const id = Number(claims.sub);
 			const role = Number(claims.role);
 			if (!Number.isSafeInteger(id) || id <= 0 || (role !== ROLE_USER && role !== ROLE_ADMIN)) return "TOKEN_INVALID";
-			const user: AuthUser = { id, role };
-			if (claims.sid !== undefined) {
-				if (typeof claims.sid !== "string" || !SID.test(claims.sid)) return "TOKEN_INVALID";
-				user.sid = claims.sid;
-			}
+			if (typeof claims.sid !== "string" || !SID.test(claims.sid)) return "TOKEN_INVALID";
+			const user: AuthUser = { id, role, sid: claims.sid };
 			// Only tokens that expire are remembered: the cache must never outlive a token.
 			if (this.verified && typeof claims.exp === "number") this.verified.set(token, { user, exp: claims.exp });
 			return user;

@@ -22,6 +22,8 @@ export const Codes = Object.freeze({
 	FORBIDDEN: def(403, 403, "forbidden"),
 	NOT_FOUND: def(404, 404, "not found"),
 	CONFLICT: def(409, 409, "conflict"),
+	// An Idempotency-Key already answered another request (SPEC "Repeated requests").
+	IDEMPOTENCY_KEY_REUSED: def(422, 422, "this Idempotency-Key was already used with another request"),
 	PAYLOAD_TOO_LARGE: def(400, 413, "request body too large"),
 	TOO_MANY_REQUESTS: def(429, 429, "too many requests"),
 	INTERNAL: def(500, 500, "internal server error"),
@@ -50,6 +52,11 @@ export const Codes = Object.freeze({
 	ORDER_WRONG_STATUS: def(30003, 409, "order status does not allow this action"),
 	ORDER_CLOSED: def(30006, 409, "order expired or closed"),
 	ORDER_ALREADY_PAID: def(30007, 409, "order already paid"),
+	// Payments through a provider (SPEC "Payments").
+	ORDER_PAY_TYPE_UNAVAILABLE: def(30008, 400, "this pay_type is not available"),
+	ORDER_NOT_REFUNDABLE: def(30009, 409, "order cannot be refunded (not paid, or already shipped)"),
+	PAYMENT_PROVIDER_UNAVAILABLE: def(30010, 503, "payment provider unavailable, please retry"),
+	PAYMENT_PROVIDER_REFUSED: def(30011, 502, "payment provider refused the request"),
 
 	// cart
 	CART_EMPTY: def(50001, 400, "cart is empty"),
@@ -76,7 +83,9 @@ export const Codes = Object.freeze({
 	UPLOAD_NOT_FOUND: def(70005, 404, "file not found"),
 	UPLOAD_TOO_MANY_FILES: def(70007, 400, "too many files in one request"),
 	UPLOAD_NOT_MULTIPART: def(70008, 415, "request body must be multipart/form-data"),
-	UPLOAD_MALFORMED: def(70008, 400, "malformed multipart body")
+	UPLOAD_MALFORMED: def(70008, 400, "malformed multipart body"),
+	// A rate over a day, so 429 with Retry-After (the next UTC midnight): the same request succeeds then.
+	UPLOAD_QUOTA_EXCEEDED: def(70009, 429, "daily upload quota reached")
 });
 
 export type CodeKey = keyof typeof Codes;

@@ -1,5 +1,16 @@
-/** An order's status (SPEC): 0 processing ... 5 cancelled or closed. */
-export const OrderStatus = { PROCESSING: 0, PENDING_PAYMENT: 1, PAID: 2, SHIPPED: 3, COMPLETED: 4, CLOSED: 5 } as const;
+/**
+ * An order's status (SPEC): 0 processing ... 5 cancelled or closed; 6 refunded (the buyer's
+ * refund of a paid order: the next free number, so 0..5 keep their meaning for the Go clients).
+ */
+export const OrderStatus = {
+	PROCESSING: 0,
+	PENDING_PAYMENT: 1,
+	PAID: 2,
+	SHIPPED: 3,
+	COMPLETED: 4,
+	CLOSED: 5,
+	REFUNDED: 6
+} as const;
 export const PAY_TYPES = [1, 2]; // 1 alipay, 2 wechat
 
 export interface Order {

@@ -1,6 +1,7 @@
 import crypto from "node:crypto";
 import { bizError } from "../contract/errors";
 import { isCodeKey } from "../contract/codes";
+import { ROLE_ADMIN } from "../auth/jwt";
 
 /**
  * Image uploads: what an image is (by its bytes), how a stored file is named, and how the
@@ -87,4 +88,55 @@ export function uploadFailure(err: unknown): unknown {
 		return bizError("UPLOAD_NO_FILE");
 	if (e.name === "Error") return bizError("UPLOAD_MALFORMED");
 	return err;
+}
+
+/**
+ * The per-user upload quota (config upload.quota_*): what one user stored on one UTC day, in
+ * one Redis hash (`files`, `bytes`) that every upload node adds to, so spreading requests over
+ * nodes gains nothing. Only committed requests count.
+ */
+export interface QuotaUse {
+	files: number;
+	bytes: number;
+}
+
+/** The UTC day a time falls in, `YYYY-MM-DD`: the quota's period. */
+export function quotaDay(nowMs: number): string {
+	return new Date(nowMs).toISOString().slice(0, 10);
+}
+
+/** One user's counters for one day (a single key, so one Redis Cluster slot per call). */
+export function quotaKey(userId: number, day: string): string {
+	return `upload:quota:{u${userId}}:${day}`;
+}
+
+/** Seconds until the next UTC midnight, when a new day's quota begins (at least 1): the Retry-After of a refusal. */
+export function secondsToNextDay(nowMs: number): number {
+	const d = new Date(nowMs);
+	const next = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1);
+	return Math.max(1, Math.ceil((next - nowMs) / 1000));
+}
+
+/** How long a day's counters live: past the day's end, with an hour to spare for clocks that disagree. */
+export function quotaKeyTtl(nowMs: number): number {
+	return secondsToNextDay(nowMs) + 3600;
+}
+
+/**
+ * The limit a request adding `add` to `used` would pass ("files" first), or null; a limit of 0
+ * is none. Adding nothing asks whether anything at all may still be added (at least one file
+ * of one byte): the check made before a request's body is read.
+ */
+export function overQuota(used: QuotaUse, add: QuotaUse, limits: QuotaUse): "files" | "bytes" | null {
+	if (limits.files > 0 && used.files + Math.max(add.files, 1) > limits.files) return "files";
+	if (limits.bytes > 0 && used.bytes + Math.max(add.bytes, 1) > limits.bytes) return "bytes";
+	return null;
+}
+
+/**
+ * Admins are not counted: they stock the catalogue (a bulk import is many images a day), and
+ * an admin account is made by an operator, not by open registration, the quota's target.
+ */
+export function quotaExempt(user: { role?: unknown } | null | undefined): boolean {
+	return user?.role === ROLE_ADMIN;
 }

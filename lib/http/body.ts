@@ -56,3 +56,32 @@ export function readJsonBody(req: IncomingMessage, limit: number): Promise<unkno
 		req.on("error", reject);
 	});
 }
+
+/**
+ * A request body's exact bytes, at most `limit` (413 past it): for a route whose body is
+ * signed (a payment provider's notify), where a parsed and re-serialised body would not verify.
+ */
+export function readRawBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+	if (Number(req.headers["content-length"] ?? -1) > limit) {
+		req.resume();
+		return Promise.reject(bodyError("entity.too.large", 413, "request entity too large"));
+	}
+	return new Promise((resolve, reject) => {
+		const chunks: Buffer[] = [];
+		let size = 0;
+		req.on("data", (chunk: Buffer) => {
+			size += chunk.length;
+			if (size > limit) {
+				req.removeAllListeners("data");
+				req.resume();
+				reject(bodyError("entity.too.large", 413, "request entity too large"));
+				return;
+			}
+			chunks.push(chunk);
+		});
+		req.on("end", () => {
+			if (size <= limit) resolve(Buffer.concat(chunks));
+		});
+		req.on("error", reject);
+	});
+}

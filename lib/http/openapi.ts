@@ -3,9 +3,26 @@
  * schemas (fastest-validator), so the documentation cannot drift from what is validated.
  */
 
+import { Codes } from "../contract/codes";
+
 export interface ActionInfo {
 	params?: Record<string, unknown>;
 	auth?: "user" | "admin";
+	/** Accepts an Idempotency-Key header. */
+	idempotent?: boolean;
+	/** Business codes (keys of lib/contract/codes.ts) it answers besides the general ones. */
+	codes?: string[];
+}
+
+/** "30001 order not found (404); …" for the codes an action declares. */
+function codesText(keys: string[]): string {
+	return keys
+		.filter(k => Object.prototype.hasOwnProperty.call(Codes, k))
+		.map(k => {
+			const c = Codes[k as keyof typeof Codes];
+			return `${c.biz} ${c.message} (HTTP ${c.http})`;
+		})
+		.join("; ");
 }
 
 type JsonSchema = Record<string, unknown>;
@@ -79,10 +96,23 @@ const ERROR_RESPONSES: Record<string, string> = {
 	"503": "Unavailable, retry"
 };
 
+/** The header of the actions that accept one (SPEC "Repeated requests"); lib/storage/idempotency checks it. */
+const IDEMPOTENCY_KEY_HEADER = {
+	name: "Idempotency-Key",
+	in: "header",
+	required: false,
+	description:
+		"Makes the request safe to repeat: the same user, key and body within 24 h answer the first answer (same data, same status) without a second effect; the key with another body is refused (422). A refusal is not stored, so a retry with the key runs again.",
+	schema: { type: "string", minLength: 1, maxLength: 128, pattern: "^[\\x20-\\x7E]+$" }
+};
+
 const envelopeResponse = (description: string) => ({
 	description,
 	content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } }
 });
+
+/** The operations routes (/health, /ready, /metrics, /version) share the per-IP api tier. */
+const TOO_MANY = envelopeResponse(ERROR_RESPONSES["429"]);
 
 /** Upload routes: a multipart/form-data body of image files, answered with the stored files. */
 function multipartOperation(
@@ -179,6 +209,8 @@ export function buildOpenApi(
 			if (!parameters.some((p: any) => p.name === name))
 				parameters.push({ name, in: "path", required: true, schema: { type: "string" } });
 
+		if (action.idempotent) parameters.push(IDEMPOTENCY_KEY_HEADER);
+
 		const op: Record<string, unknown> = {
 			operationId: actionName.replace(/\./g, "_") + "_" + method.toLowerCase(),
 			tags: [actionName.split(".")[0]],
@@ -194,7 +226,14 @@ export function buildOpenApi(
 						code,
 						{ description, content: { "application/json": { schema: { $ref: "#/components/schemas/Envelope" } } } }
 					])
-				)
+				),
+				...(action.idempotent
+					? {
+							"422": envelopeResponse(
+								`${Codes.IDEMPOTENCY_KEY_REUSED.biz}: the Idempotency-Key was already used with another request`
+							)
+						}
+					: {})
 			}
 		};
 		if (inBody)
@@ -207,6 +246,14 @@ export function buildOpenApi(
 				}
 			};
 		if (action.auth) op.security = [{ bearerAuth: [] }];
+		if (action.codes?.length) {
+			op.description = `Business codes: ${codesText(action.codes)}.`;
+			for (const k of action.codes) {
+				const http = Codes[k as keyof typeof Codes]?.http;
+				const responses = op.responses as Record<string, unknown>;
+				if (http && !responses[String(http)]) responses[String(http)] = envelopeResponse(codesText([k]));
+			}
+		}
 		(paths[path] ??= {})[method.toLowerCase()] = op;
 	}
 	for (const [route, r] of Object.entries(multipart.routes)) {
@@ -245,17 +292,86 @@ export function buildOpenApi(
 			}
 		}
 	};
+	// The payment provider's notify (SPEC "Payments"): not an envelope route, WeChat Pay's own contract.
+	paths["/api/pay/wechat/notify"] = {
+		post: {
+			operationId: "pay_wechat_notify",
+			tags: ["order"],
+			summary:
+				"WeChat Pay v3 notify (no token): Wechatpay-Signature over timestamp\\nnonce\\nbody\\n is checked with the platform key, the AEAD_AES_256_GCM resource decrypted with the APIv3 key; each transaction_id is applied once",
+			parameters: ["Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial"].map(name => ({
+				name,
+				in: "header",
+				required: true,
+				schema: { type: "string" }
+			})),
+			requestBody: {
+				required: true,
+				content: {
+					"application/json": {
+						schema: {
+							type: "object",
+							required: ["id", "event_type", "resource"],
+							properties: {
+								id: { type: "string" },
+								create_time: { type: "string" },
+								event_type: { type: "string", example: "TRANSACTION.SUCCESS" },
+								resource_type: { type: "string", example: "encrypt-resource" },
+								resource: {
+									type: "object",
+									required: ["algorithm", "ciphertext", "nonce"],
+									properties: {
+										algorithm: { type: "string", enum: ["AEAD_AES_256_GCM"] },
+										ciphertext: { type: "string" },
+										nonce: { type: "string" },
+										associated_data: { type: "string" },
+										original_type: { type: "string" }
+									}
+								}
+							}
+						}
+					}
+				}
+			},
+			responses: {
+				"204": { description: "Applied, or already applied (a resent notify)" },
+				...Object.fromEntries(
+					[
+						["400", "Bad notify (amount, ids, trade_state, not decryptable): nothing changed"],
+						["401", "Signature or timestamp refused: nothing changed"],
+						["404", "Unknown order or refund: nothing changed"],
+						["409", "Order not awaiting payment yet: nothing changed"],
+						["503", "Unavailable, the provider retries"]
+					].map(([code, description]) => [
+						code,
+						{
+							description,
+							content: {
+								"application/json": {
+									schema: {
+										type: "object",
+										required: ["code", "message"],
+										properties: { code: { type: "string", enum: ["FAIL"] }, message: { type: "string" } }
+									}
+								}
+							}
+						}
+					])
+				)
+			}
+		}
+	};
 	paths["/version"] = {
 		get: {
 			operationId: "version",
 			tags: ["operations"],
 			summary:
 				"API version (version, api_prefix, recommended_prefix) and this build (app_version, build: null when unknown)",
-			responses: { "200": envelopeResponse("Success: code 0") }
+			responses: { "200": envelopeResponse("Success: code 0"), "429": TOO_MANY }
 		}
 	};
 	const plain = (description: string) => ({
-		responses: { "200": { description }, "503": { description: "Not ready or unhealthy" } }
+		responses: { "200": { description }, "429": TOO_MANY, "503": { description: "Not ready or unhealthy" } }
 	});
 	paths["/health"] = { get: { operationId: "health", tags: ["operations"], ...plain("Component health") } };
 	paths["/ready"] = { get: { operationId: "ready", tags: ["operations"], ...plain("Ready to serve") } };
@@ -263,7 +379,7 @@ export function buildOpenApi(
 		get: {
 			operationId: "metrics",
 			tags: ["operations"],
-			responses: { "200": { description: "Prometheus text format" } }
+			responses: { "200": { description: "Prometheus text format" }, "429": TOO_MANY }
 		}
 	};
 

@@ -1,3 +1,4 @@
+import { isIPv6 } from "node:net";
 import { LRUCache } from "lru-cache";
 import type { RateTier } from "../../config";
 import { isCluster, RedisClient } from "../storage/redis";
@@ -45,6 +46,11 @@ export class LocalBuckets {
 
 	get size(): number {
 		return this.buckets.size;
+	}
+
+	/** Forgets every key (a test starting a scenario afresh). */
+	clear(): void {
+		this.buckets.clear();
 	}
 }
 
@@ -110,4 +116,47 @@ export function clientIp(
 
 function normalizeIp(ip: string): string {
 	return ip.startsWith("::ffff:") ? ip.slice(7) : ip;
+}
+
+/**
+ * The key a client's budget is kept under, in this node's buckets and in Redis. An IPv4
+ * address is its own key; so is an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, in any of its
+ * spellings), which is an IPv4 client. Any other IPv6 address is keyed by its /64: one
+ * subscriber or host is usually given a whole /64, so per address it would have 2^64 budgets.
+ * Anything else (not an address) is kept as it is.
+ */
+export function rateKey(ip: string): string {
+	const groups = ipv6Groups(ip);
+	if (!groups) return ip;
+	if (groups.slice(0, 5).every(g => g === 0) && groups[5] === 0xffff)
+		return `${groups[6] >> 8}.${groups[6] & 255}.${groups[7] >> 8}.${groups[7] & 255}`;
+	return `${groups
+		.slice(0, 4)
+		.map(g => g.toString(16))
+		.join(":")}::/64`;
+}
+
+/** The eight 16-bit groups of an IPv6 address (zone id dropped), or null when it is none. */
+function ipv6Groups(address: string): number[] | null {
+	const zone = address.indexOf("%");
+	const ip = zone >= 0 ? address.slice(0, zone) : address;
+	if (!isIPv6(ip)) return null;
+	let head = ip;
+	const tail: number[] = [];
+	if (ip.includes(".")) {
+		// A dotted IPv4 in the last 32 bits.
+		const cut = ip.lastIndexOf(":");
+		const [a, b, c, d] = ip
+			.slice(cut + 1)
+			.split(".")
+			.map(Number);
+		tail.push((a << 8) | b, (c << 8) | d);
+		head = ip.slice(0, ip.endsWith("::" + ip.slice(cut + 1)) ? cut + 1 : cut);
+	}
+	const [left, right] = head.split("::");
+	const hex = (part: string | undefined) => (part ? part.split(":").map(h => parseInt(h, 16)) : []);
+	const l = hex(left);
+	const r = hex(right);
+	const zeros = right === undefined ? 0 : 8 - l.length - r.length - tail.length;
+	return [...l, ...new Array<number>(zeros).fill(0), ...r, ...tail];
 }

@@ -7,14 +7,26 @@ import type { ApiThis, AuthLevel, Req, Res } from "./types";
 
 /** Thrown for every token of an ended session: made once, so a refusal costs no stack trace. */
 const SESSION_ENDED = bizError("TOKEN_INVALID", undefined, "session ended, log in again");
+/** Thrown for a good token while this gateway cannot tell whether its session has ended. */
+const NOT_READY = bizError(
+	"UNAVAILABLE",
+	undefined,
+	"this gateway is starting (the ended sessions are not loaded yet), please retry"
+);
 
 export const authMethods = {
 	/** Reads the Bearer token. A route whose action declares `auth` refuses a missing or bad one. */
-	authenticate(this: ApiThis, _ctx: Context, _route: unknown, req: Req): AuthUser | null {
-		return this.verifyBearer(req.headers.authorization, req.$action?.auth);
+	authenticate(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res): AuthUser | null {
+		return this.verifyBearer(req.headers.authorization, req.$action?.auth, res);
 	},
 
-	verifyBearer(this: ApiThis, header: string | undefined, need: AuthLevel): AuthUser | null {
+	/**
+	 * The caller of a route that needs `need`, or null (anonymous) on a route that needs none.
+	 * Until this gateway has loaded the ended sessions once (syncRevocations) it cannot tell a
+	 * live session's token from an ended one's, so a route that needs a user answers 503 with
+	 * Retry-After (on `res`) rather than guess; a missing or bad token is still a 401.
+	 */
+	verifyBearer(this: ApiThis, header: string | undefined, need: AuthLevel, res?: Res): AuthUser | null {
 		if (!header) {
 			if (need) throw bizError("UNAUTHORIZED");
 			return null;
@@ -25,8 +37,14 @@ export const authMethods = {
 			if (need) throw bizError(verdict);
 			return null;
 		}
-		// Also on the verify cache's hits: a session can end while its token is remembered.
-		if (verdict.sid !== undefined && this.revoked.has(verdict.sid)) {
+		if (!this.revocationsLoaded) {
+			if (!need) return null;
+			res?.setHeader("Retry-After", "1");
+			throw NOT_READY;
+		}
+		// Also on the verify cache's hits: a session can end while its token is remembered. Every
+		// token verify accepts names its session (one without is TOKEN_INVALID above).
+		if (this.revoked.has(verdict.sid)) {
 			if (need) throw SESSION_ENDED;
 			return null;
 		}
@@ -48,7 +66,8 @@ export const authMethods = {
 	/**
 	 * Loads the sessions ended recently from the user actor: at start, and then every
 	 * jwt.revocation_sync_interval, which repairs a broadcast missed while this node was cut
-	 * off. True when the list was loaded.
+	 * off. True when the list was loaded. Until the first load the node is not ready (/ready
+	 * 503) and refuses authenticated requests (verifyBearer).
 	 */
 	async syncRevocations(this: ApiThis): Promise<boolean> {
 		// Not known yet: no call (Moleculer would log each one that finds no service).
@@ -61,9 +80,12 @@ export const authMethods = {
 					{ retries: 0, timeout: 5000 }
 				)
 			);
-			if (!this.revocationsLoaded)
+			if (!this.revocationsLoaded) {
 				this.logger.info(`revoked sessions loaded (${this.revoked.size} within their tokens' lifetime)`);
-			this.revocationsLoaded = true;
+				this.revocationsLoaded = true;
+				// Ready once the broker has started too (the $broker.started event, api.service.ts).
+				this.ready = this.brokerStarted;
+			}
 			return true;
 		} catch (err) {
 			if (this.revocationsLoaded)

@@ -22,10 +22,13 @@ const gatewayHttpHandler = (
 export const laneMethods = {
 	/**
 	 * The HTTP server's handler. `POST /api/seckill` takes the lane; everything else goes
-	 * through moleculer-web's route pipeline.
+	 * through moleculer-web's route pipeline. Every request begins here (beginRequest).
 	 */
 	httpHandler(this: ApiThis, req: Req, res: Res, next?: () => void): Promise<void> {
 		if (req.url === SECKILL_LANE.url && req.method === SECKILL_LANE.method) return this.seckillLane(req, res);
+		// Here, not as a route middleware: moleculer-web runs those after the body parsers, so a
+		// request refused for its body (malformed, oversized) went uncounted and without headers.
+		this.beginRequest(req, res);
 		return gatewayHttpHandler.call(this, req, res, next);
 	},
 
@@ -45,7 +48,8 @@ export const laneMethods = {
 		try {
 			const body = await readJsonBody(req, this.bodyLimit);
 			this.limitLocal(req, res);
-			const user = this.verifyBearer(req.headers.authorization, SECKILL_LANE.auth)!;
+			// The same rule as every route's: 503 with Retry-After until the ended sessions are loaded.
+			const user = this.verifyBearer(req.headers.authorization, SECKILL_LANE.auth, res)!;
 			req.$userId = user.id;
 			const params = typeof body === "object" && body !== null ? { ...body } : {};
 			const rl = getConfig().rate_limit;

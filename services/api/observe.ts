@@ -2,6 +2,9 @@ import { getConfig } from "../../config";
 import type { GomallPrometheusReporter } from "../../lib/observability/prometheus-reporter";
 import type { ApiThis, Req, Res } from "./types";
 
+/** The one route label of every request that matched no alias. */
+const UNMATCHED = "unmatched";
+
 export const metricsAliases = {
 	"GET /metrics"(this: ApiThis, _req: Req, res: Res) {
 		const reporter = this.broker.metrics.reporter.find(
@@ -16,7 +19,7 @@ export const metricsAliases = {
 export const observeMethods = {
 	/** One metric sample and one log line per request, once the response is sent. */
 	observe(this: ApiThis, req: Req, res: Res): void {
-		const route = req.$alias?.fullPath ?? (req.url?.startsWith("/api") ? "unmatched" : (req.url ?? "").split("?")[0]);
+		const route = this.routeLabel(req);
 		const labels = { method: req.method ?? "", route, status: res.statusCode };
 		const seconds = Number(process.hrtime.bigint() - (req.$startedAt ?? process.hrtime.bigint())) / 1e9;
 		this.broker.metrics.increment("gomall_http_requests_total", labels);
@@ -28,5 +31,19 @@ export const observeMethods = {
 				`${req.method} ${route} ${res.statusCode} ${(seconds * 1000).toFixed(1)}ms trace_id=${req.$traceId ?? ctx?.requestID ?? "-"} user_id=${req.$userId ?? ctx?.meta.user?.id ?? "-"} ip=${req.$clientIp ?? req.socket.remoteAddress ?? "-"}`
 			);
 		}
+	},
+
+	/**
+	 * The route a request is counted and logged under: its alias' pattern (`/api/product/:id`,
+	 * `/health`, `/swagger/:file`, `/uploads/:name`), never the raw URL, which the client picks:
+	 * each distinct label is a counter and a histogram kept for the process' life. A request
+	 * refused before its alias was recorded (a malformed or oversized body) is looked up by its
+	 * path; one that matches no alias, under /api or not, is "unmatched".
+	 */
+	routeLabel(this: ApiThis, req: Req): string {
+		if (req.$alias?.fullPath) return req.$alias.fullPath;
+		if (req.parsedUrl === undefined || !req.method) return UNMATCHED;
+		const found = this.resolveAlias(req.parsedUrl, req.method);
+		return (found && found.alias.fullPath) || UNMATCHED;
 	}
 } satisfies Partial<ApiThis>;

@@ -3,6 +3,7 @@ export const API_ALIASES: Record<string, string> = {
 	"POST /user/register": "user.register",
 	"POST /user/login": "user.login",
 	"GET /user/profile": "user.profile",
+	"PUT /user/:id": "user.update",
 
 	"POST /auth/refresh-token": "user.refresh",
 	"POST /auth/logout": "user.logout",
@@ -26,9 +27,13 @@ export const API_ALIASES: Record<string, string> = {
 	"GET /order/:order_no": "order.get",
 	"POST /order/:order_no/pay": "order.pay",
 	"POST /order/:order_no/cancel": "order.cancel",
+	"POST /order/:order_no/refund": "order.refund",
 
 	"POST /seckill/init": "stock.init",
 	"POST /seckill": "stock.seckill",
 	"GET /seckill/result": "stock.result",
-	"GET /seckill": "stock.list"
+	"GET /seckill": "stock.list",
+
+	// Uploads themselves are the multipart route's (uploads.ts); a delete is an ordinary call.
+	"DELETE /upload/:name": "upload.remove"
 };

@@ -45,7 +45,12 @@ export const swaggerMethods = {
 	openApiDocument(this: ApiThis) {
 		const actions = new Map<string, ActionInfo>();
 		for (const a of this.broker.registry.getActionList({ skipInternal: true, withEndpoints: false })) {
-			actions.set(a.name, { params: a.action?.params, auth: a.action?.auth });
+			actions.set(a.name, {
+				params: a.action?.params,
+				auth: a.action?.auth,
+				idempotent: a.action?.idempotent,
+				codes: a.action?.codes
+			});
 		}
 		return buildOpenApi("/api", API_ALIASES, actions, VERSION, { base: UPLOAD_PATH, routes: UPLOAD_ROUTES });
 	},

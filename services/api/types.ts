@@ -8,6 +8,7 @@ import type { RevokedSessions } from "../../lib/auth/sessions";
 import type { ReplyBatch } from "../../lib/http/reply-batch";
 import type { GcraRedis, LocalBuckets, Verdict } from "../../lib/http/ratelimit";
 import type { AmqpConnection } from "../../lib/messaging/amqp";
+import type { AmqpLiveness } from "../../lib/messaging/liveness";
 import type { RedisClient } from "../../lib/storage/redis";
 
 export type Req = IncomingMessage & {
@@ -15,6 +16,8 @@ export type Req = IncomingMessage & {
 	$ctx?: Context<unknown, { user?: AuthUser | null }>;
 	$route?: unknown;
 	$alias?: { fullPath?: string; path?: string };
+	/** The path without its query (moleculer-web's, set before the alias is resolved). */
+	parsedUrl?: string;
 	$clientIp?: string;
 	$startedAt?: bigint;
 	/** Set by the flash-sale lane, which has no `api.rest` context to carry them. */
@@ -37,15 +40,25 @@ export type AuthLevel = "user" | "admin" | undefined;
 export interface ApiThis extends Service<ApiSettingsSchema> {
 	// State, set in created().
 	tokens: TokenService;
+	/** /ready's verdict: the broker has started and the ended sessions have been loaded once */
 	ready: boolean;
+	/** the $broker.started event has come */
+	brokerStarted: boolean;
 	draining: boolean;
 	redis: RedisClient;
 	amqp: AmqpConnection;
+	/** RabbitMQ's answer on one long-lived channel of `amqp`, for /health */
+	amqpLiveness: AmqpLiveness;
+	/** the last /health probe's result and when it started (performance.now()), and the probe in flight */
+	healthLast: { at: number; components: Record<string, Probe> } | null;
+	healthProbe: Promise<Record<string, Probe>> | null;
 	dbPool: Pool;
 	server: HttpServer;
 	/** the port's other listening sockets (lib/listen), whose connections `server` serves */
 	listeners: NetServer[];
 	buckets: LocalBuckets;
+	/** the login tier's per-IP buckets on this node, kept whatever rate_limit.local and .distributed say */
+	loginBuckets: LocalBuckets;
 	limiterRedis: GcraRedis;
 	trusted: Set<string>;
 	limiterWarnedAt: number;
@@ -54,12 +67,15 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	/** the flash-sale lane's answers, ended together per loop turn (null: http.batch_replies off) */
 	replies: ReplyBatch | null;
 	revoked: RevokedSessions;
+	/** the ended sessions were loaded once: until then authenticated requests are refused (503) */
 	revocationsLoaded: boolean;
 	revocationTimer: NodeJS.Timeout | null;
 
 	// moleculer-web's own methods.
 	createServer(): void;
 	writeCorsHeaders(route: Pick<ApiSettingsSchema, "cors">, req: Req, res: Res, isPreFlight: boolean): void;
+	/** moleculer-web's alias lookup: false when no alias matches */
+	resolveAlias(url: string, method?: string): { alias: { fullPath: string } } | false;
 
 	// The server (api.service.ts).
 	port(): number;
@@ -75,8 +91,8 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	seckillLane(req: Req, res: Res): Promise<void>;
 
 	// auth.ts
-	authenticate(ctx: Context, route: unknown, req: Req): AuthUser | null;
-	verifyBearer(header: string | undefined, need: AuthLevel): AuthUser | null;
+	authenticate(ctx: Context, route: unknown, req: Req, res: Res): AuthUser | null;
+	verifyBearer(header: string | undefined, need: AuthLevel, res?: Res): AuthUser | null;
 	authorize(ctx: Context<any, any>, route: unknown, req: Req, res: Res): Promise<void>;
 	syncRevocations(): Promise<boolean>;
 	scheduleRevocationSync(delayMs: number): void;
@@ -93,7 +109,9 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	discardUpload(batch: string): Promise<unknown>;
 
 	// health.ts
+	health(): Promise<Record<string, Probe>>;
 	probeAll(): Promise<Record<string, Probe>>;
+	probeConsumers(): Promise<Probe>;
 
 	// swagger.ts
 	openApiDocument(): Record<string, unknown>;
@@ -101,4 +119,5 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 
 	// observe.ts
 	observe(req: Req, res: Res): void;
+	routeLabel(req: Req): string;
 }

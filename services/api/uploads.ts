@@ -2,7 +2,7 @@ import type { Context } from "moleculer";
 import { getConfig } from "../../config";
 import { success } from "../../lib/contract/envelope";
 import { bizError } from "../../lib/contract/errors";
-import { isMultipart, newBatchId, uploadFailure } from "../../lib/domain/upload";
+import { isMultipart, newBatchId, quotaExempt, secondsToNextDay, uploadFailure } from "../../lib/domain/upload";
 import type { MultipartRoute } from "../../lib/http/openapi";
 import { callEachNode } from "../../lib/messaging/each-node";
 import type { ApiThis, Req, Res } from "./types";
@@ -23,6 +23,12 @@ export const refuseUpload =
 	(key: "UPLOAD_TOO_MANY_FILES" | "UPLOAD_MALFORMED") => (busboy: { emit(event: string, err: unknown): void }) =>
 		busboy.emit("error", bizError(key));
 
+/** A quota refusal says when the next UTC day (and its quota) begins. */
+function quotaRetryAfter(res: Res, err: unknown): void {
+	if ((err as { type?: unknown })?.type === "UPLOAD_QUOTA_EXCEEDED" && !res.headersSent)
+		res.setHeader("Retry-After", String(secondsToNextDay(Date.now())));
+}
+
 /** The public view of a stored file: `url` goes into a product's image_url. */
 function publicFile(f: { name: string; filename: string; size: number; content_type: string }) {
 	return { url: `/uploads/${f.name}`, name: f.name, filename: f.filename, size: f.size, content_type: f.content_type };
@@ -31,13 +37,20 @@ function publicFile(f: { name: string; filename: string; size: number; content_t
 export const uploadMethods = {
 	/**
 	 * The upload route's authorization: the usual checks, then a multipart body of a
-	 * bounded size; from here on the request's files stream to the upload actor, staged
-	 * under the request's id (in ctx.meta, which every per-file call inherits).
+	 * bounded size from a user whose daily quota is not used up (asked of the upload actor,
+	 * which counts it for every node; an admin is not counted); from here on the request's
+	 * files stream to the upload actor, staged under the request's id (in ctx.meta, which
+	 * every per-file call inherits). The quota is charged only when they are committed.
 	 */
 	async authorizeUpload(this: ApiThis, ctx: Context<any, any>, route: unknown, req: Req, res: Res): Promise<void> {
 		await this.authorize(ctx, route, req, res);
 		if (!isMultipart(req.headers["content-type"])) throw bizError("UPLOAD_NOT_MULTIPART");
 		if (Number(req.headers["content-length"]) > UPLOAD_MAX_BODY) throw bizError("UPLOAD_TOO_LARGE");
+		if (!quotaExempt(ctx.meta.user))
+			await ctx.call("upload.admit").catch(err => {
+				quotaRetryAfter(res, err);
+				throw err;
+			});
 		const batch = newBatchId();
 		req.$upload = { batch, failing: false, settled: false };
 		ctx.meta.upload = { batch };
@@ -78,9 +91,11 @@ export const uploadMethods = {
 		const up = req.$upload!;
 		if (up.failing) return;
 		up.failing = true;
+		const failure = uploadFailure(err);
+		quotaRetryAfter(res, failure);
 		void this.discardUpload(up.batch).finally(() => {
 			up.settled = true;
-			if (!res.destroyed) this.sendError(req, res, uploadFailure(err));
+			if (!res.destroyed) this.sendError(req, res, failure);
 		});
 	},
 

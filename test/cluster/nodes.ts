@@ -14,6 +14,7 @@ import mysql from "mysql2/promise";
 import { Sequelize } from "sequelize";
 import { Config, loadConfig } from "../../config";
 import { TokenService } from "../../lib/auth/jwt";
+import { newSessionId } from "../../lib/auth/sessions";
 import { PROJECT_ROOT } from "../../config/paths";
 import { ADMIN, HttpClient, cleanupNamespace, dropDatabase } from "../helpers/node";
 import type { TestMall } from "../helpers/node";
@@ -109,8 +110,14 @@ export class ProcCluster {
 		const node = { name, services, proc };
 		this.nodes.set(name, node);
 		await this.waitJoined(name, services, timeoutMs);
-		if (services.includes("api"))
-			await eventually(async () => (await this.http.get("/ready")).status === 200, timeoutMs);
+		// A gateway is ready once it has loaded the ended sessions from a user actor; before any
+		// user actor runs it only answers (/ready 503, authenticated routes 503), so then wait for
+		// that, and for its readiness when the user actor joins.
+		const running = (s: string) => [...this.nodes.values()].some(n => n.services.includes(s) && alive.has(n.proc));
+		if (services.includes("api") || (services.includes("user") && running("api"))) {
+			const want = running("user") ? [200] : [200, 503];
+			await eventually(async () => want.includes((await this.http.get("/ready")).status), timeoutMs);
+		}
 		return node;
 	}
 
@@ -187,7 +194,8 @@ export class ProcCluster {
 			const tokens = new TokenService(this.cfg.jwt.secret, 3600);
 			return (rows as { id: number }[]).map(r => ({
 				id: Number(r.id),
-				token: tokens.sign({ id: Number(r.id), role: 1 })
+				// A session id of its own: gateways refuse a token without one.
+				token: tokens.sign({ id: Number(r.id), role: 1 }, newSessionId())
 			}));
 		} finally {
 			await conn.end();

@@ -1,5 +1,6 @@
 import { QueryTypes } from "sequelize";
 import { TokenService } from "../../lib/auth/jwt";
+import { newSessionId } from "../../lib/auth/sessions";
 import { activityKeys, parseReservation } from "../../lib/domain/seckill";
 import { createRedis } from "../../lib/storage/redis";
 import type { TestMall } from "./node";
@@ -20,7 +21,10 @@ export async function exec(mall: TestMall, query: string, replacements: unknown[
 	await db(mall).query(query, { replacements });
 }
 
-/** Many buyers at once: rows written directly, tokens signed with the mall's own secret. */
+/**
+ * Many buyers at once: rows written directly, tokens signed with the mall's own secret, each with
+ * a session id of its own (a session that was never ended; no row needed, gateways only refuse ended ones).
+ */
 export async function makeBuyers(mall: TestMall, n: number, prefix: string): Promise<Buyer[]> {
 	const values = Array.from({ length: n }, (_, i) => `('${prefix}_${i}', 'x', 1, 1)`).join(",");
 	await db(mall).query(`INSERT INTO users (username, password_hash, role, status) VALUES ${values}`);
@@ -28,7 +32,7 @@ export async function makeBuyers(mall: TestMall, n: number, prefix: string): Pro
 		`${prefix}\\_%`
 	]);
 	const tokens = new TokenService(mall.cfg.jwt.secret, 3600);
-	return rows.map(r => ({ id: Number(r.id), token: tokens.sign({ id: Number(r.id), role: 1 }) }));
+	return rows.map(r => ({ id: Number(r.id), token: tokens.sign({ id: Number(r.id), role: 1 }, newSessionId()) }));
 }
 
 export async function arm(mall: TestMall, admin: string, body: Record<string, unknown>) {

@@ -68,7 +68,7 @@ describe("operations", () => {
 		expect(r.status).toBe(200);
 		expect(r.body).toEqual({
 			status: "healthy",
-			components: { database: "up", redis: "up", rabbitmq: "up", nats: "up" }
+			components: { database: "up", redis: "up", rabbitmq: "up", nats: "up", consumers: "up" }
 		});
 	});
 

@@ -27,13 +27,16 @@ describe("a cluster over NATS", () => {
 		const port = await freePort();
 		const http = new HttpClient(`http://127.0.0.1:${port}`);
 		const gateway = run(["--services", "api"], { ...env, GOMALL_HTTP_PORT: String(port), GOMALL_NODE_ID: "gateway" });
-		await eventually(async () => (await http.get("/ready")).status === 200);
+		await eventually(async () => (await http.get("/version")).status === 200);
+		// Not ready while no user actor has told it the ended sessions (authenticated routes would be 503).
+		expect((await http.get("/ready")).status).toBe(503);
 
 		const before = await http.get("/api/product");
 		expect([before.status, before.body.code]).toEqual([503, 503]);
 
 		run(["--services", "user,product"], { ...env, GOMALL_NODE_ID: "catalogue", GOMALL_HTTP_PORT: "0" });
 		await eventually(async () => (await http.get("/api/product")).status === 200, 30000);
+		await eventually(async () => (await http.get("/ready")).status === 200, 10000);
 		const r = await http.get("/api/product");
 		expect(r.body).toMatchObject({ code: 0, data: { list: [], total: 0, page: 1 } });
 		expect(gateway.output()).not.toMatch(/"level":50/);

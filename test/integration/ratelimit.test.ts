@@ -45,12 +45,16 @@ afterAll(async () => {
 
 /**
  * Applies rate-limit settings to the running node, as a SIGHUP reload does, and starts the
- * scenario from an empty shared budget.
+ * scenario from an empty shared budget and fresh local buckets (the login tier's is kept
+ * whatever rate_limit.local says, so a scenario would inherit the last one's empty bucket).
  */
 async function limits(rateLimit: Record<string, unknown>): Promise<void> {
 	setConfig(
 		loadConfig({ env: "test", overrides: { ...mall.cfg, rate_limit: { ...mall.cfg.rate_limit, ...rateLimit } } })
 	);
+	const api = mall.node.broker.getLocalService("api") as any;
+	api.buckets.clear();
+	api.loginBuckets.clear();
 	if (limiterRedis.exitCode === null) {
 		const { default: Redis } = await import("ioredis");
 		const r = new Redis(limiterPort, "127.0.0.1");

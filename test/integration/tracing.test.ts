@@ -68,7 +68,11 @@ it("exports spans from two nodes over OTLP as one trace with correct parent link
 		})
 	);
 	const api = new HttpClient(`http://127.0.0.1:${port}`);
-	await eventually(async () => (await api.get("/api/product")).status === 200, 40000);
+	// Ready too: the edge gateway serves authenticated routes once it has the ended sessions from "core".
+	await eventually(
+		async () => (await api.get("/api/product")).status === 200 && (await api.get("/ready")).status === 200,
+		40000
+	);
 
 	const reg = await api.post("/api/user/register", { username: "traced_user", password: "traced-password-1" });
 	const { token, user } = reg.body.data;

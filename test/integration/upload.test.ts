@@ -2,6 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ALL_SERVICES, GomallNode, startNode } from "../../bootstrap/node";
+import { setConfig } from "../../config";
 import { startMall, TestMall } from "../helpers/node";
 
 /** A real 1x1 PNG and a real 1x1 baseline JPEG. */
@@ -40,6 +41,19 @@ function filesOnDisk(): string[] {
 }
 
 type Part = { field?: string; name: string; bytes: Buffer; type?: string };
+
+/** A counter's value on a gateway's /metrics (NaN when absent). */
+async function metric(baseUrl: string, name: string): Promise<number> {
+	const text = await (await fetch(`${baseUrl}/metrics`)).text();
+	const line = text.split("\n").find(l => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+	return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : NaN;
+}
+
+/** Sets a file's times back, as if it had been stored `hours` ago. */
+function age(file: string, hours: number): void {
+	const t = (Date.now() - hours * 3600_000) / 1000;
+	fs.utimesSync(file, t, t);
+}
 
 async function upload(route: "/api/upload" | "/api/upload/multi", parts: Part[], auth: string | null = token) {
 	const form = new FormData();
@@ -272,6 +286,99 @@ describe("GET /uploads/<name>", () => {
 	});
 });
 
+describe("DELETE /api/upload/:name", () => {
+	it("is for admins: a user gets 403/10010 and the file stays; an admin removes it and GET /uploads/<name> is 404", async () => {
+		const name = (await upload("/api/upload", [{ name: "d.png", bytes: PNG }])).body.data.name as string;
+		const deleted = await metric(mall.baseUrl, "gomall_upload_deleted_total");
+		expect(deleted).toBeGreaterThanOrEqual(0);
+		const asUser = await mall.http.del(`/api/upload/${name}`, undefined, token);
+		expect([asUser.status, asUser.body.code, asUser.body.data]).toEqual([403, 10010, null]);
+		const anonymous = await mall.http.del(`/api/upload/${name}`);
+		expect([anonymous.status, anonymous.body.code]).toEqual([401, 401]);
+		expect(fs.existsSync(path.join(dir, name))).toBe(true);
+
+		const admin = await mall.http.adminToken();
+		const r = await mall.http.del(`/api/upload/${name}`, undefined, admin);
+		expect([r.status, r.body.code, r.body.data]).toEqual([200, 0, { name }]);
+		expect(typeof r.body.trace_id).toBe("string");
+		expect(fs.existsSync(path.join(dir, name))).toBe(false);
+		const got = await fetch(`${mall.baseUrl}/uploads/${name}`);
+		expect([got.status, ((await got.json()) as any).code]).toEqual([404, 70005]);
+		expect(await metric(mall.baseUrl, "gomall_upload_deleted_total")).toBe(deleted + 1);
+
+		// Gone is gone: a second delete finds nothing.
+		const again = await mall.http.del(`/api/upload/${name}`, undefined, admin);
+		expect([again.status, again.body.code, again.body.data]).toEqual([404, 70005, null]);
+	});
+
+	it("answers 404/70005 for an unknown or invalid name and removes nothing", async () => {
+		const stored = (await upload("/api/upload", [{ name: "k.png", bytes: PNG }])).body.data.name as string;
+		const admin = await mall.http.adminToken();
+		const before = filesOnDisk();
+		for (const p of [
+			`${"0".repeat(32)}.png`,
+			stored.toUpperCase(),
+			`${stored}.png`,
+			"package.json",
+			"..%2F..%2Fpackage.json",
+			"%2e%2e%2f" + stored,
+			".incoming",
+			"x".repeat(2000)
+		]) {
+			const r = await mall.http.del(`/api/upload/${p}`, undefined, admin);
+			expect([p, r.status, r.body.code]).toEqual([p, 404, 70005]);
+			expect(JSON.stringify(r.body)).not.toContain(dir);
+		}
+		expect(filesOnDisk()).toEqual(before);
+	});
+});
+
+describe("the orphan sweep", () => {
+	it("removes stored files no product references once past upload.orphan_grace_hours; referenced and fresh ones stay", async () => {
+		const admin = await mall.http.adminToken();
+		const names: string[] = [];
+		for (let i = 0; i < 5; i++)
+			names.push((await upload("/api/upload", [{ name: `s${i}.png`, bytes: PNG }])).body.data.name);
+		const [orphan, onShelf, offShelf, elsewhere, fresh] = names;
+		for (const [image_url, status] of [
+			[`/uploads/${onShelf}`, 1],
+			[`/uploads/${offShelf}`, 0],
+			// The same file behind a CDN, with a cache-busting query: still a reference.
+			[`https://cdn.example.com/uploads/${elsewhere}?v=2`, 1]
+		] as [string, number][]) {
+			const p = await mall.http.post("/api/product", { name: "ref", price: 1, stock: 1, image_url, status }, admin);
+			expect(p.status).toBe(200);
+		}
+		// The product actor says which names its products use, in one call for many.
+		const refs = await mall.node.broker.call<string[], { names: string[] }>("product.imageRefs", { names });
+		expect([...refs].sort()).toEqual([onShelf, offShelf, elsewhere].sort());
+
+		for (const n of [orphan, onShelf, offShelf, elsewhere]) age(path.join(dir, n), 25);
+		// Not a stored name, however old: never the sweep's to remove.
+		const stranger = path.join(dir, "notes.txt");
+		fs.writeFileSync(stranger, "operator's file");
+		age(stranger, 1000);
+
+		const swept = await metric(mall.baseUrl, "gomall_upload_orphans_swept_total");
+		expect(swept).toBeGreaterThanOrEqual(0);
+		const r = await mall.node.broker.call<{ swept: number }>("upload.sweepOrphans");
+		expect(r).toMatchObject({ swept: 1 });
+		expect(fs.existsSync(path.join(dir, orphan))).toBe(false);
+		expect((await fetch(`${mall.baseUrl}/uploads/${orphan}`)).status).toBe(404);
+		for (const n of [onShelf, offShelf, elsewhere, fresh]) {
+			expect([n, fs.existsSync(path.join(dir, n))]).toEqual([n, true]);
+			expect((await fetch(`${mall.baseUrl}/uploads/${n}`)).status).toBe(200);
+		}
+		expect(fs.existsSync(stranger)).toBe(true);
+		expect(await metric(mall.baseUrl, "gomall_upload_orphans_swept_total")).toBe(swept + 1);
+
+		// Once its product is gone, a file is an orphan like any other.
+		const list = await mall.node.broker.call<any, any>("product.imageRefs", { names: [offShelf] });
+		expect(list).toEqual([offShelf]);
+		fs.rmSync(stranger);
+	});
+});
+
 describe("GET /version", () => {
 	it("answers the API version and this build in the envelope", async () => {
 		const r = await mall.http.get("/version");
@@ -367,6 +474,94 @@ describe("the upload actor on another node", () => {
 		);
 		expect([big.status, big.body.code]).toEqual([413, 70002]);
 		expect(files()).toEqual(before);
+	});
+});
+
+describe("the upload actor on another node: deletes and sweeps", () => {
+	let gateway: TestMall;
+	let uploadNode: GomallNode;
+	let lone: GomallNode | undefined;
+	let dir3: string;
+	let dir4: string;
+
+	beforeAll(async () => {
+		dir3 = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-upload-remote-"));
+		dir4 = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-upload-lone-"));
+		gateway = await startMall(
+			{ upload: { dir: dir3 } },
+			ALL_SERVICES.filter(s => s !== "upload")
+		);
+		uploadNode = await startNode(
+			{
+				...gateway.cfg,
+				node_id: `${gateway.cfg.node_id}-upload`,
+				// The periodic orphan sweep, every second on this node.
+				upload: { ...gateway.cfg.upload, orphan_sweep_interval: 1 }
+			},
+			["upload"]
+		);
+		await gateway.node.broker.waitForServices("upload", 10000);
+	});
+	afterAll(async () => {
+		await lone?.shutdown();
+		await uploadNode?.shutdown();
+		await gateway?.stop();
+		setConfig(mall.cfg);
+		fs.rmSync(dir3, { recursive: true, force: true });
+		fs.rmSync(dir4, { recursive: true, force: true });
+	});
+
+	const send = async (bytes: Buffer, auth: string) => {
+		const form = new FormData();
+		form.append("file", new Blob([new Uint8Array(bytes)]), "a.png");
+		const res = await fetch(gateway.baseUrl + "/api/upload", {
+			method: "POST",
+			body: form,
+			headers: { authorization: `Bearer ${auth}` }
+		});
+		return (await res.json()) as any;
+	};
+
+	it("an admin's delete through the gateway removes the file on the node that holds it", async () => {
+		const admin = await gateway.http.adminToken();
+		const name = (await send(PNG, admin)).data.name as string;
+		expect(fs.existsSync(path.join(dir3, name))).toBe(true);
+		const r = await gateway.http.del(`/api/upload/${name}`, undefined, admin);
+		expect([r.status, r.body.code]).toEqual([200, 0]);
+		expect(fs.existsSync(path.join(dir3, name))).toBe(false);
+		expect((await fetch(`${gateway.baseUrl}/uploads/${name}`)).status).toBe(404);
+	});
+
+	it("sweeps old orphans every upload.orphan_sweep_interval, keeping referenced and fresh files", async () => {
+		const admin = await gateway.http.adminToken();
+		const [orphan, referenced, fresh] = [
+			(await send(PNG, admin)).data.name,
+			(await send(PNG, admin)).data.name,
+			(await send(PNG, admin)).data.name
+		] as string[];
+		const p = await gateway.http.post(
+			"/api/product",
+			{ name: "kept", price: 1, stock: 1, image_url: `/uploads/${referenced}` },
+			admin
+		);
+		expect(p.status).toBe(200);
+		age(path.join(dir3, orphan), 48);
+		age(path.join(dir3, referenced), 48);
+		for (let i = 0; i < 100 && fs.existsSync(path.join(dir3, orphan)); i++) await new Promise(r => setTimeout(r, 50));
+		expect(fs.existsSync(path.join(dir3, orphan))).toBe(false);
+		expect(fs.existsSync(path.join(dir3, referenced))).toBe(true);
+		expect(fs.existsSync(path.join(dir3, fresh))).toBe(true);
+	});
+
+	it("removes nothing when no product actor can say what is referenced", async () => {
+		// An upload node alone in a namespace of its own: nobody answers product.imageRefs.
+		const cfg = { ...gateway.cfg, namespace: `${gateway.cfg.namespace}-lone`, node_id: `${gateway.cfg.node_id}-lone` };
+		lone = await startNode({ ...cfg, upload: { ...cfg.upload, dir: dir4 } }, ["upload"]);
+		const name = `${"ab".repeat(16)}.png`;
+		fs.writeFileSync(path.join(dir4, name), PNG);
+		age(path.join(dir4, name), 48);
+		await expect(lone.broker.call("upload.sweepOrphans")).rejects.toBeTruthy();
+		expect(fs.existsSync(path.join(dir4, name))).toBe(true);
 	});
 });
 

@@ -1,4 +1,5 @@
 import jwt from "jsonwebtoken";
+import { newSessionId } from "../../lib/auth/sessions";
 import { startMall, TestMall } from "../helpers/node";
 
 let mall: TestMall;
@@ -174,7 +175,8 @@ describe("GET /api/user/profile", () => {
 	});
 
 	it("is 401/10006 with a forged token", async () => {
-		const forged = jwt.sign({ role: 2 }, "not-the-secret", { subject: "1", expiresIn: 3600 });
+		// With a session id: refused for the signature alone.
+		const forged = jwt.sign({ role: 2, sid: newSessionId() }, "not-the-secret", { subject: "1", expiresIn: 3600 });
 		const r = await mall.http.get("/api/user/profile", forged);
 		expect([r.status, r.body.code]).toEqual([401, 10006]);
 		const garbage = await mall.http.get("/api/user/profile", "abc.def.ghi");
@@ -182,21 +184,29 @@ describe("GET /api/user/profile", () => {
 	});
 
 	it("refuses the none algorithm", async () => {
-		const unsigned = jwt.sign({ role: 2 }, "", { subject: "1", algorithm: "none" } as jwt.SignOptions);
+		const unsigned = jwt.sign({ role: 2, sid: newSessionId() }, "", {
+			subject: "1",
+			algorithm: "none"
+		} as jwt.SignOptions);
 		const r = await mall.http.get("/api/user/profile", unsigned);
 		expect([r.status, r.body.code]).toEqual([401, 10006]);
 	});
 
 	it("is 401/10005 with an expired token", async () => {
-		const expired = jwt.sign({ role: 1, exp: Math.floor(Date.now() / 1000) - 60 }, mall.cfg.jwt.secret, {
-			subject: "1"
-		});
+		const expired = jwt.sign(
+			{ role: 1, sid: newSessionId(), exp: Math.floor(Date.now() / 1000) - 60 },
+			mall.cfg.jwt.secret,
+			{
+				subject: "1"
+			}
+		);
 		const r = await mall.http.get("/api/user/profile", expired);
 		expect([r.status, r.body.code]).toEqual([401, 10005]);
 	});
 
 	it("is 404/10001 when the user behind a valid token is gone", async () => {
-		const token = jwt.sign({ role: 1 }, mall.cfg.jwt.secret, { subject: "999999", expiresIn: 60 });
+		// A well-formed token of a session that was never ended: only the user is missing.
+		const token = jwt.sign({ role: 1, sid: newSessionId() }, mall.cfg.jwt.secret, { subject: "999999", expiresIn: 60 });
 		const r = await mall.http.get("/api/user/profile", token);
 		expect([r.status, r.body.code]).toEqual([404, 10001]);
 	});

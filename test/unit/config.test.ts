@@ -94,6 +94,30 @@ describe("loadConfig", () => {
 		expect(() => loadConfig({ env: "staging", environ: {} })).toThrow(/env/);
 	});
 
+	it("bounds uploads per user and day and sweeps orphans, with defaults and named bad values", () => {
+		const cfg = loadConfig({ env: "dev", environ: {} });
+		expect(cfg.upload).toMatchObject({
+			quota_files_per_day: 100,
+			quota_bytes_per_day: 100 * 1024 * 1024,
+			orphan_grace_hours: 24,
+			orphan_sweep_interval: 3600
+		});
+		const set = loadConfig({
+			env: "dev",
+			environ: { GOMALL_UPLOAD_QUOTA_FILES_PER_DAY: "5", GOMALL_UPLOAD_QUOTA_BYTES_PER_DAY: "0" }
+		});
+		expect([set.upload.quota_files_per_day, set.upload.quota_bytes_per_day]).toEqual([5, 0]);
+		for (const [upload, key] of [
+			[{ quota_files_per_day: -1 }, "upload.quota_files_per_day"],
+			[{ quota_bytes_per_day: 1.5 }, "upload.quota_bytes_per_day"],
+			[{ orphan_grace_hours: 0 }, "upload.orphan_grace_hours"],
+			[{ orphan_sweep_interval: -5 }, "upload.orphan_sweep_interval"]
+		] as const)
+			expect(() => loadConfig({ env: "dev", environ: {}, overrides: { upload } })).toThrow(
+				new RegExp(key.replace(/\./g, "\\."))
+			);
+	});
+
 	it("returns a frozen object", () => {
 		const cfg = loadConfig({ env: "dev", environ: {} });
 		expect(Object.isFrozen(cfg.http)).toBe(true);

@@ -1,16 +1,18 @@
 import crypto from "node:crypto";
 import jwt from "jsonwebtoken";
 import { TokenService } from "../../lib/auth/jwt";
-import { RevokedSessions } from "../../lib/auth/sessions";
+import { newSessionId, RevokedSessions } from "../../lib/auth/sessions";
+
+const SID = "0123456789abcdef0123456789abcdef";
 
 describe("TokenService's cache of verified tokens", () => {
 	afterEach(() => jest.restoreAllMocks());
 
 	it("answers a token it verified from the cache, and only that exact string", () => {
 		const tokens = new TokenService("a-secret-of-some-length-for-tests", 60, 100);
-		const t = tokens.sign({ id: 7, role: 1 });
-		expect(tokens.verify(t)).toEqual({ id: 7, role: 1 });
-		expect(tokens.verify(t)).toEqual({ id: 7, role: 1 });
+		const t = tokens.sign({ id: 7, role: 1 }, SID);
+		expect(tokens.verify(t)).toEqual({ id: 7, role: 1, sid: SID });
+		expect(tokens.verify(t)).toEqual({ id: 7, role: 1, sid: SID });
 		// Same header and claims, another signature: not the cached string, so checked, and refused.
 		const forged = t.slice(0, -2) + (t.endsWith("AA") ? "BB" : "AA");
 		expect(tokens.verify(forged)).toBe("TOKEN_INVALID");
@@ -19,8 +21,8 @@ describe("TokenService's cache of verified tokens", () => {
 
 	it("refuses a cached token once it has expired", () => {
 		const tokens = new TokenService("a-secret-of-some-length-for-tests", 60, 100);
-		const t = tokens.sign({ id: 7, role: 1 });
-		expect(tokens.verify(t)).toEqual({ id: 7, role: 1 });
+		const t = tokens.sign({ id: 7, role: 1 }, SID);
+		expect(tokens.verify(t)).toEqual({ id: 7, role: 1, sid: SID });
 		const now = Date.now();
 		jest.spyOn(Date, "now").mockReturnValue(now + 61_000);
 		expect(tokens.verify(t)).toBe("TOKEN_EXPIRED");
@@ -29,8 +31,8 @@ describe("TokenService's cache of verified tokens", () => {
 
 	it("with the cache off, verifies every time", () => {
 		const tokens = new TokenService("a-secret-of-some-length-for-tests", 60, 0);
-		const t = tokens.sign({ id: 3, role: 2 });
-		expect(tokens.verify(t)).toEqual({ id: 3, role: 2 });
+		const t = tokens.sign({ id: 3, role: 2 }, SID);
+		expect(tokens.verify(t)).toEqual({ id: 3, role: 2, sid: SID });
 		const now = Date.now();
 		jest.spyOn(Date, "now").mockReturnValue(now + 61_000);
 		expect(tokens.verify(t)).toBe("TOKEN_EXPIRED");
@@ -42,9 +44,20 @@ describe("the session id claim", () => {
 
 	it("comes back from verify, from the cache too", () => {
 		const tokens = new TokenService(secret, 60, 100);
-		const t = tokens.sign({ id: 7, role: 1 }, "0123456789abcdef0123456789abcdef");
-		expect(tokens.verify(t)).toEqual({ id: 7, role: 1, sid: "0123456789abcdef0123456789abcdef" });
-		expect(tokens.verify(t)).toEqual({ id: 7, role: 1, sid: "0123456789abcdef0123456789abcdef" });
+		const sid = newSessionId();
+		const t = tokens.sign({ id: 7, role: 1 }, sid);
+		expect(tokens.verify(t)).toEqual({ id: 7, role: 1, sid });
+		expect(tokens.verify(t)).toEqual({ id: 7, role: 1, sid });
+	});
+
+	it("is required: a signed, unexpired token without one is refused, every time (it is never cached)", () => {
+		const key = crypto.createSecretKey(Buffer.from(secret, "utf8"));
+		const t = jwt.sign({ role: 1 }, key, { algorithm: "HS256", subject: "7", expiresIn: 60 });
+		for (const size of [100, 0]) {
+			const tokens = new TokenService(secret, 60, size);
+			expect(tokens.verify(t)).toBe("TOKEN_INVALID");
+			expect(tokens.verify(t)).toBe("TOKEN_INVALID");
+		}
 	});
 
 	it("refuses a signed token whose sid is not a session id", () => {

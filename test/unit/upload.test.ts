@@ -1,4 +1,14 @@
-import { isMultipart, sniffImage, STORED_NAME, storedType, uploadFailure } from "../../lib/domain/upload";
+import {
+	isMultipart,
+	overQuota,
+	quotaDay,
+	quotaKey,
+	secondsToNextDay,
+	sniffImage,
+	STORED_NAME,
+	storedType,
+	uploadFailure
+} from "../../lib/domain/upload";
 import { bizError } from "../../lib/contract/errors";
 
 const hex = (s: string) => Buffer.from(s.replace(/\s/g, ""), "hex");
@@ -82,5 +92,33 @@ describe("uploadFailure", () => {
 		expect(uploadFailure(timeout)).toBe(timeout);
 		const bug = new TypeError("x is undefined");
 		expect(uploadFailure(bug)).toBe(bug);
+	});
+});
+
+describe("the upload quota's day", () => {
+	it("is the UTC day, keyed by user with a Redis Cluster hash tag", () => {
+		const t = Date.UTC(2025, 2, 9, 23, 59, 30);
+		expect(quotaDay(t)).toBe("2025-03-09");
+		expect(quotaDay(t + 30_000)).toBe("2025-03-10");
+		expect(quotaKey(42, quotaDay(t))).toBe("upload:quota:{u42}:2025-03-09");
+	});
+
+	it("ends at the next UTC midnight: at least a second to wait, at most a day", () => {
+		expect(secondsToNextDay(Date.UTC(2025, 2, 9, 23, 59, 30))).toBe(30);
+		expect(secondsToNextDay(Date.UTC(2025, 2, 9, 23, 59, 59, 500))).toBe(1);
+		expect(secondsToNextDay(Date.UTC(2025, 2, 10))).toBe(86400);
+	});
+
+	it("names the limit a request would pass, files first; 0 is no limit", () => {
+		const limits = { files: 3, bytes: 100 };
+		expect(overQuota({ files: 2, bytes: 50 }, { files: 1, bytes: 50 }, limits)).toBeNull();
+		expect(overQuota({ files: 3, bytes: 0 }, { files: 1, bytes: 1 }, limits)).toBe("files");
+		expect(overQuota({ files: 0, bytes: 99 }, { files: 1, bytes: 2 }, limits)).toBe("bytes");
+		expect(overQuota({ files: 9, bytes: 999 }, { files: 1, bytes: 1 }, limits)).toBe("files");
+		expect(overQuota({ files: 9, bytes: 999 }, { files: 1, bytes: 1 }, { files: 0, bytes: 0 })).toBeNull();
+		// Nothing to add: refused only once a limit is reached (the check before a request's body is read).
+		expect(overQuota({ files: 3, bytes: 0 }, { files: 0, bytes: 0 }, limits)).toBe("files");
+		expect(overQuota({ files: 2, bytes: 100 }, { files: 0, bytes: 0 }, limits)).toBe("bytes");
+		expect(overQuota({ files: 2, bytes: 99 }, { files: 0, bytes: 0 }, limits)).toBeNull();
 	});
 });

@@ -31,6 +31,11 @@ export type { Probe } from "./api/types";
 
 const cfg = () => getConfig();
 
+/** A route's first step: this node's per-IP limit (services/api/limits.ts), before anything else. */
+function limitLocally(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res): void {
+	this.limitLocal(req, res);
+}
+
 /**
  * The gateway actor: the REST contract of the SPEC over moleculer-web. Every response is the
  * envelope `{code, message, data, trace_id}`; success is wrapped in onAfterCall, every error
@@ -98,9 +103,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				authorization: false,
 				bodyParsers: { json: false, urlencoded: false },
 				// Health, readiness, metrics and the API document are no cheaper to flood than the API.
-				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
-					this.limitLocal(req, res);
-				},
+				onBeforeCall: limitLocally,
 				aliases: { ...healthAliases, ...swaggerAliases, ...metricsAliases }
 			},
 			{
@@ -123,9 +126,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 					onPartsLimit: refuseUpload("UPLOAD_MALFORMED"),
 					onFieldsLimit: refuseUpload("UPLOAD_MALFORMED")
 				},
-				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
-					this.limitLocal(req, res);
-				},
+				onBeforeCall: limitLocally,
 				aliases: Object.fromEntries(
 					Object.entries(UPLOAD_ROUTES).map(([route, r]) => [
 						route,
@@ -153,9 +154,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				authentication: false,
 				authorization: false,
 				bodyParsers: { json: false, urlencoded: false },
-				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
-					this.limitLocal(req, res);
-				},
+				onBeforeCall: limitLocally,
 				aliases: payNotifyAliases
 			},
 			{
@@ -164,9 +163,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				authentication: false,
 				authorization: false,
 				bodyParsers: { json: false, urlencoded: false },
-				onBeforeCall(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res) {
-					this.limitLocal(req, res);
-				},
+				onBeforeCall: limitLocally,
 				// The upload actor's answer is the file's stream, its type and cache headers.
 				aliases: { "GET /:name": "upload.get" }
 			}

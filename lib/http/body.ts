@@ -23,43 +23,23 @@ export function readJsonBody(req: IncomingMessage, limit: number): Promise<unkno
 		req.resume();
 		return Promise.resolve({});
 	}
-	const declared = Number(req.headers["content-length"] ?? -1);
-	if (declared > limit) {
-		req.resume();
-		return Promise.reject(bodyError("entity.too.large", 413, "request entity too large"));
-	}
-	return new Promise((resolve, reject) => {
-		const chunks: Buffer[] = [];
-		let size = 0;
-		req.on("data", (chunk: Buffer) => {
-			size += chunk.length;
-			if (size > limit) {
-				req.removeAllListeners("data");
-				req.resume();
-				reject(bodyError("entity.too.large", 413, "request entity too large"));
-				return;
-			}
-			chunks.push(chunk);
-		});
-		req.on("end", () => {
-			if (size > limit) return;
-			const text = (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)).toString("utf8");
-			if (!text) return resolve({});
-			const first = text.trimStart()[0];
-			if (first !== "{" && first !== "[") return reject(bodyError("entity.parse.failed", 400, "malformed JSON body"));
-			try {
-				resolve(JSON.parse(text));
-			} catch {
-				reject(bodyError("entity.parse.failed", 400, "malformed JSON body"));
-			}
-		});
-		req.on("error", reject);
+	return readRawBody(req, limit).then(buf => {
+		const text = buf.toString("utf8");
+		if (!text) return {};
+		const first = text.trimStart()[0];
+		if (first !== "{" && first !== "[") throw bodyError("entity.parse.failed", 400, "malformed JSON body");
+		try {
+			return JSON.parse(text);
+		} catch {
+			throw bodyError("entity.parse.failed", 400, "malformed JSON body");
+		}
 	});
 }
 
 /**
- * A request body's exact bytes, at most `limit` (413 past it): for a route whose body is
- * signed (a payment provider's notify), where a parsed and re-serialised body would not verify.
+ * A request body's exact bytes, at most `limit` (413 past it, from Content-Length before a byte
+ * is read): what readJsonBody parses, and what a route whose body is signed (a payment
+ * provider's notify) verifies as it came.
  */
 export function readRawBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 	if (Number(req.headers["content-length"] ?? -1) > limit) {
@@ -80,7 +60,7 @@ export function readRawBody(req: IncomingMessage, limit: number): Promise<Buffer
 			chunks.push(chunk);
 		});
 		req.on("end", () => {
-			if (size <= limit) resolve(Buffer.concat(chunks));
+			if (size <= limit) resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
 		});
 		req.on("error", reject);
 	});

@@ -211,6 +211,12 @@ async function loseTheMasterBehindAFrozenReplica(arming: string, pid: number, bu
 		await eventually(async () => (await rc.masterOf(infoKey)) === replica, 30000, 100);
 		await rc.restart(master);
 		await rc.waitHealthy();
+		// WAIT counts only a replica that finished its sync: the sale goes on once the old master is one.
+		await eventually(
+			async () => /slave0:[^\n]*state=online/.test(String(await rc.command(replica, "INFO", "replication"))),
+			30000,
+			100
+		);
 	}
 }
 

@@ -186,6 +186,9 @@ it("consumes again within 10 s after the server closes the consumer's channel mi
 	const written = async () =>
 		Number((await sql(mall, "SELECT COUNT(*) AS n FROM orders WHERE activity_id = ?", [activity.id]))[0].n);
 	await eventually(async () => (await written()) > 100, 20000, 20);
+	// The gateway knows the order node (NATS discovery can trail the first deliveries).
+	await eventually(async () => (await mall.http.get("/health")).body.components?.consumers === "up", 10000, 100);
+	await new Promise(r => setTimeout(r, 1100)); // past the health probe's 1 s cache
 
 	// An ack of a delivery tag the channel never had: RabbitMQ closes the channel (406).
 	const seckillConsumer = (order.broker.getLocalService("order") as any).consumers.find((c: any) =>
@@ -196,12 +199,15 @@ it("consumes again within 10 s after the server closes the consumer's channel mi
 	const gap = await order.broker.call("order.consumers", {});
 	expect(gap).toContainEqual({ queue: expect.stringMatching(/seckill\.orders$/), consuming: false });
 	expect(metric(order, "gomall_amqp_consumers", { queue: "seckill" })).toBe(0);
+	// The gap shows on the gateway's /health too (its probe asks every order node), then closes.
+	await eventually(async () => (await mall.http.get("/health")).body.components?.consumers === "down", 3000, 50);
 	const stalledAt = await written();
 
 	const t0 = Date.now();
 	await eventually(async () => seckillConsumer.consuming && (await written()) > stalledAt, 10000, 50);
 	expect(Date.now() - t0).toBeLessThan(10000);
 	expect(metric(order, "gomall_amqp_consumers", { queue: "seckill" })).toBe(1);
+	await eventually(async () => (await mall.http.get("/health")).body.components?.consumers === "up", 5000, 100);
 	const c = await drained(mall, activity.id, 60000);
 	expectInvariant(c);
 	expect(c).toMatchObject({ orders: 2000, reservations: 2000 });

@@ -29,9 +29,32 @@ const stock = () => mall.node.broker.getLocalService("stock") as any;
 describe("arming", () => {
 	it("lets exactly one of 20 concurrent inits of one product win; the others get a clean 409, and the sale is exact", async () => {
 		const pid = await newProduct(mall, admin);
-		const answers = await Promise.all(
-			Array.from({ length: 20 }, () => mall.http.post("/api/seckill/init", { product_id: pid, stock: 5 }, admin))
-		);
+		// Twenty requests are only concurrent if the first is still arming when the last arrives;
+		// under CI's load the first can finish before the last is sent, and the late one is then
+		// a re-arm, not a conflict. So the winner holds its lease until the other 19 are refused.
+		const svc = stock();
+		const { armActivity, armLocked } = svc;
+		let refusedSoFar = 0;
+		let allRefused!: () => void;
+		const othersDone = new Promise<void>(resolve => (allRefused = resolve));
+		svc.armActivity = (...args: unknown[]) =>
+			armActivity(...args).catch((err: unknown) => {
+				if (++refusedSoFar === 19) allRefused();
+				throw err;
+			});
+		svc.armLocked = async (...args: unknown[]) => {
+			await Promise.race([othersDone, new Promise(resolve => setTimeout(resolve, 15000))]);
+			return armLocked(...args);
+		};
+		let answers: Awaited<ReturnType<typeof mall.http.post>>[];
+		try {
+			answers = await Promise.all(
+				Array.from({ length: 20 }, () => mall.http.post("/api/seckill/init", { product_id: pid, stock: 5 }, admin))
+			);
+		} finally {
+			svc.armActivity = armActivity;
+			svc.armLocked = armLocked;
+		}
 		const won = answers.filter(r => r.status === 200);
 		expect(won).toHaveLength(1);
 		const refused = answers.filter(r => r.status !== 200);

@@ -46,7 +46,7 @@ describe("arming", () => {
 			await Promise.race([othersDone, new Promise(resolve => setTimeout(resolve, 15000))]);
 			return armLocked(...args);
 		};
-		let answers: Awaited<ReturnType<typeof mall.http.post>>[];
+		let answers: { status: number; body: any }[];
 		try {
 			answers = await Promise.all(
 				Array.from({ length: 20 }, () => mall.http.post("/api/seckill/init", { product_id: pid, stock: 5 }, admin))

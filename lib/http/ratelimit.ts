@@ -126,6 +126,8 @@ function normalizeIp(ip: string): string {
  * Anything else (not an address) is kept as it is.
  */
 export function rateKey(ip: string): string {
+	// Most clients are IPv4: a colon is the cheap test, before net.isIPv6's large regex.
+	if (!ip.includes(":")) return ip;
 	const groups = ipv6Groups(ip);
 	if (!groups) return ip;
 	if (groups.slice(0, 5).every(g => g === 0) && groups[5] === 0xffff)

@@ -42,6 +42,7 @@ import { PROJECT_ROOT } from "../config/paths";
 import { redisKeyPrefix } from "../lib/storage/redis";
 import { activityKeys, parseReservation } from "../lib/domain/seckill";
 import { freePort } from "../test/helpers/proc";
+import { namedCpuSeconds, redisCpuSeconds, treeCpuSeconds } from "./cpu";
 import { ensureWrk, littleMean, median, processCounts, reqPerSec, runWrk, WrkResult, wrkErrors } from "./wrk";
 
 const num = (k: string, d: number) => Number(process.env[k] ?? d);
@@ -182,6 +183,28 @@ interface Measured {
 	ratio: number;
 	errors: number;
 	drain: number;
+	cost: Cost;
+}
+
+/**
+ * CPU microseconds per request (per order for the drain's database), medians over the runs:
+ * what the capacity model in the README divides a target rate by.
+ */
+interface Cost {
+	/** the ceiling's processes, per request */
+	ceiling: number;
+	/** the mall's processes on the full path flat out (a few hundred wins, then sold-out answers) */
+	mall: number;
+	/** Redis per request of the full path (the sold-out answers skip it: mostly the wins' scripts) */
+	redisFull: number;
+	/** Redis per request of the ceiling: one reservation script each */
+	redisCeiling: number;
+	/** the drain run, every request a buyer's first: the mall per request (half of them win and become orders) */
+	drainMall: number;
+	/** Redis per winner of the drain run: its reservation script, the confirm mark, the claim and the ordered mark */
+	drainRedis: number;
+	/** MariaDB per order written */
+	drainDb: number;
 }
 
 /** Everything the header describes, with the mall and the ceiling as `workers` processes each. */
@@ -223,7 +246,7 @@ async function measure(workers: number): Promise<Measured> {
 		}
 	});
 	const nodeArgs = [...(PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(PROFILE)}`] : []), ...MALL_ARGS];
-	start(
+	const mall = start(
 		[
 			...nodeArgs,
 			path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"),
@@ -391,6 +414,22 @@ async function measure(workers: number): Promise<Measured> {
 				`${label.padEnd(14)} ${reqPerSec(r).toFixed(0).padStart(7)}  ${(r.p50 / 1000).toFixed(1).padStart(6)}  ${(r.p90 / 1000).toFixed(1).padStart(6)}  ${(r.p99 / 1000).toFixed(1).padStart(6)}  ${(r.max / 1000).toFixed(0).padStart(6)}  ${(r.mean / 1000).toFixed(1).padStart(7)}  ${(flatOut ? littleMean(r, CONNECTIONS).toFixed(1) : "-").padStart(6)}  ${String(wrkErrors(r)).padStart(6)}  ${answers}`
 			);
 		};
+		const costs = {
+			ceiling: [] as number[],
+			mall: [] as number[],
+			redisFull: [] as number[],
+			redisCeiling: [] as number[]
+		};
+		/** CPU µs per request of a process tree and of Redis between now and read(requests). */
+		const cpuMeter = async (pid: number) => {
+			const [p0, r0] = [treeCpuSeconds(pid), await redisCpuSeconds(redis)];
+			return {
+				read: async (requests: number) => ({
+					process: ((treeCpuSeconds(pid) - p0) * 1e6) / requests,
+					redis: (((await redisCpuSeconds(redis)) - r0) * 1e6) / requests
+				})
+			};
+		};
 		// Warm both (JIT, connection pools, token caches) before anything is measured.
 		const ceiling = await startCeiling();
 		await wrk(ceilingPort, ceiling.productId, buyers, 2);
@@ -401,7 +440,11 @@ async function measure(workers: number): Promise<Measured> {
 		}
 		for (let round = 1; round <= ROUNDS; round++) {
 			await ceiling.refill();
+			const ceilingCpu = await cpuMeter(ceiling.child.pid!);
 			const rc = await wrk(ceilingPort, ceiling.productId, buyers, SECONDS);
+			const spentCeiling = await ceilingCpu.read(rc.requests);
+			costs.ceiling.push(spentCeiling.process);
+			costs.redisCeiling.push(spentCeiling.redis);
 			results.ceiling.push(rc);
 			row(`A${round}   ceiling`, rc, true);
 
@@ -410,7 +453,13 @@ async function measure(workers: number): Promise<Measured> {
 				[`C${round}   full@${RATE}`, RATE, results.atRate]
 			] as const) {
 				const a = await armed(STOCK);
+				const mallCpu = await cpuMeter(mall.pid!);
 				const rf = await wrk(mallPort, a.productId, buyers, SECONDS, { rate });
+				if (!rate) {
+					const spent = await mallCpu.read(rf.requests);
+					costs.mall.push(spent.process);
+					costs.redisFull.push(spent.redis);
+				}
 				into.push(rf);
 				row(label, rf, !rate);
 				const wins = rf.answers["200/0"] ?? 0;
@@ -447,6 +496,8 @@ async function measure(workers: number): Promise<Measured> {
 		// at the first sold-out answer with some winners' answers still on the way.
 		const drainTokens = await makeTokens(2 * DRAIN_STOCK, "drain");
 		const d = await armed(DRAIN_STOCK);
+		const drainCpu = await cpuMeter(mall.pid!);
+		const db0 = namedCpuSeconds("mariadbd");
 		const rd = await wrk(mallPort, d.productId, drainTokens, 60, {
 			soldOut: async () => Number(await redis.hget(activityKeys(d.arming).info, "stock")) === 0
 		});
@@ -455,10 +506,24 @@ async function measure(workers: number): Promise<Measured> {
 			throw new Error(`drain run: not sold out, or errors: ${JSON.stringify(rd)}`);
 		const winners = DRAIN_STOCK;
 		const c = await settle(d, winners);
+		const drainSpent = await drainCpu.read(1);
+		const cost: Cost = {
+			ceiling: median(costs.ceiling),
+			mall: median(costs.mall),
+			redisFull: median(costs.redisFull),
+			redisCeiling: median(costs.redisCeiling),
+			drainMall: drainSpent.process / rd.requests,
+			drainRedis: drainSpent.redis / winners,
+			drainDb: ((namedCpuSeconds("mariadbd") - db0) * 1e6) / winners
+		};
 		const seconds = (c.last - c.firstReservation) / 1000;
 		console.log(
 			`drain          ${winners} winners -> ${c.orders} orders in ${seconds.toFixed(2)} s from the first reservation to the last order row: ${(winners / seconds).toFixed(0)} orders/s ` +
 				`(the reservations took ${((c.lastReservation - c.firstReservation) / 1000).toFixed(2)} s, the last row came ${((c.last - c.lastReservation) / 1000).toFixed(2)} s after the last reservation)`
+		);
+		console.log(
+			`cpu            µs per request: ceiling ${cost.ceiling.toFixed(0)} (Redis ${cost.redisCeiling.toFixed(1)}), full flat out ${cost.mall.toFixed(0)} (Redis ${cost.redisFull.toFixed(1)}); ` +
+				`drain: the mall ${cost.drainMall.toFixed(0)} per buyer's first request, Redis ${cost.drainRedis.toFixed(1)} and MariaDB ${cost.drainDb.toFixed(0)} per order`
 		);
 		if (scrapes.failed) throw new Error(`${scrapes.failed} scrapes of /metrics failed`);
 		if (scrapes.times.length)
@@ -478,7 +543,8 @@ async function measure(workers: number): Promise<Measured> {
 			worstRateP99: Math.max(...results.atRate.map(r => r.p99)) / 1000,
 			ratio: mf / mc,
 			errors: [...results.full, ...results.atRate].reduce((n, r) => n + wrkErrors(r), wrkErrors(rd)),
-			drain: winners / seconds
+			drain: winners / seconds,
+			cost
 		};
 	} finally {
 		scrapes.stop();

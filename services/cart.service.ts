@@ -104,20 +104,6 @@ const CartService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Reco
 				const removed = await this.model.destroy({ where: { user_id: ctx.meta.user.id } });
 				return { removed };
 			}
-		},
-
-		/** Internal, for checkout: the caller's lines as stored. */
-		lines: {
-			visibility: "public",
-			params: { user_id: { type: "number", integer: true, positive: true } },
-			async handler(this: CartThis, ctx: Context<{ user_id: number }>) {
-				const rows = (await this.model.findAll({
-					where: { user_id: ctx.params.user_id },
-					order: [["product_id", "ASC"]],
-					raw: true
-				})) as unknown as CartLineRow[];
-				return rows.map(r => ({ id: Number(r.id), product_id: Number(r.product_id), quantity: r.quantity }));
-			}
 		}
 	},
 

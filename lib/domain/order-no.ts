@@ -58,6 +58,7 @@ export const workerLeaseKey = (id: number) => `order-no:worker:${id}`;
  */
 export class LeasedWorkerId {
 	private lease: RedisLease | null = null;
+	private leasedId = -1;
 	private timer: NodeJS.Timeout | null = null;
 	onChange: (id: number) => void = () => undefined;
 
@@ -69,7 +70,7 @@ export class LeasedWorkerId {
 
 	get id(): number {
 		if (!this.lease) throw new Error("no worker id leased");
-		return Number(this.lease.key.slice(this.lease.key.lastIndexOf(":") + 1));
+		return this.leasedId;
 	}
 
 	/** Leases an id and keeps it; resolves with the id. */
@@ -83,9 +84,11 @@ export class LeasedWorkerId {
 	private async acquire(): Promise<void> {
 		const first = (await this.redis.incr(WORKER_ID_KEY)) % WORKER_IDS;
 		for (let i = 0; i < WORKER_IDS; i++) {
-			const lease = new RedisLease(this.redis, workerLeaseKey((first + i) % WORKER_IDS), this.owner, this.ttlMs);
+			const id = (first + i) % WORKER_IDS;
+			const lease = new RedisLease(this.redis, workerLeaseKey(id), this.owner, this.ttlMs);
 			if (await lease.acquire()) {
 				this.lease = lease;
+				this.leasedId = id;
 				return;
 			}
 		}

@@ -80,22 +80,6 @@ export class AmqpConnection {
 		this.logger.info(`amqp ${this.name}: connected`);
 	}
 
-	/** A real round trip: opens and closes a channel. */
-	async probe(timeoutMs = 1000): Promise<boolean> {
-		const conn = this.conn;
-		if (!conn) return false;
-		const timeout = new Promise<boolean>(r => setTimeout(() => r(false), timeoutMs).unref());
-		const check = conn.createChannel().then(
-			ch =>
-				ch.close().then(
-					() => true,
-					() => true
-				),
-			() => false
-		);
-		return Promise.race([check, timeout]);
-	}
-
 	async stop(): Promise<void> {
 		this.stopped = true;
 		if (this.retryTimer) clearTimeout(this.retryTimer);

@@ -27,7 +27,12 @@ it("has a Prometheus file promtool accepts", async () => {
 });
 
 it("has Compose files that docker-compose accepts, each provisioning Grafana with the dashboard", async () => {
-	const env = { ...process.env, GOMALL_JWT_SECRET: "x".repeat(40), GOMALL_ADMIN_PASSWORD: "compose-check" };
+	const env = {
+		...process.env,
+		GOMALL_JWT_SECRET: "x".repeat(40),
+		GOMALL_ADMIN_PASSWORD: "compose-check",
+		GOMALL_PAY_PROVIDER: "direct"
+	};
 	for (const file of ["docker-compose.yml", "docker-compose.cluster.yml"]) {
 		const r = await run("docker-compose", ["-f", deploy(file), "config"], { env });
 		expect(r.stdout).toMatch(/grafana\/provisioning:\/etc\/grafana\/provisioning/);

@@ -57,7 +57,19 @@ describe("loadConfig", () => {
 		expect(() =>
 			loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: loadConfig({ env: "dev", environ: {} }).jwt.secret } })
 		).toThrow(/jwt\.secret/);
-		expect(loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: "x".repeat(40) } }).env).toBe("prod");
+		expect(
+			loadConfig({ env: "prod", environ: { GOMALL_JWT_SECRET: "x".repeat(40), GOMALL_PAY_PROVIDER: "direct" } }).env
+		).toBe("prod");
+	});
+
+	it("pays through the provider in prod unless told otherwise: direct (paying costs nothing) only when chosen", () => {
+		const secret = { GOMALL_JWT_SECRET: "x".repeat(40) };
+		expect(() => loadConfig({ env: "prod", environ: secret })).toThrow(/pay\.provider wechat needs/);
+		expect(loadConfig({ env: "prod", environ: { ...secret, GOMALL_PAY_PROVIDER: "direct" } }).pay.provider).toBe(
+			"direct"
+		);
+		expect(loadConfig({ env: "dev", environ: {} }).pay.provider).toBe("direct");
+		expect(loadConfig({ env: "test", environ: {} }).pay.provider).toBe("direct");
 	});
 
 	it("refuses the development JWT secret in every environment but dev", () => {

@@ -93,6 +93,8 @@ export interface Config {
 			apiv3_key: string;
 			/** the WeChat Pay platform public key or certificate (PEM): verifies answers and notifies */
 			platform_public_key_path: string;
+			/** that key's serial: when set, a notify or answer signed under another Wechatpay-Serial is refused */
+			platform_serial: string;
 			/** where WeChat Pay sends notifies: this mall's POST /api/pay/wechat/notify */
 			notify_url: string;
 		};
@@ -198,6 +200,7 @@ export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_WECHAT_PRIVATE_KEY_PATH: ["pay.wechat.private_key_path", "string"],
 	GOMALL_WECHAT_APIV3_KEY: ["pay.wechat.apiv3_key", "string"],
 	GOMALL_WECHAT_PLATFORM_PUBLIC_KEY_PATH: ["pay.wechat.platform_public_key_path", "string"],
+	GOMALL_WECHAT_PLATFORM_SERIAL: ["pay.wechat.platform_serial", "string"],
 	GOMALL_WECHAT_NOTIFY_URL: ["pay.wechat.notify_url", "string"],
 	GOMALL_AMQP_PREFETCH: ["amqp.prefetch", "number"],
 	GOMALL_OTLP_ENDPOINT: ["tracing.otlp_endpoint", "string"],
@@ -307,6 +310,7 @@ const schema = {
 				private_key_path: str,
 				apiv3_key: str,
 				platform_public_key_path: str,
+				platform_serial: str,
 				notify_url: { type: "string", pattern: /^(https?:\/\/.+)?$/ }
 			})
 		}),

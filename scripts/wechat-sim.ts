@@ -141,6 +141,7 @@ export class WechatSim {
 			mchid: this.mchid,
 			appid: this.appid,
 			serial_no: this.merchantSerial,
+			platform_serial: this.platformSerial,
 			apiv3_key: this.apiv3Key,
 			notify_url: notifyUrl,
 			...this.writeKeys(dir)
@@ -444,6 +445,7 @@ if (require.main === module) {
 			GOMALL_WECHAT_MCHID: c.mchid,
 			GOMALL_WECHAT_APPID: c.appid,
 			GOMALL_WECHAT_SERIAL_NO: c.serial_no,
+			GOMALL_WECHAT_PLATFORM_SERIAL: c.platform_serial,
 			GOMALL_WECHAT_PRIVATE_KEY_PATH: path.resolve(c.private_key_path),
 			GOMALL_WECHAT_APIV3_KEY: c.apiv3_key,
 			GOMALL_WECHAT_PLATFORM_PUBLIC_KEY_PATH: path.resolve(c.platform_public_key_path),

@@ -71,14 +71,21 @@ export interface SignedHeaders {
 	serial?: string;
 }
 
-/** Why a signed answer or notify is refused, or null when it is good. */
+/**
+ * Why a signed answer or notify is refused, or null when it is good. `platformSerial`, when
+ * known, must be the serial it was signed under: WeChat names the key it used, and a message
+ * naming another (a rotated-out or foreign certificate) is not verified against ours by luck.
+ */
 export function signatureProblem(
 	h: SignedHeaders,
 	body: Buffer,
 	platformKey: KeyObject | string,
-	nowMs = Date.now()
+	nowMs = Date.now(),
+	platformSerial = ""
 ): string | null {
 	if (!h.timestamp || !h.nonce || !h.signature || !h.serial) return "missing Wechatpay-* signature headers";
+	if (platformSerial && h.serial.toUpperCase() !== platformSerial.toUpperCase())
+		return "Wechatpay-Serial is not the configured platform certificate's";
 	if (!/^\d{1,12}$/.test(h.timestamp)) return "bad Wechatpay-Timestamp";
 	if (Math.abs(nowMs / 1000 - Number(h.timestamp)) > MAX_CLOCK_SKEW_S) return "Wechatpay-Timestamp too far from now";
 	if (!rsaVerify(responseMessage(h.timestamp, h.nonce, body), h.signature, platformKey)) return "signature mismatch";

@@ -164,7 +164,11 @@ describe("WeChat Pay: prepay and notify", () => {
 			"another appid": resource(r => (r.appid = "wx0000000000000000")),
 			"an unknown order": resource(r => (r.out_trade_no = "99999999999999999999")),
 			"not SUCCESS": resource(r => (r.trade_state = "NOTPAY")),
-			"no signature headers": { headers: {}, body: good.body }
+			"no signature headers": { headers: {}, body: good.body },
+			"another platform serial": {
+				headers: { ...good.headers, "Wechatpay-Serial": "5157F09EFDC096DE15EBE81A47057A72" },
+				body: good.body
+			}
 		};
 		const refusedBefore = await metric("gomall_payment_notifies_total", 'verdict="refused"');
 		for (const [why, n] of Object.entries(bad)) {

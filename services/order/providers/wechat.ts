@@ -115,7 +115,8 @@ export class WechatPay implements PaymentProvider {
 			},
 			raw,
 			this.platformKey,
-			nowMs
+			nowMs,
+			this.cfg.platform_serial
 		);
 		if (problem) throw new NotifyRefused(problem, 401);
 		let notify: any;
@@ -181,7 +182,9 @@ export class WechatPay implements PaymentProvider {
 				serial: res.headers.get("wechatpay-serial") ?? undefined
 			},
 			raw,
-			this.platformKey
+			this.platformKey,
+			Date.now(),
+			this.cfg.platform_serial
 		);
 		if (problem) throw new ProviderError(502, "BAD_SIGNATURE", `WeChat Pay answer refused: ${problem}`);
 		let body: any = null;

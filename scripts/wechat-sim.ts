@@ -87,6 +87,8 @@ export class WechatSim {
 	readonly deliveries: { id: string; status: number }[] = [];
 	retryScale: number;
 	refundNotify: "auto" | "never";
+	/** set: every refund request is refused with this status and code (say, 403 USER_ACCOUNT_ABNORMAL) */
+	refundRefusal: { status: number; code: string } | null = null;
 	private server: http.Server | null = null;
 	private readonly timers = new Set<NodeJS.Timeout>();
 	baseUrl = "";
@@ -382,6 +384,8 @@ export class WechatSim {
 	}
 
 	private refund(b: any, res: http.ServerResponse): void {
+		if (this.refundRefusal)
+			return this.answer(res, this.refundRefusal.status, { code: this.refundRefusal.code, message: "refused" });
 		const old = this.refunds.get(b.out_refund_no);
 		if (old) return this.answer(res, 200, this.refundView(old, "status"));
 		const tx = this.transactions.get(b.out_trade_no);

@@ -20,6 +20,13 @@ const PAY_TYPE_OF = { wechat: 2 } as const;
 const PREPAY_REUSE_MARGIN_S = 30;
 /** A refund row the provider has not accepted yet; the periodic sweep sends it again. */
 const REFUND_PENDING = "PENDING";
+/** A refund the provider refused for good: never sent again by the sweep; an operator settles it. */
+const REFUND_REFUSED = "REFUSED";
+/**
+ * Refusals that pass: the rate limit, and WeChat's NOT_ENOUGH (the merchant's balance is short
+ * until the day's takings settle). Every other 4xx names a request that will never succeed.
+ */
+const REFUSED_FOR_NOW = new Set(["FREQUENCY_LIMITED", "NOT_ENOUGH"]);
 const ER_DUP_ENTRY = 1062;
 /** What one report of a transaction did. */
 type Applied = "paid" | "refund" | "ignored" | "duplicate";
@@ -373,8 +380,19 @@ export const paymentMethods = {
 			if (r.status === "SUCCESS")
 				this.broker.metrics.increment("gomall_refunds_total", { provider: provider.name, outcome: "succeeded" });
 		} catch (err) {
-			this.broker.metrics.increment("gomall_refunds_total", { provider: provider.name, outcome: "error" });
-			this.logger.warn(`order ${no}: refund request failed (${(err as Error).message}); the sweep sends it again`);
+			if (err instanceof ProviderError && err.refused && err.status !== 429 && !REFUSED_FOR_NOW.has(err.code)) {
+				await this.db().query(
+					`UPDATE refunds SET status = '${REFUND_REFUSED}' WHERE out_refund_no = ? AND status = '${REFUND_PENDING}'`,
+					{ replacements: [row.out_refund_no] }
+				);
+				this.broker.metrics.increment("gomall_refunds_total", { provider: provider.name, outcome: "refused" });
+				this.logger.error(
+					`order ${no}: refund refused by the provider (${err.status} ${err.code}); not sent again, an operator must settle it`
+				);
+			} else {
+				this.broker.metrics.increment("gomall_refunds_total", { provider: provider.name, outcome: "error" });
+				this.logger.warn(`order ${no}: refund request failed (${(err as Error).message}); the sweep sends it again`);
+			}
 		}
 		return this.refundRow(no);
 	},

@@ -264,6 +264,31 @@ describe("WeChat Pay: refunds", () => {
 		expect(await stockOf(p.id)).toBe(5);
 	});
 
+	it("stops sending a refund the provider refuses for good (left for an operator); one it refuses for now is sent again", async () => {
+		const refundCalls = () => sim.calls.filter(c => c === "POST /v3/refund/domestic/refunds").length;
+		const refundOnce = async (refusal: { status: number; code: string }) => {
+			const { u, no } = await pendingOrder(5, 1);
+			await prepay(no, u.token);
+			expect(await sim.pay(no).delivered).toBe(true);
+			sim.refundRefusal = refusal;
+			try {
+				const r = await mall.http.post(`/api/order/${no}/refund`, {}, u.token);
+				expect([r.status, r.body.data.status]).toEqual([200, 6]);
+				const before = refundCalls();
+				await mall.node.broker.call("order.resendRefunds");
+				return { no, resent: refundCalls() - before, row: (await refundsOf(no))[0] };
+			} finally {
+				sim.refundRefusal = null;
+			}
+		};
+		const final = await refundOnce({ status: 403, code: "USER_ACCOUNT_ABNORMAL" });
+		expect([final.row.status, final.resent]).toEqual(["REFUSED", 0]);
+		const later = await refundOnce({ status: 429, code: "FREQUENCY_LIMITED" });
+		expect([later.row.status, later.resent]).toEqual(["PENDING", 1]);
+		await mall.node.broker.call("order.resendRefunds");
+		expect((await refundsOf(later.no))[0].status).not.toBe("PENDING");
+	});
+
 	it("refuses a refund of an unpaid order (30009) and hides another buyer's (404)", async () => {
 		const { u, no } = await pendingOrder();
 		const r = await mall.http.post(`/api/order/${no}/refund`, {}, u.token);

@@ -44,7 +44,7 @@ function serve(): void {
 	const redis = createRedis(
 		{ url: env("BENCH_REDIS_URL"), cluster_nodes: [] },
 		env("BENCH_NAMESPACE"),
-		{ seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 } },
+		{ seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 6 } },
 		"bench-ceiling"
 	) as ReserveRedis;
 	const k = activityKeys(env("BENCH_ARMING"));
@@ -71,7 +71,7 @@ function serve(): void {
 			const user = tokens.verify(header.startsWith("Bearer ") ? header.slice(7) : "");
 			if (typeof user === "string") return send(res, 401, { code: 401, message: user, data: null, trace_id: null });
 			const traceId = (++n).toString(16).padStart(32, "0");
-			redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, user.id, `${process.pid}${n}`).then(
+			redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, k.tokens, user.id, `${process.pid}${n}`, "").then(
 				([code]) =>
 					send(res, code === 1 ? 200 : 409, {
 						code: code === 1 ? 0 : 60003,

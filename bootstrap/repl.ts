@@ -141,6 +141,7 @@ export const replCommands: ReplCommand[] = [
 				activity: a.activity_id,
 				product: a.product_id,
 				armed: a.armed,
+				buckets: a.buckets,
 				initial: a.initial,
 				redis_left: a.redis_remaining,
 				reserved: a.reservations.R,
@@ -148,6 +149,7 @@ export const replCommands: ReplCommand[] = [
 				claimed: a.reservations.C,
 				ordered: a.reservations.O,
 				failed: a.reservations.F,
+				lent: a.lends,
 				buyers: a.buyers,
 				orders: a.orders,
 				closed: a.closed,
@@ -156,21 +158,22 @@ export const replCommands: ReplCommand[] = [
 				invariant: a.consistent ? "holds" : "BROKEN"
 			}));
 			print(
-				"flash-sale activities (initial = redis_left + reserved + published + claimed + ordered + failed = db_stock + orders - closed)",
+				"flash-sale activities (initial = redis_left + reserved + published + claimed + ordered + failed + lent = db_stock + orders - closed)",
 				rows
 			);
 		}
 	},
 	{
-		command: "gomall-seckill [productId] [stock] [limit]",
+		command: "gomall-seckill [productId] [stock] [limit] [buckets]",
 		description:
-			"Without arguments: flash-sale answers per stock node. With product and stock: arm (or re-arm) a sale starting now, for one hour",
+			"Without arguments: flash-sale answers per stock node. With product and stock: arm (or re-arm) a sale starting now, for one hour (buckets: split its stock over Redis masters)",
 		async action(broker, args) {
 			if (args.productId && args.stock) {
 				const a = await broker.call<any, any>("stock.init", {
 					product_id: Number(args.productId),
 					stock: Number(args.stock),
-					limit_per_user: args.limit ? Number(args.limit) : undefined
+					limit_per_user: args.limit ? Number(args.limit) : undefined,
+					buckets: args.buckets ? Number(args.buckets) : undefined
 				});
 				print("armed", [
 					{
@@ -178,6 +181,7 @@ export const replCommands: ReplCommand[] = [
 						product: a.product_id,
 						stock: a.stock,
 						limit: a.limit_per_user,
+						buckets: a.buckets,
 						price: a.seckill_price,
 						start: new Date(a.start_time).toISOString(),
 						end: new Date(a.end_time).toISOString(),
@@ -268,6 +272,7 @@ export const replCommands: ReplCommand[] = [
 				rows.map(r => ({
 					order_no: r.order_no,
 					user: r.user_id,
+					bucket: r.bucket,
 					reserved_at: new Date(r.reserved_at).toISOString(),
 					reason: r.reason
 				}))
@@ -275,12 +280,13 @@ export const replCommands: ReplCommand[] = [
 		}
 	},
 	{
-		command: "gomall-release-failed <armingId> <orderNo>",
+		command: "gomall-release-failed <armingId> <orderNo> [bucket]",
 		description: "Give a failed reservation's unit and its buyer's slot back (once; its buyer's poll stays failed)",
 		async action(broker, args) {
 			const r = await broker.call<any, any>("stock.releaseFailed", {
 				arming_id: String(args.armingId),
-				order_no: String(args.orderNo)
+				order_no: String(args.orderNo),
+				bucket: args.bucket !== undefined ? Number(args.bucket) : undefined
 			});
 			print("released", [{ order_no: args.orderNo, released: r.released }]);
 		}
@@ -312,7 +318,10 @@ export const replCommands: ReplCommand[] = [
 				queue: args.queue,
 				limit: Number(args.limit ?? 100)
 			});
-			print(`${r.queue}: replayed ${r.replayed} message(s)`, dlqRows(r.messages));
+			// Dropped: a flash-sale dead letter whose reservation is no longer failed (released or
+			// already replayed by an operator), acknowledged instead of sent a second time.
+			const dropped = r.dropped ? `, dropped ${r.dropped} no longer failed` : "";
+			print(`${r.queue}: replayed ${r.replayed} message(s)${dropped}`, dlqRows(r.messages));
 		}
 	}
 ];

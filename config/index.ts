@@ -99,7 +99,29 @@ export interface Config {
 			notify_url: string;
 		};
 	};
-	seckill: { reconcile_interval: number; reconcile_age: number; max_deliveries: number; batch_size: number };
+	seckill: {
+		reconcile_interval: number;
+		reconcile_age: number;
+		max_deliveries: number;
+		batch_size: number;
+		/** seconds a sale token (GET /api/seckill/token) may be spent in */
+		token_ttl_s: number;
+		/** seconds a captcha (GET /api/seckill/captcha) may be answered in */
+		captcha_ttl_s: number;
+		/** pushed results (GET /api/seckill/result/stream), per gateway process */
+		stream: {
+			/** seconds between `: ping` comments, which keep proxies from closing a quiet stream */
+			heartbeat_s: number;
+			/** the `retry:` hint: how long a client's EventSource waits before reconnecting */
+			retry_ms: number;
+			/** open streams one user may hold on one gateway process */
+			per_user: number;
+			/** open streams one gateway process holds at most */
+			max: number;
+			/** seconds between re-reads of the undecided streams' states, in case a push was missed (0: never) */
+			resync_s: number;
+		};
+	};
 	rate_limit: {
 		enabled: boolean;
 		/** the per-IP token bucket in each gateway process */
@@ -113,6 +135,8 @@ export interface Config {
 		global: RateTier;
 		api: RateTier;
 		seckill: RateTier;
+		/** sale tokens and captchas (GET /api/seckill/token, /captcha), per user */
+		seckill_token: RateTier;
 		login: RateTier;
 	};
 	tracing: { enabled: boolean; otlp_endpoint: string; service_name: string };
@@ -318,7 +342,16 @@ const schema = {
 			reconcile_interval: num(0, 86400, false),
 			reconcile_age: num(0, 86400, false),
 			max_deliveries: num(1, 100),
-			batch_size: num(1, 1000)
+			batch_size: num(1, 1000),
+			token_ttl_s: num(1, 3600, false),
+			captcha_ttl_s: num(1, 3600),
+			stream: obj({
+				heartbeat_s: num(0.1, 3600, false),
+				retry_ms: num(0, 600000),
+				per_user: num(1, 1000),
+				max: num(0, 10_000_000),
+				resync_s: num(0, 3600, false)
+			})
 		}),
 		rate_limit: obj({
 			enabled: bool,
@@ -330,6 +363,7 @@ const schema = {
 			global: tier,
 			api: tier,
 			seckill: tier,
+			seckill_token: tier,
 			login: tier
 		}),
 		tracing: obj({ enabled: bool, otlp_endpoint: str, service_name: { type: "string", min: 1 } }),

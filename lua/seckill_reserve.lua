@@ -8,10 +8,13 @@
 -- KEYS[4] resv   hash: order_no -> "user|seq|ms|state": R reserved, P published (the broker
 --                confirmed its message), C claimed, O ordered, F failed (dead-lettered)
 -- KEYS[5] last   hash: user_id -> latest order_no (for the result poll)
--- ARGV[1] user_id, ARGV[2] order_no
+-- KEYS[6] tokens hash: sale-token nonce -> the order_no it was spent on (README "Sale tokens")
+-- ARGV[1] user_id, ARGV[2] order_no, ARGV[3] the sale token's nonce, "" when the sale takes none
+--         (the token's MAC and expiry were checked by the caller; only its single use is decided here)
 -- Returns {code, seq, stock_left}: 1 won; -1 no activity, -2 not started, -3 ended,
 -- -4 limit reached, -5 sold out, -6 the order_no is another buyer's (two processes made the same
--- number: nothing was written, the caller retries with a new one).
+-- number: nothing was written, the caller retries with a new one), -8 the sale token was already
+-- spent on another order_no (nothing else written).
 local info = redis.call('HMGET', KEYS[1], 'stock', 'start', 'end', 'limit', 'active')
 if not info[1] or info[5] ~= '1' then return {-1, 0, 0} end
 local existing = redis.call('HGET', KEYS[4], ARGV[2])
@@ -21,6 +24,13 @@ if existing then
   -- (a reply lost to a dropped connection), so it is answered as that win, nothing taken twice.
   if owner == ARGV[1] then return {1, tonumber(oseq), tonumber(info[1])} end
   return {-6, 0, 0}
+end
+-- Spent here, atomically with the decision it admits, whatever that decision is: a token is one
+-- try, not one win. The same order_no may pass again (a stock bucket's caller retrying its buyer's
+-- home bucket within one request); a later request carries a new order_no and is refused.
+if ARGV[3] and ARGV[3] ~= '' and redis.call('HSETNX', KEYS[6], ARGV[3], ARGV[2]) == 0
+  and redis.call('HGET', KEYS[6], ARGV[3]) ~= ARGV[2] then
+  return {-8, 0, 0}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

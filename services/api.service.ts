@@ -9,7 +9,8 @@ import { TokenService } from "../lib/auth/jwt";
 import { AmqpConnection } from "../lib/messaging/amqp";
 import { AmqpLiveness } from "../lib/messaging/liveness";
 import { parseByteLimit } from "../lib/http/body";
-import { counter, labelSets } from "../lib/observability/metrics";
+import { counter, gauge, labelSets } from "../lib/observability/metrics";
+import { QueuedItem, ResultItem, SECKILL_QUEUED_EVENT, SECKILL_RESULTS_EVENT } from "../lib/domain/seckill-results";
 import { createRedis } from "../lib/storage/redis";
 import { closeListeners, listenShared } from "../lib/http/listen";
 import { ReplyBatch } from "../lib/http/reply-batch";
@@ -22,6 +23,7 @@ import { limitMethods } from "./api/limits";
 import { metricsAliases, observeMethods } from "./api/observe";
 import { PAY_NOTIFY_PATH, payNotifyAliases } from "./api/payments";
 import { responseMethods } from "./api/responses";
+import { ResultStreams, streamMethods } from "./api/stream";
 import { API_ALIASES } from "./api/routes";
 import { swaggerAliases, swaggerMethods } from "./api/swagger";
 import type { ApiThis, Req, Res } from "./api/types";
@@ -55,7 +57,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		cors: {
 			origin: cfg().http.cors_origins.includes("*") ? "*" : cfg().http.cors_origins,
 			methods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-			allowedHeaders: ["Content-Type", "Authorization", "Idempotency-Key"],
+			allowedHeaders: ["Content-Type", "Authorization", "Idempotency-Key", "X-Sale-Token"],
 			exposedHeaders: ["X-Trace-Id", "Retry-After"],
 			maxAge: 3600
 		},
@@ -218,11 +220,21 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		},
 		"$gomall.draining"(this: ApiThis) {
 			this.draining = true;
+			// Their clients reconnect (the retry: hint) to a node that is not going away.
+			this.endStreams();
 		},
 		// The stock actor's sold-out broadcasts: a sold-out product's requests skip the shared
 		// limiter's Redis round trip (the stock actor answers them from memory anyway).
 		"seckill.soldout"(this: ApiThis, ctx: Context<{ product_id: number }>) {
 			this.soldOut.add(ctx.params.product_id);
+			if (this.streams.size) void this.streamsSoldOut(ctx.params.product_id);
+		},
+		// Pushed results (services/api/stream.ts): the stock actor's wins, the order actor's decisions.
+		[SECKILL_QUEUED_EVENT](this: ApiThis, ctx: Context<{ items: QueuedItem[] }>) {
+			this.streamsQueued(ctx.params.items);
+		},
+		[SECKILL_RESULTS_EVENT](this: ApiThis, ctx: Context<{ items: ResultItem[] }>) {
+			this.streamsResults(ctx.params.items);
 		},
 		"seckill.available"(this: ApiThis, ctx: Context<{ product_id: number }>) {
 			this.soldOut.delete(ctx.params.product_id);
@@ -241,6 +253,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		...healthMethods,
 		...swaggerMethods,
 		...observeMethods,
+		...streamMethods,
 
 		/** The port actually bound (tests listen on port 0). */
 		port(this: ApiThis): number {
@@ -265,6 +278,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.revoked = new RevokedSessions();
 		this.revocationsLoaded = false;
 		this.revocationTimer = null;
+		this.streams = new ResultStreams();
+		this.streamResync = null;
 		this.redis = createRedis(c.redis, c.namespace, {}, "gomall-api");
 		this.amqp = new AmqpConnection(c.amqp.url, this.logger, "gomall-api-health");
 		this.amqpLiveness = new AmqpLiveness(this.amqp);
@@ -304,9 +319,16 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		}
 		counter(m, "gomall_rate_limit_rejected_total", "Requests refused by the rate limiter", [
 			...labelSets({ layer: ["local"], tier: ["api", "login"] }),
-			...labelSets({ layer: ["distributed"], tier: ["global", "api", "seckill", "login"] })
+			...labelSets({ layer: ["distributed"], tier: ["global", "api", "seckill", "seckill_token", "login"] })
 		]);
 		counter(m, "gomall_rate_limit_errors_total", "Rate-limit checks Redis could not answer");
+		gauge(m, "gomall_seckill_streams", "Result streams (GET /api/seckill/result/stream) open on this process");
+		counter(
+			m,
+			"gomall_seckill_streams_refused_total",
+			"Result streams refused by their bounds (seckill.stream.per_user, seckill.stream.max)",
+			labelSets({ reason: ["SECKILL_STREAM_USER_LIMIT", "SECKILL_STREAM_GATEWAY_FULL"] })
+		);
 		this.dbPool = mysql.createPool({
 			host: c.db.host,
 			port: c.db.port,
@@ -353,6 +375,11 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				"revoked sessions not loaded yet (no user actor answers): not ready, authenticated routes answer 503; retrying every second"
 			);
 		await amqpWait;
+		const resync = cfg().seckill.stream.resync_s;
+		if (resync > 0) {
+			this.streamResync = setInterval(() => void this.resyncStreams(), resync * 1000);
+			this.streamResync.unref();
+		}
 		// Once more when every node has surely learnt of this one (its INFO reaches them some time
 		// after it starts): a session ended in between was announced to the others only.
 		this.scheduleRevocationSync(loaded ? cfg().broker.heartbeat_timeout * 1000 : 1000);
@@ -363,6 +390,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.draining = true;
 		if (this.revocationTimer) clearTimeout(this.revocationTimer);
 		this.revocationTimer = null;
+		// Open streams would hold the server's close until their clients leave.
+		if (this.streamResync) clearInterval(this.streamResync);
+		this.endStreams();
 		const closed = closeListeners(this.server, this.listeners);
 		this.server.closeIdleConnections();
 		await closed;

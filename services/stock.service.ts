@@ -8,22 +8,36 @@ import { counter, labelSets } from "../lib/observability/metrics";
 import { LeasedOrderNos } from "../lib/domain/order-no";
 import { NEVER_RAN_ONLY } from "../lib/messaging/retry";
 import { ARMING_ID, ReplicatedReserver } from "../lib/domain/seckill";
+import { ReplicatedBuckets } from "../lib/domain/seckill-buckets";
+import { QueuedItem, SECKILL_QUEUED_EVENT, TurnBatch } from "../lib/domain/seckill-results";
+import { captchaKey, SALE_TOKEN_MAX_LENGTH, saleTokenKey } from "../lib/domain/sale-token";
 import { assertSeckillTopology, deliveryPolicy } from "../lib/messaging/topology";
 import { AmqpMixin } from "../mixins/amqp.mixin";
 import { DbMixin } from "../mixins/db.mixin";
 import { RedisMixin } from "../mixins/redis.mixin";
 import { ClaimResult } from "../lib/domain/order";
 import { armingMethods } from "./stock/arming";
+import { bucketMethods } from "./stock/buckets";
 import { listingMethods } from "./stock/listing";
 import { reconciliationMethods } from "./stock/reconciliation";
 import { reservationMethods, RESULT_BY_CODE } from "./stock/reservation";
+import { tokenMethods } from "./stock/tokens";
 import type { InitParams, StockThis } from "./stock/types";
 
 const productId = { type: "number", integer: true, positive: true, convert: true };
 const armingId = { type: "string", pattern: ARMING_ID };
-const reservationRef = { arming_id: armingId, order_no: "string" };
+/** A stock bucket (lib/domain/seckill-buckets.ts); absent: 0, the only one of an unbucketed sale. */
+const bucketParam = { type: "number", integer: true, min: 0, max: 255, optional: true };
+const reservationRef = { arming_id: armingId, order_no: "string", bucket: bucketParam };
 /** Several reservations of one arming: the order actor writes its orders in batches. */
-const reservationsRef = { arming_id: armingId, order_nos: { type: "array", items: "string", min: 1, max: 1000 } };
+const reservationsRef = {
+	arming_id: armingId,
+	order_nos: { type: "array", items: "string", min: 1, max: 1000 },
+	/** each order_no's bucket, in the same order (absent: all 0) */
+	buckets: { type: "array", items: { type: "number", integer: true, min: 0, max: 255 }, max: 1000, optional: true }
+};
+type ReservationsParams = { arming_id: string; order_nos: string[]; buckets?: number[] };
+type ReservationParams = { arming_id: string; order_no: string; bucket?: number };
 
 /** What a claim found: the consumer writes the order only for "claimed". */
 const CLAIM_RESULTS: Record<number, ClaimResult> = { 1: "claimed", 0: "released", [-1]: "unknown_arming" };
@@ -54,11 +68,13 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			options: { tableName: "seckill_activities", timestamps: false }
 		}),
 		RedisMixin("gomall-stock", {
-			seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 5 },
+			seckillReserve: { file: "seckill_reserve.lua", numberOfKeys: 6 },
 			seckillRelease: { file: "seckill_release.lua", numberOfKeys: 4 },
 			seckillMark: { file: "seckill_mark.lua", numberOfKeys: 2 },
 			seckillRestore: { file: "seckill_restore.lua", numberOfKeys: 5 },
-			seckillFailed: { file: "seckill_failed.lua", numberOfKeys: 2 }
+			seckillFailed: { file: "seckill_failed.lua", numberOfKeys: 2 },
+			seckillLend: { file: "seckill_lend.lua", numberOfKeys: 2 },
+			seckillBorrow: { file: "seckill_borrow.lua", numberOfKeys: 6 }
 		}),
 		AmqpMixin("gomall-stock")
 	],
@@ -74,7 +90,12 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				seckill_price: { type: "number", min: 0, max: 9999999999.99, convert: true, optional: true },
 				start_time: { type: "date", convert: true, optional: true },
 				end_time: { type: "date", convert: true, optional: true },
-				limit_per_user: { type: "number", integer: true, min: 1, max: 1000, convert: true, optional: true }
+				limit_per_user: { type: "number", integer: true, min: 1, max: 1000, convert: true, optional: true },
+				// Stock buckets: at most 4 per Redis master (checked when armed, lib/domain/seckill-buckets.ts).
+				buckets: { type: "number", integer: true, min: 1, max: 64, convert: true, optional: true },
+				// Sale tokens (README "Sale tokens"); captcha implies require_token.
+				require_token: { type: "boolean", convert: true, optional: true },
+				captcha: { type: "boolean", convert: true, optional: true }
 			},
 			handler(this: StockThis, ctx: Context<InitParams>) {
 				return this.armActivity(ctx, ctx.params);
@@ -87,9 +108,52 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			// Not idempotent (a replay can reserve a second unit): retried, when retries are on,
 			// only after errors proving it never ran (lib/messaging/retry.ts, retryable()).
 			retryPolicy: NEVER_RAN_ONLY,
+			codes: [
+				"SECKILL_NOT_STARTED",
+				"SECKILL_ENDED",
+				"SECKILL_SOLD_OUT",
+				"SECKILL_LIMIT_REACHED",
+				"SECKILL_ORDER_FAILED",
+				"SECKILL_NO_ACTIVITY",
+				"SECKILL_TOKEN_INVALID",
+				"SECKILL_TOKEN_USED"
+			],
+			params: {
+				product_id: productId,
+				// Checked only when the activity requires tokens (tokenRefusal); a longer one is no token.
+				sale_token: { type: "string", max: SALE_TOKEN_MAX_LENGTH, optional: true }
+			},
+			handler(this: StockThis, ctx: Context<{ product_id: number; sale_token?: string }, { user: AuthUser }>) {
+				return this.reserve(ctx.params.product_id, ctx.meta.user.id, ctx.params.sale_token);
+			}
+		},
+
+		/** GET /api/seckill/token: a sale token, from the sale's start (README "Sale tokens"). */
+		saleToken: {
+			auth: "user",
+			codes: ["SECKILL_NO_ACTIVITY", "SECKILL_NOT_STARTED", "SECKILL_ENDED", "SECKILL_CAPTCHA_WRONG"],
+			params: {
+				product_id: productId,
+				// Required when the activity has a captcha (GET /api/seckill/captcha).
+				captcha_id: { type: "string", min: 1, max: 64, optional: true },
+				captcha_answer: { type: "string", min: 1, max: 16, optional: true }
+			},
+			handler(
+				this: StockThis,
+				ctx: Context<{ product_id: number; captcha_id?: string; captcha_answer?: string }, { user: AuthUser }>
+			) {
+				const { product_id, captcha_id, captcha_answer } = ctx.params;
+				return this.saleToken(product_id, ctx.meta.user.id, captcha_id, captcha_answer);
+			}
+		},
+
+		/** GET /api/seckill/captcha: an arithmetic image captcha (SVG), answered when fetching a token. */
+		captcha: {
+			auth: "user",
+			codes: ["SECKILL_NO_ACTIVITY", "SECKILL_NOT_STARTED", "SECKILL_ENDED"],
 			params: { product_id: productId },
 			handler(this: StockThis, ctx: Context<{ product_id: number }, { user: AuthUser }>) {
-				return this.reserve(ctx.params.product_id, ctx.meta.user.id);
+				return this.saleCaptcha(ctx.params.product_id, ctx.meta.user.id);
 			}
 		},
 
@@ -107,12 +171,25 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			}
 		},
 
+		/** Internal (gateways' result streams): many buyers' results of one product, in one read. */
+		resultStates: {
+			visibility: "public",
+			params: {
+				product_id: productId,
+				user_ids: { type: "array", items: { type: "number", integer: true, positive: true }, min: 1, max: 10000 }
+			},
+			handler(this: StockThis, ctx: Context<{ product_id: number; user_ids: number[] }>) {
+				return this.seckillResults(ctx.params.product_id, ctx.params.user_ids);
+			}
+		},
+
 		/** Internal (order actor): R -> C before the orders are written; one result per order_no. */
 		claim: {
 			visibility: "public",
 			params: reservationsRef,
-			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_nos: string[] }>): Promise<ClaimResult[]> {
-				return (await this.markMany(ctx.params.arming_id, ctx.params.order_nos, "C")).map(r => CLAIM_RESULTS[r]);
+			async handler(this: StockThis, ctx: Context<ReservationsParams>): Promise<ClaimResult[]> {
+				const { arming_id, order_nos, buckets } = ctx.params;
+				return (await this.markMany(arming_id, order_nos, "C", buckets)).map(r => CLAIM_RESULTS[r]);
 			}
 		},
 
@@ -120,8 +197,9 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		markOrdered: {
 			visibility: "public",
 			params: reservationsRef,
-			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_nos: string[] }>) {
-				return (await this.markMany(ctx.params.arming_id, ctx.params.order_nos, "O")).filter(r => r === 1).length;
+			async handler(this: StockThis, ctx: Context<ReservationsParams>) {
+				const { arming_id, order_nos, buckets } = ctx.params;
+				return (await this.markMany(arming_id, order_nos, "O", buckets)).filter(r => r === 1).length;
 			}
 		},
 
@@ -129,8 +207,8 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		release: {
 			visibility: "public",
 			params: reservationRef,
-			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string }>) {
-				return (await this.release(ctx.params.arming_id, ctx.params.order_no, "any")) === 1;
+			async handler(this: StockThis, ctx: Context<ReservationParams>) {
+				return (await this.release(ctx.params.arming_id, ctx.params.order_no, "any", ctx.params.bucket)) === 1;
 			}
 		},
 
@@ -176,9 +254,9 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		markFailed: {
 			visibility: "public",
 			params: { ...reservationRef, reason: { type: "string", max: 1000 } },
-			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string; reason: string }>) {
-				const { arming_id, order_no, reason } = ctx.params;
-				return { failed: (await this.failedTransition(arming_id, order_no, "fail", reason)) === 1 };
+			async handler(this: StockThis, ctx: Context<ReservationParams & { reason: string }>) {
+				const { arming_id, order_no, reason, bucket } = ctx.params;
+				return { failed: (await this.failedTransition(arming_id, order_no, "fail", reason, bucket)) === 1 };
 			}
 		},
 
@@ -186,8 +264,9 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		replayFailed: {
 			visibility: "public",
 			params: reservationRef,
-			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string }>) {
-				return (await this.failedTransition(ctx.params.arming_id, ctx.params.order_no, "replay", "")) === 1;
+			async handler(this: StockThis, ctx: Context<ReservationParams>) {
+				const { arming_id, order_no, bucket } = ctx.params;
+				return (await this.failedTransition(arming_id, order_no, "replay", "", bucket)) === 1;
 			}
 		},
 
@@ -195,9 +274,11 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		releaseFailed: {
 			visibility: "public",
 			params: reservationRef,
-			async handler(this: StockThis, ctx: Context<{ arming_id: string; order_no: string }>) {
-				if ((await this.release(ctx.params.arming_id, ctx.params.order_no, "failed")) !== 1)
-					throw bizError("SECKILL_NOT_FAILED");
+			async handler(this: StockThis, ctx: Context<ReservationParams>) {
+				const { arming_id, order_no } = ctx.params;
+				// An operator may name only the order_no: its bucket is found (a rare, operator's call).
+				const b = ctx.params.bucket ?? (await this.locateBucket(arming_id, order_no));
+				if ((await this.release(arming_id, order_no, "failed", b)) !== 1) throw bizError("SECKILL_NOT_FAILED");
 				return { released: true };
 			}
 		},
@@ -229,13 +310,23 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		...armingMethods,
 		...reservationMethods,
 		...listingMethods,
-		...reconciliationMethods
+		...reconciliationMethods,
+		...bucketMethods,
+		...tokenMethods
 	},
 
 	created(this: StockThis) {
 		const c = getConfig();
 		this.soldOut = new Set();
 		this.metas = new Map();
+		this.bucketTagCache = new Map();
+		// Derived once: the hot path's token check is then one HMAC (lib/domain/sale-token.ts).
+		this.saleTokenKey = saleTokenKey(c.jwt.secret);
+		this.captchaKey = captchaKey(c.jwt.secret);
+		// One broadcast per loop turn of the wins it made, to every gateway's result streams.
+		this.queuedBatch = new TurnBatch<QueuedItem>(items =>
+			this.broker.broadcast(SECKILL_QUEUED_EVENT, { items }, { groups: ["api"] })
+		);
 		this.timers = [];
 		this.publisher = new ConfirmPublisher(
 			this.amqp,
@@ -248,6 +339,11 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			"handoff_failed",
 			"unreplicated",
 			"redis_error",
+			// tokenRefusal (services/stock/tokens.ts); token_used is the script's (RESULT_BY_CODE)
+			"token_missing",
+			"token_malformed",
+			"token_mac",
+			"token_expired",
 			...Object.values(RESULT_BY_CODE).map(([result]) => result)
 		];
 		counter(
@@ -274,6 +370,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 	async started(this: StockThis) {
 		const { wait_replicas: replicas, wait_timeout_ms: timeout } = getConfig().redis;
 		this.replicated = replicas > 0 ? new ReplicatedReserver(this.redis, replicas, timeout) : null;
+		this.replicatedBuckets = replicas > 0 ? new ReplicatedBuckets(this.redis, replicas, timeout) : null;
 		this.orderNos = await LeasedOrderNos.start(this.redis);
 		await this.amqp.start();
 		this.timers.push(setInterval(() => this.recheckSoldOut().catch(() => undefined), 2000));

@@ -141,6 +141,10 @@ CREATE TABLE `seckill_activities` (
   `created_at` datetime(3) NOT NULL DEFAULT current_timestamp(3),
   `updated_at` datetime(3) NOT NULL DEFAULT current_timestamp(3) ON UPDATE current_timestamp(3),
   `live_product_id` bigint(20) unsigned GENERATED ALWAYS AS (if(`status` = 1,`product_id`,NULL)) STORED COMMENT 'product_id while this arming is live, else NULL: at most one live arming per product',
+  `require_token` tinyint(3) unsigned NOT NULL DEFAULT 0 COMMENT '1: POST /api/seckill needs a sale token (GET /api/seckill/token)',
+  `captcha` tinyint(3) unsigned NOT NULL DEFAULT 0 COMMENT '1: a sale token is handed out only for a captcha answer (implies require_token)',
+  `buckets` tinyint(3) unsigned NOT NULL DEFAULT 1 COMMENT 'Redis stock buckets of this arming (1: one slot, the keys of activityKeys(arming_id))',
+  `bucket_tags` varchar(1024) NOT NULL DEFAULT '' COMMENT 'hash-tag suffixes of buckets 1..n-1, comma-separated (bucket 0 has none)',
   PRIMARY KEY (`id`),
   UNIQUE KEY `uk_seckill_arming` (`arming_id`),
   UNIQUE KEY `uk_seckill_live_product` (`live_product_id`),
@@ -185,4 +189,6 @@ INSERT INTO schema_migrations (version, name) VALUES
   (5, '005_sessions.sql'),
   (7, '007_seckill_one_live_arming.sql'),
   (8, '008_idempotency_keys.sql'),
-  (9, '009_payments.sql');
+  (9, '009_payments.sql'),
+  (10, '010_seckill_sale_tokens.sql'),
+  (11, '011_seckill_buckets.sql');

@@ -74,6 +74,14 @@ export const Codes = Object.freeze({
 	SECKILL_ARMING_BUSY: def(60009, 409, "this product is being armed by another request; try again"),
 	SECKILL_RECONCILE_BUSY: def(60010, 409, "a reconciliation is running on another node"),
 	SECKILL_NOT_FAILED: def(60011, 409, "this reservation is not failed (already replayed, released or ordered)"),
+	// Sale tokens (README "Sale tokens"): one business code for every token refusal, since a client
+	// does the same for each (fetch a new token); a reused one has its own key, message and metric.
+	SECKILL_TOKEN_INVALID: def(60012, 403, "sale token missing, invalid or expired; fetch a new one"),
+	SECKILL_TOKEN_USED: def(60012, 403, "sale token already used; fetch a new one"),
+	SECKILL_CAPTCHA_WRONG: def(60013, 400, "captcha answer wrong or expired; fetch a new captcha"),
+	// Pushed results (README "Pushed results (SSE)"): a bound on open streams, so 429 with Retry-After.
+	SECKILL_STREAM_USER_LIMIT: def(60014, 429, "too many result streams open for this user; close one first"),
+	SECKILL_STREAM_GATEWAY_FULL: def(60015, 429, "this gateway has no room for another result stream; retry"),
 
 	// upload (the Go version's 70001- range)
 	UPLOAD_NO_FILE: def(70001, 400, "no file in the request"),

@@ -39,6 +39,8 @@ export interface CloseResult {
 	order?: OrderRow;
 	/** the flash-sale arming whose Redis reservation the close gives back */
 	arming?: string;
+	/** its stock bucket (the buyer's home bucket; 0 when the sale is unbucketed) */
+	bucket?: number;
 }
 
 /** A flash-sale activity's status in MySQL: its arming is live, or it was replaced or ended. */

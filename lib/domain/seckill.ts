@@ -10,8 +10,10 @@ import type { RedisClient } from "../storage/redis";
  * reservations must not become the new sale's. Every key of one arming carries the same
  * {hash tag}, so the Lua scripts touch a single Redis Cluster slot.
  */
-export function activityKeys(armingId: string) {
-	const tag = `{sk:${armingId}}`;
+export function activityKeys(armingId: string, bucketTag?: string) {
+	// Stock bucket i > 0 (lib/domain/seckill-buckets.ts) has a tag of its own, chosen at arming so
+	// the buckets land on different slots; bucket 0 is the arming's own tag, today's keys.
+	const tag = bucketTag ? `{sk:${armingId}:${bucketTag}}` : `{sk:${armingId}}`;
 	return {
 		info: `seckill:${tag}:info`,
 		bought: `seckill:${tag}:bought`,
@@ -19,7 +21,13 @@ export function activityKeys(armingId: string) {
 		resv: `seckill:${tag}:resv`,
 		last: `seckill:${tag}:last`,
 		/** order_no -> why its message was dead-lettered (state F) */
-		failed: `seckill:${tag}:failed`
+		failed: `seckill:${tag}:failed`,
+		/** stock buckets: order_no -> "home bucket|ms", units this bucket lent to another (lua/seckill_lend.lua) */
+		lends: `seckill:${tag}:lends`,
+		/** stock buckets: order_no -> lender bucket, reservations made here of a lent unit (lua/seckill_borrow.lua) */
+		borrows: `seckill:${tag}:borrows`,
+		/** sale tokens: nonce -> the order_no it was spent on (lua/seckill_reserve.lua: each token buys once) */
+		tokens: `seckill:${tag}:tokens`
 	};
 }
 
@@ -41,7 +49,11 @@ export const SeckillResult = {
 	LIMIT: -4,
 	SOLD_OUT: -5,
 	/** the order_no is held by another reservation: nothing was written, retry with a new number */
-	ORDER_NO_TAKEN: -6
+	ORDER_NO_TAKEN: -6,
+	/** stock buckets: a lent unit could not be taken safely now (stale lend, lends in flight); retry */
+	BUCKET_RETRY: -7,
+	/** sale tokens: this token's nonce was already spent on another order_no; nothing was written */
+	TOKEN_USED: -8
 } as const;
 
 /**
@@ -83,6 +95,8 @@ export interface SeckillOrderMessage {
 	product_name: string;
 	product_image: string;
 	price: string;
+	/** stock buckets: the buyer's home bucket, where the reservation lives (absent: 0) */
+	bucket?: number;
 }
 
 export function isSeckillOrderMessage(m: any): m is SeckillOrderMessage {
@@ -97,11 +111,12 @@ export function isSeckillOrderMessage(m: any): m is SeckillOrderMessage {
 		typeof m.product_name === "string" &&
 		typeof m.product_image === "string" &&
 		typeof m.price === "string" &&
-		/^\d+(\.\d{1,2})?$/.test(m.price)
+		/^\d+(\.\d{1,2})?$/.test(m.price) &&
+		(m.bucket === undefined || (Number.isInteger(m.bucket) && m.bucket >= 0 && m.bucket < 256))
 	);
 }
 
-/** A client with lua/seckill_reserve.lua defined as `seckillReserve` (KEYS info, bought, seqs, resv, last; ARGV user_id, order_no). */
+/** A client with lua/seckill_reserve.lua defined as `seckillReserve` (KEYS info, bought, seqs, resv, last, tokens; ARGV user_id, order_no, token nonce or ""). */
 export type ReserveRedis = RedisClient & {
 	seckillReserve(...args: (string | number)[]): Promise<[number, number, number]>;
 };
@@ -111,6 +126,7 @@ type ReserveResult = [code: number, seq: number, left: number, replicas: number]
 interface Waiting {
 	userId: number;
 	orderNo: string;
+	nonce: string;
 	resolve(r: ReserveResult): void;
 	reject(err: Error): void;
 }
@@ -135,11 +151,11 @@ export class ReplicatedReserver {
 	) {}
 
 	/** [code, seq, stock_left] of the script, and how many replicas acknowledged it in time. */
-	reserve(arming: string, userId: number, orderNo: string): Promise<ReserveResult> {
+	reserve(arming: string, userId: number, orderNo: string, nonce = ""): Promise<ReserveResult> {
 		return new Promise((resolve, reject) => {
 			let queue = this.queues.get(arming);
 			if (!queue) this.queues.set(arming, (queue = []));
-			queue.push({ userId, orderNo, resolve, reject });
+			queue.push({ userId, orderNo, nonce, resolve, reject });
 			if (!this.busy.has(arming)) void this.flush(arming);
 		});
 	}
@@ -159,7 +175,8 @@ export class ReplicatedReserver {
 			wait(n: number, ms: number): unknown;
 			exec(): Promise<[Error | null, unknown][] | null>;
 		};
-		for (const w of batch) pipeline.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, w.userId, w.orderNo);
+		for (const w of batch)
+			pipeline.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, k.tokens, w.userId, w.orderNo, w.nonce);
 		pipeline.wait(this.replicas, this.timeoutMs);
 		try {
 			const results = (await pipeline.exec()) ?? [];

@@ -361,6 +361,28 @@ export function buildOpenApi(
 			}
 		}
 	};
+	// The flash sale's pushed result (README "Pushed results (SSE)"): an event stream, not an envelope.
+	paths[`${basePath}/seckill/result/stream`] = {
+		get: {
+			operationId: "stock_result_stream",
+			tags: ["stock"],
+			summary:
+				"Server-Sent Events of the caller's result for a product: queued {order_no}, then one final success {order_no} or failed {reason, order_no?}, then the stream ends; `: ping` heartbeats between",
+			security: [{ bearerAuth: [] }],
+			parameters: [{ name: "product_id", in: "query", required: true, schema: { type: "integer", minimum: 1 } }],
+			responses: {
+				"200": {
+					description: "The event stream",
+					content: {
+						"text/event-stream": { schema: { type: "string", example: 'event: queued\ndata: {"order_no":"..."}\n\n' } }
+					}
+				},
+				"401": envelopeResponse(ERROR_RESPONSES["401"]),
+				"429": envelopeResponse("60014 too many streams of this user, 60015 this gateway's streams are full"),
+				"503": envelopeResponse("Draining or starting: retry (Retry-After)")
+			}
+		}
+	};
 	paths["/version"] = {
 		get: {
 			operationId: "version",

@@ -3,11 +3,15 @@ import { getConfig } from "../../config";
 import { resultEnvelope } from "../../lib/contract/envelope";
 import { isRejection } from "../../lib/contract/errors";
 import { readJsonBody } from "../../lib/http/body";
+import { STREAM_PATH } from "./stream";
 import type { ApiThis, AuthLevel, Req, Res } from "./types";
 
 /** The flash sale's lane: this exact request skips the generic route pipeline (seckillLane). */
 const SECKILL_LANE = { method: "POST", url: "/api/seckill", action: "stock.seckill", auth: "user" as AuthLevel };
 const SECKILL_ALIAS = Object.freeze({ fullPath: SECKILL_LANE.url });
+
+const isStreamUrl = (url = "") =>
+	url.startsWith(STREAM_PATH) && (url.length === STREAM_PATH.length || url[STREAM_PATH.length] === "?");
 
 /**
  * moleculer-web's own handler, which httpHandler overrides and falls back to for every other
@@ -26,6 +30,8 @@ export const laneMethods = {
 	 */
 	httpHandler(this: ApiThis, req: Req, res: Res, next?: () => void): Promise<void> {
 		if (req.url === SECKILL_LANE.url && req.method === SECKILL_LANE.method) return this.seckillLane(req, res);
+		// The result stream (stream.ts): a response that stays open fits no route of the pipeline.
+		if (req.method === "GET" && isStreamUrl(req.url)) return this.resultStream(req, res);
 		// Here, not as a route middleware: moleculer-web runs those after the body parsers, so a
 		// request refused for its body (malformed, oversized) went uncounted and without headers.
 		this.beginRequest(req, res);
@@ -51,7 +57,10 @@ export const laneMethods = {
 			// The same rule as every route's: 503 with Retry-After until the ended sessions are loaded.
 			const user = this.verifyBearer(req.headers.authorization, SECKILL_LANE.auth, res)!;
 			req.$userId = user.id;
-			const params = typeof body === "object" && body !== null ? { ...body } : {};
+			const params: Record<string, unknown> = typeof body === "object" && body !== null ? { ...body } : {};
+			// A sale token may come as a header too (README "Sale tokens"); the body's wins.
+			const saleToken = req.headers["x-sale-token"];
+			if (typeof saleToken === "string" && params.sale_token === undefined) params.sale_token = saleToken;
 			const rl = getConfig().rate_limit;
 			if (rl.enabled && rl.distributed && !this.soldOut.has(Number((params as { product_id?: unknown }).product_id))) {
 				await this.limitDistributed(user, SECKILL_LANE.action, req, res);

@@ -9,6 +9,11 @@ const RATE_LIMITED = bizError("TOO_MANY_REQUESTS");
 
 /** Everything that checks a password or a refresh token is guessing's target: the login tier, per IP. */
 const LOGIN_TIER = new Set(["user.login", "user.refresh", "user.changePassword"]);
+/**
+ * Sale tokens and captchas, per user (README "Sale tokens"): a tier of its own, so a buyer's
+ * tries at the sale and its captcha answers are counted apart, and each bounds a script's pace.
+ */
+const SALE_TOKEN_TIER = new Set(["stock.saleToken", "stock.captcha"]);
 
 export const limitMethods = {
 	/**
@@ -58,6 +63,8 @@ export const limitMethods = {
 		];
 		if (action && LOGIN_TIER.has(action)) checks.push({ key: `rl:login:${ip}`, tier: rl.login });
 		else if (action === "stock.seckill" && user) checks.push({ key: `rl:seckill:${user.id}`, tier: rl.seckill });
+		else if (action && SALE_TOKEN_TIER.has(action) && user)
+			checks.push({ key: `rl:seckill_token:${user.id}`, tier: rl.seckill_token });
 		let verdict: Verdict;
 		try {
 			verdict = await checkDistributed(this.limiterRedis, checks);

@@ -32,6 +32,9 @@ export const API_ALIASES: Record<string, string> = {
 	"POST /seckill/init": "stock.init",
 	"POST /seckill": "stock.seckill",
 	"GET /seckill/result": "stock.result",
+	// Sale tokens (README "Sale tokens"): a token, and the captcha some sales ask for first.
+	"GET /seckill/token": "stock.saleToken",
+	"GET /seckill/captcha": "stock.captcha",
 	"GET /seckill": "stock.list",
 
 	// Uploads themselves are the multipart route's (uploads.ts); a delete is an ordinary call.

@@ -10,6 +10,8 @@ import type { GcraRedis, LocalBuckets, Verdict } from "../../lib/http/ratelimit"
 import type { AmqpConnection } from "../../lib/messaging/amqp";
 import type { AmqpLiveness } from "../../lib/messaging/liveness";
 import type { RedisClient } from "../../lib/storage/redis";
+import type { QueuedItem, ResultItem, StreamState } from "../../lib/domain/seckill-results";
+import type { ResultStream, ResultStreams } from "./stream";
 
 export type Req = IncomingMessage & {
 	$action?: { name?: string; auth?: "user" | "admin" };
@@ -70,6 +72,9 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	/** the ended sessions were loaded once: until then authenticated requests are refused (503) */
 	revocationsLoaded: boolean;
 	revocationTimer: NodeJS.Timeout | null;
+	/** the open result streams of this process (stream.ts) */
+	streams: ResultStreams;
+	streamResync: NodeJS.Timeout | null;
 
 	// moleculer-web's own methods.
 	createServer(): void;
@@ -89,6 +94,22 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	// lane.ts
 	httpHandler(req: Req, res: Res, next?: () => void): Promise<void>;
 	seckillLane(req: Req, res: Res): Promise<void>;
+
+	// stream.ts
+	resultStream(req: Req, res: Res): Promise<void>;
+	openStream(req: Req, s: ResultStream): ResultStream;
+	closeStream(req: Req, s: ResultStream): void;
+	endStreams(): void;
+	applyStreamState(s: ResultStream, state: StreamState, soldOut: boolean): void;
+	streamsQueued(items: QueuedItem[]): void;
+	streamsResults(items: ResultItem[]): void;
+	streamsSoldOut(productId: number): Promise<void>;
+	resyncStreams(): Promise<void>;
+	recheckRead(
+		productId: number,
+		userIds: number[],
+		attempt?: number
+	): Promise<{ sold_out: boolean; states: StreamState[] }>;
 
 	// auth.ts
 	authenticate(ctx: Context, route: unknown, req: Req, res: Res): AuthUser | null;

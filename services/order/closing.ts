@@ -1,6 +1,7 @@
 import { QueryTypes } from "sequelize";
 import { bizError } from "../../lib/contract/errors";
 import { CloseResult, OrderStatus } from "../../lib/domain/order";
+import { homeBucket } from "../../lib/domain/seckill-buckets";
 import { inTransaction } from "../../lib/storage/tx";
 import type { OrderMethods, OrderThis } from "./types";
 
@@ -50,19 +51,22 @@ export const closingMethods = {
 				replacements: [order.quantity, order.activity_id],
 				transaction: t
 			});
-			const [activity] = (await this.db().query("SELECT arming_id FROM seckill_activities WHERE id = ?", {
+			const [activity] = (await this.db().query("SELECT arming_id, buckets FROM seckill_activities WHERE id = ?", {
 				replacements: [order.activity_id],
 				type: QueryTypes.SELECT,
 				transaction: t
-			})) as { arming_id: string }[];
-			return { closed: true, order: closed, arming: activity?.arming_id };
+			})) as { arming_id: string; buckets: number }[];
+			// Stock buckets: the reservation lives in its buyer's home bucket.
+			const bucket = activity ? homeBucket(Number(order.user_id), Number(activity.buckets)) : 0;
+			return { closed: true, order: closed, arming: activity?.arming_id, bucket };
 		});
 		if (result.closed && result.order) {
 			const o = result.order;
 			if (o.activity_id) {
 				// Redis gets the unit and the buyer's slot back; the release is idempotent, and
 				// if this call is lost, reconciliation finds the closed order and releases it.
-				await this.broker.call("stock.release", { arming_id: result.arming, order_no: o.order_no }).catch(err => {
+				const ref = { arming_id: result.arming, order_no: o.order_no, bucket: result.bucket || undefined };
+				await this.broker.call("stock.release", ref).catch(err => {
 					this.logger.warn(`order ${o.order_no}: Redis release deferred to reconciliation (${err.message})`);
 				});
 			} else {

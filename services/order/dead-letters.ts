@@ -49,7 +49,8 @@ export const deadLetterMethods = {
 				if (replay && queue === "seckill" && isSeckillOrderMessage(body)) {
 					const again = await this.broker.call("stock.replayFailed", {
 						arming_id: body.arming_id,
-						order_no: body.order_no
+						order_no: body.order_no,
+						bucket: body.bucket
 					});
 					if (!again) {
 						ch.ack(msg);

@@ -3,7 +3,16 @@ import { PermanentMessageError } from "../../lib/messaging/amqp";
 import { ClaimResult, OrderStatus } from "../../lib/domain/order";
 import { isSeckillOrderMessage, SeckillOrderMessage } from "../../lib/domain/seckill";
 import { inTransaction } from "../../lib/storage/tx";
+import { ResultItem, SECKILL_RESULTS_EVENT } from "../../lib/domain/seckill-results";
 import type { OrderMethods, OrderThis } from "./types";
+
+const resultItem = (m: SeckillOrderMessage, status: ResultItem["status"], reason?: string): ResultItem => ({
+	product_id: m.product_id,
+	user_id: m.user_id,
+	order_no: m.order_no,
+	status,
+	...(reason === undefined ? {} : { reason })
+});
 
 /**
  * The flash-sale queue's consumer: each reservation's message becomes its order, idempotently,
@@ -17,11 +26,13 @@ export const drainMethods = {
 	 */
 	async seckillDeadLettered(this: OrderThis, body: unknown, reason: string) {
 		if (!isSeckillOrderMessage(body)) return; // names no reservation
-		await this.broker.call(
+		const { failed } = (await this.broker.call(
 			"stock.markFailed",
-			{ arming_id: body.arming_id, order_no: body.order_no, reason },
+			{ arming_id: body.arming_id, order_no: body.order_no, bucket: body.bucket, reason },
 			{ retries: 2, timeout: 5000 }
-		);
+		)) as { failed: boolean };
+		// Only a reservation that is failed now: one that is ordered or released is not the poll's "failed".
+		if (failed) this.announceResults([resultItem(body, "failed", reason)]);
 	},
 
 	/**
@@ -39,7 +50,8 @@ export const drainMethods = {
 		if (!done.length) {
 			const [claim] = (await this.broker.call("stock.claim", {
 				arming_id: m.arming_id,
-				order_nos: [m.order_no]
+				order_nos: [m.order_no],
+				buckets: m.bucket ? [m.bucket] : undefined
 			})) as ClaimResult[];
 			if (claim === "unknown_arming")
 				throw new PermanentMessageError(`unknown arming ${m.arming_id}: Redis holds no flash sale of it`);
@@ -98,7 +110,12 @@ export const drainMethods = {
 			}
 			if (inserted) await this.seckillOrdersWritten([m]);
 		}
-		await this.broker.call("stock.markOrdered", { arming_id: m.arming_id, order_nos: [m.order_no] });
+		await this.broker.call("stock.markOrdered", {
+			arming_id: m.arming_id,
+			order_nos: [m.order_no],
+			buckets: m.bucket ? [m.bucket] : undefined
+		});
+		this.announceResults([resultItem(m, "success")]);
 	},
 
 	/**
@@ -111,6 +128,7 @@ export const drainMethods = {
 	 */
 	async createSeckillOrders(this: OrderThis, bodies: unknown[]) {
 		const done = bodies.map(() => false);
+		const ordered: SeckillOrderMessage[] = [];
 		const groups = new Map<string, { m: SeckillOrderMessage; i: number }[]>();
 		bodies.forEach((m, i) => {
 			if (!isSeckillOrderMessage(m)) return;
@@ -121,22 +139,30 @@ export const drainMethods = {
 		await Promise.all(
 			[...groups.values()].map(async group => {
 				try {
-					await this.writeSeckillGroup(group.map(g => g.m));
+					ordered.push(...(await this.writeSeckillGroup(group.map(g => g.m))));
 					for (const g of group) done[g.i] = true;
 				} catch (err) {
 					this.logger.debug(`seckill batch of ${group.length} left to single writes: ${(err as Error).message}`);
 				}
 			})
 		);
+		this.announceResults(ordered.map(m => resultItem(m, "success")));
 		return done;
 	},
 
-	/** One arming's messages in one transaction; throws (and writes nothing) unless all is ordinary. */
+	/**
+	 * One arming's messages in one transaction; throws (and writes nothing) unless all is ordinary.
+	 * Answers the messages whose orders are committed (written now or found written before).
+	 */
 	async writeSeckillGroup(this: OrderThis, messages: SeckillOrderMessage[]) {
 		const db = this.db();
 		const { activity_id, arming_id } = messages[0];
 		// A redelivered copy may sit in the same batch as its original.
-		const unique = [...new Map(messages.map(m => [m.order_no, m])).values()];
+		const byNo = new Map(messages.map(m => [m.order_no, m]));
+		const unique = [...byNo.values()];
+		// Stock buckets: each reservation lives in its buyer's home bucket (absent: 0, unbucketed).
+		const bucketsOf = (nos: string[]) =>
+			nos.some(no => byNo.get(no)?.bucket) ? nos.map(no => byNo.get(no)?.bucket ?? 0) : undefined;
 		const existing = new Set(
 			(
 				(await db.query("SELECT order_no FROM orders WHERE order_no IN (:nos)", {
@@ -150,7 +176,8 @@ export const drainMethods = {
 		if (fresh.length) {
 			const claims = (await this.broker.call("stock.claim", {
 				arming_id,
-				order_nos: fresh.map(m => m.order_no)
+				order_nos: fresh.map(m => m.order_no),
+				buckets: bucketsOf(fresh.map(m => m.order_no))
 			})) as ClaimResult[];
 			if (claims.includes("unknown_arming")) throw new Error(`unknown arming ${arming_id}`);
 			write = fresh.filter((_, i) => claims[i] === "claimed");
@@ -191,7 +218,17 @@ export const drainMethods = {
 			await this.seckillOrdersWritten(write);
 		}
 		const ordered = [...existing, ...write.map(m => m.order_no)];
-		if (ordered.length) await this.broker.call("stock.markOrdered", { arming_id, order_nos: ordered });
+		if (ordered.length)
+			await this.broker.call("stock.markOrdered", { arming_id, order_nos: ordered, buckets: bucketsOf(ordered) });
+		return ordered.map(no => byNo.get(no)!);
+	},
+
+	/**
+	 * The result streams' news (README "Pushed results (SSE)"): one broadcast per batch, to the
+	 * gateways only. After markOrdered, so a stream that re-reads on this news reads "success".
+	 */
+	announceResults(this: OrderThis, items: ResultItem[]) {
+		if (items.length) this.broker.broadcast(SECKILL_RESULTS_EVENT, { items }, { groups: ["api"] });
 	},
 
 	/** What follows committed flash-sale orders, however they were written: count, announce, schedule the close. */

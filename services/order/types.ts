@@ -5,6 +5,7 @@ import type { AuthUser } from "../../lib/auth/jwt";
 import type { Paged } from "../../lib/contract/paging";
 import type { LeasedOrderNos } from "../../lib/domain/order-no";
 import type { SeckillOrderMessage } from "../../lib/domain/seckill";
+import type { ResultItem } from "../../lib/domain/seckill-results";
 import type { CloseResult, Order, OrderRow } from "../../lib/domain/order";
 import type { IdempotencyKeys } from "../../lib/storage/idempotency";
 import type {
@@ -110,7 +111,8 @@ export interface OrderMethods {
 	whyUnwritable(m: SeckillOrderMessage, transaction?: Transaction): Promise<string | null>;
 	createSeckillOrders(bodies: unknown[]): Promise<boolean[]>;
 	seckillDeadLettered(body: unknown, reason: string): Promise<void>;
-	writeSeckillGroup(messages: SeckillOrderMessage[]): Promise<void>;
+	writeSeckillGroup(messages: SeckillOrderMessage[]): Promise<SeckillOrderMessage[]>;
+	announceResults(items: ResultItem[]): void;
 	seckillOrdersWritten(written: SeckillOrderMessage[]): Promise<void>;
 	// dead-letters.ts
 	deadLetters(

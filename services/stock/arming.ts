@@ -5,6 +5,17 @@ import { centsToDecimal, toCents } from "../../lib/domain/money";
 import { ActivityStatus } from "../../lib/domain/order";
 import type { Product } from "../../lib/domain/product";
 import { activityKeys, newArmingId, productActivityKey } from "../../lib/domain/seckill";
+import {
+	BUCKETS_PER_MASTER,
+	bucketKeys,
+	bucketShare,
+	BucketTags,
+	chooseBucketTags,
+	formatBucketTags,
+	maxBuckets,
+	ONE_BUCKET,
+	parseBucketTags
+} from "../../lib/domain/seckill-buckets";
 import { RedisLease, withLease } from "../../lib/storage/lease";
 import type { ActivityInfo, ActivityMeta, ArmingMethods, InitParams, StockThis } from "./types";
 
@@ -35,11 +46,24 @@ export const armingMethods = {
 			);
 		const price = centsToDecimal(toCents(p.seckill_price ?? product.price));
 		const limit = p.limit_per_user ?? 1;
+		// A captcha is how a token is earned: asking for one asks for tokens (README "Sale tokens").
+		const captcha = p.captcha === true;
+		const requireToken = p.require_token === true || captcha;
+		// More buckets than BUCKETS_PER_MASTER per master only adds round trips on the same cores.
+		const most = maxBuckets(this.redis);
+		if ((p.buckets ?? 1) > most)
+			throw bizError(
+				"BAD_REQUEST",
+				[{ field: "buckets", message: `at most ${most} on this Redis (${BUCKETS_PER_MASTER} per master)` }],
+				"validation failed"
+			);
 		// One arming of a product at a time across the cluster: two at once would each retire
 		// what they saw and both go live. The others are refused at once (409), not queued: an
 		// admin's double click must not arm twice. The database's unique live key backs this.
 		const lease = new RedisLease(this.redis, armingLeaseKey(p.product_id), newArmingId(), ARMING_LEASE_MS);
-		const armed = await withLease(lease, () => this.armLocked(p, product, { start, end, price, limit }));
+		const armed = await withLease(lease, () =>
+			this.armLocked(p, product, { start, end, price, limit, requireToken, captcha })
+		);
 		if (!armed) throw bizError("SECKILL_ARMING_BUSY");
 		return armed;
 	},
@@ -48,26 +72,47 @@ export const armingMethods = {
 		this: StockThis,
 		p: InitParams,
 		product: Product,
-		{ start, end, price, limit }: { start: number; end: number; price: string; limit: number }
+		{
+			start,
+			end,
+			price,
+			limit,
+			requireToken = false,
+			captcha = false
+		}: { start: number; end: number; price: string; limit: number; requireToken?: boolean; captcha?: boolean }
 	) {
 		const db = this.adapter.db;
 		const arming = newArmingId();
-		let previous: { arming_id: string }[] = [];
+		const tags = chooseBucketTags(this.redis, arming, p.buckets ?? 1);
+		let previous: { arming_id: string; buckets: number; bucket_tags: string }[] = [];
 		const id = await db
 			.transaction(async transaction => {
 				// Read under the rows' locks: what this transaction retires is what was live.
 				previous = (await db.query(
-					`SELECT arming_id FROM seckill_activities WHERE product_id = ? AND status = ${ActivityStatus.LIVE} FOR UPDATE`,
+					`SELECT arming_id, buckets, bucket_tags FROM seckill_activities WHERE product_id = ? AND status = ${ActivityStatus.LIVE} FOR UPDATE`,
 					{ replacements: [p.product_id], type: QueryTypes.SELECT, transaction }
-				)) as { arming_id: string }[];
+				)) as { arming_id: string; buckets: number; bucket_tags: string }[];
 				await db.query(
 					`UPDATE seckill_activities SET status = ${ActivityStatus.RETIRED} WHERE product_id = ? AND status = ${ActivityStatus.LIVE}`,
 					{ replacements: [p.product_id], transaction }
 				);
 				const [insertId] = (await db.query(
-					`INSERT INTO seckill_activities (arming_id, product_id, seckill_price, total_stock, stock, limit_per_user, start_time, end_time, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ${ActivityStatus.LIVE})`,
+					`INSERT INTO seckill_activities (arming_id, product_id, seckill_price, total_stock, stock, limit_per_user, start_time, end_time, status, buckets, bucket_tags, require_token, captcha) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ${ActivityStatus.LIVE}, ?, ?, ?, ?)`,
 					{
-						replacements: [arming, p.product_id, price, p.stock, p.stock, limit, new Date(start), new Date(end)],
+						replacements: [
+							arming,
+							p.product_id,
+							price,
+							p.stock,
+							p.stock,
+							limit,
+							new Date(start),
+							new Date(end),
+							tags.length,
+							formatBucketTags(tags),
+							requireToken ? 1 : 0,
+							captcha ? 1 : 0
+						],
 						transaction,
 						type: QueryTypes.INSERT
 					}
@@ -82,19 +127,36 @@ export const armingMethods = {
 		// product's pointer live in different slots. The order keeps every moment safe: the old
 		// sale stops first, then the new one exists, and only then do buyers find it (between
 		// the first and the last step a buyer is told "no activity" for a few milliseconds).
-		await Promise.all(previous.map(old => this.redis.hset(activityKeys(old.arming_id).info, "active", "0")));
-		await this.writeActivityInfo(arming, {
-			stock: p.stock,
-			start,
-			end,
-			limit,
-			active: true,
-			activity_id: id,
-			product_id: p.product_id,
-			price,
-			name: product.name,
-			image: product.image_url
-		});
+		// Every bucket of the old sale stops (each has its own slot).
+		await Promise.all(
+			previous.flatMap(old => {
+				const oldTags = parseBucketTags(old.buckets, old.bucket_tags);
+				return oldTags.map((_, b) => this.redis.hset(bucketKeys(old.arming_id, oldTags, b).info, "active", "0"));
+			})
+		);
+		await Promise.all(
+			tags.map((_, b) =>
+				this.writeActivityInfo(
+					arming,
+					{
+						stock: bucketShare(p.stock, tags.length, b),
+						start,
+						end,
+						limit,
+						active: true,
+						activity_id: id,
+						product_id: p.product_id,
+						price,
+						name: product.name,
+						image: product.image_url,
+						require_token: requireToken,
+						captcha
+					},
+					tags,
+					b
+				)
+			)
+		);
 		await this.redis.set(productActivityKey(p.product_id), arming);
 		this.broker.broadcast("seckill.armed", { product_id: p.product_id, activity_id: id });
 		return {
@@ -105,16 +167,23 @@ export const armingMethods = {
 			seckill_price: Number(price),
 			start_time: new Date(start),
 			end_time: new Date(end),
-			limit_per_user: limit
+			limit_per_user: limit,
+			buckets: tags.length,
+			require_token: requireToken,
+			captcha
 		};
 	},
 
 	/**
-	 * Writes an arming's Redis info hash, all ten fields in one HSET: when it is armed, and
+	 * Writes an arming's Redis info hash, all its fields in one HSET: when it is armed, and
 	 * when reconciliation rebuilds an arming Redis lost.
 	 */
-	writeActivityInfo(this: StockThis, arming: string, info: ActivityInfo) {
-		return this.redis.hset(activityKeys(arming).info, {
+	writeActivityInfo(this: StockThis, arming: string, info: ActivityInfo, tags: BucketTags = ONE_BUCKET, bucket = 0) {
+		// A bucketed arming's every info hash says how many buckets and their tags, so a node that
+		// reads bucket 0 (activityFor) knows them all; an unbucketed one's hash is as it always was.
+		const buckets = tags.length > 1 ? { buckets: tags.length, bucket_tags: formatBucketTags(tags), bucket } : {};
+		return this.redis.hset(bucketKeys(arming, tags, bucket).info, {
+			...buckets,
 			stock: info.stock,
 			start: info.start,
 			end: info.end,
@@ -124,7 +193,9 @@ export const armingMethods = {
 			product_id: info.product_id,
 			price: info.price,
 			name: info.name,
-			image: info.image
+			image: info.image,
+			require_token: info.require_token ? 1 : 0,
+			captcha: info.captcha ? 1 : 0
 		});
 	},
 
@@ -135,16 +206,21 @@ export const armingMethods = {
 		const arming = await this.redis.get(productActivityKey(pid));
 		let meta: ActivityMeta | null = null;
 		if (arming) {
-			const [id, start, end, price, name, image, active] = await this.redis.hmget(
-				activityKeys(arming).info,
-				"activity_id",
-				"start",
-				"end",
-				"price",
-				"name",
-				"image",
-				"active"
-			);
+			const [id, start, end, price, name, image, active, buckets, bucketTags, requireToken, captcha] =
+				await this.redis.hmget(
+					activityKeys(arming).info,
+					"activity_id",
+					"start",
+					"end",
+					"price",
+					"name",
+					"image",
+					"active",
+					"buckets",
+					"bucket_tags",
+					"require_token",
+					"captcha"
+				);
 			if (active === "1")
 				meta = {
 					id: Number(id),
@@ -155,6 +231,9 @@ export const armingMethods = {
 					price: price!,
 					name: name ?? "",
 					image: image ?? "",
+					tags: parseBucketTags(buckets, bucketTags),
+					require_token: requireToken === "1",
+					captcha: captcha === "1",
 					loadedAt: Date.now()
 				};
 		}
@@ -169,7 +248,10 @@ export const armingMethods = {
 		for (const pid of this.soldOut) {
 			const meta = await this.activityFor(pid);
 			if (!meta) continue;
-			const left = Number(await this.redis.hget(activityKeys(meta.arming).info, "stock"));
+			const left =
+				meta.tags.length > 1
+					? await this.bucketsStock(meta.arming, meta.tags)
+					: Number(await this.redis.hget(activityKeys(meta.arming).info, "stock"));
 			if (left > 0) this.soldOut.delete(pid);
 		}
 	}

@@ -11,6 +11,7 @@ import {
 	RESERVATION_STATES,
 	ReservationState
 } from "../../lib/domain/seckill";
+import { bucketKeys, homeBucket, parseBucketTags } from "../../lib/domain/seckill-buckets";
 import { names } from "../../lib/messaging/topology";
 import { RedisLease, withLease } from "../../lib/storage/lease";
 import type {
@@ -36,7 +37,7 @@ function emptyReport(activityId: number, activity: ReconcileActivityRow): Reconc
 		activity_id: activityId,
 		product_id: Number(activity.product_id),
 		initial: Number(activity.total_stock),
-		redis: { remaining: 0, reservations: 0 },
+		redis: { remaining: 0, reservations: 0, lends: 0 },
 		db: { stock: 0, live_orders: 0 },
 		republished: [],
 		requeued: [],
@@ -47,6 +48,8 @@ function emptyReport(activityId: number, activity: ReconcileActivityRow): Reconc
 		rebuilt: false,
 		restored: [],
 		orphan_orders: [],
+		lends_returned: 0,
+		lends_settled: 0,
 		consistent: false
 	};
 }
@@ -171,7 +174,9 @@ export const reconciliationMethods = {
 		const rows = await this.readReconcileOrders(activityId);
 		const orders = new Map(rows.map(o => [o.order_no, Number(o.status)]));
 		const price = centsToDecimal(toCents(activity.seckill_price));
-		await this.rebuildLostArming(activity, report, price);
+		const tags = parseBucketTags(activity.buckets, activity.bucket_tags);
+		if (tags.length > 1) await this.rebuildLostBuckets(activity, tags, report, price);
+		else await this.rebuildLostArming(activity, report, price);
 		const ageLimitMs = getConfig().seckill.reconcile_age * 1000;
 		const meta: ActivityMeta = {
 			id: activityId,
@@ -180,19 +185,29 @@ export const reconciliationMethods = {
 			price,
 			name: activity.name ?? "",
 			image: activity.image_url ?? "",
+			tags,
 			start: 0,
 			end: 0,
+			require_token: Number(activity.require_token) === 1,
+			captcha: Number(activity.captcha) === 1,
 			loadedAt: 0
 		};
 		const held = new Set<string>();
-		await this.scanReservations(arming, async (page, redisNowMs) => {
-			for (const r of page) {
-				held.add(r.order_no);
-				const repair = decideRepair(r, orders.get(r.order_no), redisNowMs, ageLimitMs, queueEmpty);
-				await this.repairReservation(meta, r, repair, report);
-			}
-		});
+		// Every bucket's reservations (one, the arming's own keys, when unbucketed).
+		for (let bucket = 0; bucket < tags.length; bucket++)
+			await this.scanReservations(
+				arming,
+				async (page, redisNowMs) => {
+					for (const r of page) {
+						held.add(r.order_no);
+						const repair = decideRepair(r, orders.get(r.order_no), redisNowMs, ageLimitMs, queueEmpty);
+						await this.repairReservation(meta, r, repair, report, bucket);
+					}
+				},
+				bucket
+			);
 		await this.restoreLostReservations(arming, rows, held, report);
+		await this.reconcileLends(arming, tags, report);
 		await this.measureReconciled(arming, orders, report);
 		this.logReconciled(report);
 		return report;
@@ -200,7 +215,7 @@ export const reconciliationMethods = {
 
 	async readReconcileActivity(this: StockThis, activityId: number): Promise<ReconcileActivityRow> {
 		const [activity] = (await this.adapter.db.query(
-			`SELECT a.id, a.arming_id, a.product_id, a.total_stock, a.seckill_price, a.limit_per_user, a.start_time, a.end_time, a.status, p.name, p.image_url
+			`SELECT a.id, a.arming_id, a.product_id, a.total_stock, a.seckill_price, a.limit_per_user, a.start_time, a.end_time, a.status, a.buckets, a.bucket_tags, a.require_token, a.captcha, p.name, p.image_url
 			   FROM seckill_activities a LEFT JOIN products p ON p.id = a.product_id WHERE a.id = ?`,
 			{ replacements: [activityId], type: QueryTypes.SELECT }
 		)) as ReconcileActivityRow[];
@@ -233,7 +248,9 @@ export const reconciliationMethods = {
 			product_id: report.product_id,
 			price,
 			name: activity.name ?? "",
-			image: activity.image_url ?? ""
+			image: activity.image_url ?? "",
+			require_token: Number(activity.require_token) === 1,
+			captcha: Number(activity.captcha) === 1
 		});
 		if (armed) await this.redis.set(productActivityKey(report.product_id), arming);
 		report.rebuilt = true;
@@ -249,9 +266,10 @@ export const reconciliationMethods = {
 	async scanReservations(
 		this: StockThis,
 		arming: string,
-		onPage: (page: Reservation[], redisNowMs: number) => Promise<void>
+		onPage: (page: Reservation[], redisNowMs: number) => Promise<void>,
+		bucket = 0
 	) {
-		const key = activityKeys(arming).resv;
+		const key = bucket ? bucketKeys(arming, await this.bucketTagsOf(arming), bucket).resv : activityKeys(arming).resv;
 		let cursor = "0";
 		do {
 			const [next, flat] = await this.redis.hscan(key, cursor, "COUNT", SCAN_PAGE);
@@ -271,12 +289,13 @@ export const reconciliationMethods = {
 		meta: ActivityMeta,
 		r: Reservation,
 		repair: ReservationRepair,
-		report: ReconcileReport
+		report: ReconcileReport,
+		bucket = 0
 	) {
 		const arming = meta.arming;
-		const k = activityKeys(arming);
+		const k = bucketKeys(arming, meta.tags, bucket);
 		if (repair === "release_closed") {
-			if ((await this.release(arming, r.order_no, "any")) === 1) report.released_closed++;
+			if ((await this.release(arming, r.order_no, "any", bucket)) === 1) report.released_closed++;
 		} else if (repair === "mark_ordered") {
 			await this.redis.seckillMark(k.resv, k.info, r.order_no, "O");
 			report.marked_ordered++;
@@ -284,9 +303,9 @@ export const reconciliationMethods = {
 			report.failed++;
 		} else if (repair === "republish" || repair === "requeue") {
 			try {
-				await this.handOff(meta, r.user_id, r.seq, r.order_no);
+				await this.handOff(meta, r.user_id, r.seq, r.order_no, bucket);
 				// Confirmed now: not published again while it waits in the queue.
-				await this.markMany(arming, [r.order_no], "P");
+				await this.markMany(arming, [r.order_no], "P", [bucket]);
 				(repair === "republish" ? report.republished : report.requeued).push(r.order_no);
 				this.broker.metrics.increment("gomall_seckill_republished_total", {
 					reason: repair === "republish" ? "unconfirmed" : "lost"
@@ -312,7 +331,7 @@ export const reconciliationMethods = {
 		held: Set<string>,
 		report: ReconcileReport
 	) {
-		const k = activityKeys(arming);
+		const tags = await this.bucketTagsOf(arming);
 		const missing = rows.filter(o => Number(o.status) !== OrderStatus.CLOSED && !held.has(o.order_no));
 		if (!missing.length) return;
 		const still = (await this.adapter.db.query("SELECT order_no FROM orders WHERE order_no IN (?) AND status <> ?", {
@@ -322,6 +341,9 @@ export const reconciliationMethods = {
 		const live = new Set(still.map(o => o.order_no));
 		for (const o of missing) {
 			if (!live.has(o.order_no)) continue;
+			// Into its buyer's home bucket, whose stock may go below 0 (its unit may have been lent
+			// from another bucket): the sum over the buckets is what the invariant holds.
+			const k = bucketKeys(arming, tags, homeBucket(Number(o.user_id), tags.length));
 			const [restored] = await this.redis.seckillRestore(
 				k.info,
 				k.bought,
@@ -340,17 +362,23 @@ export const reconciliationMethods = {
 
 	/** The invariant's terms after the repairs, and whether they hold. */
 	async measureReconciled(this: StockThis, arming: string, orders: Map<string, number>, report: ReconcileReport) {
-		const k = activityKeys(arming);
+		const tags = await this.bucketTagsOf(arming);
 		const [dbRow] = (await this.adapter.db.query("SELECT stock FROM seckill_activities WHERE id = ?", {
 			replacements: [report.activity_id],
 			type: QueryTypes.SELECT
 		})) as { stock: number }[];
-		report.redis.remaining = Number((await this.redis.hget(k.info, "stock")) ?? 0);
-		report.redis.reservations = await this.redis.hlen(k.resv);
+		report.redis.remaining = 0;
+		report.redis.reservations = 0;
+		for (let b = 0; b < tags.length; b++) {
+			const k = bucketKeys(arming, tags, b);
+			report.redis.remaining += Number((await this.redis.hget(k.info, "stock")) ?? 0);
+			report.redis.reservations += await this.redis.hlen(k.resv);
+		}
+		report.redis.lends = await this.lendsInFlight(arming, tags);
 		report.db.stock = Number(dbRow.stock);
 		report.db.live_orders = [...orders.values()].filter(s => s !== OrderStatus.CLOSED).length;
 		report.consistent =
-			report.initial === report.redis.remaining + report.redis.reservations &&
+			report.initial === report.redis.remaining + report.redis.reservations + report.redis.lends &&
 			report.initial === report.db.stock + report.db.live_orders;
 	},
 
@@ -381,18 +409,31 @@ export const reconciliationMethods = {
 	async activityStatus(this: StockThis, productId?: number): Promise<ActivityStatusRow[]> {
 		const db = this.adapter.db;
 		const rows = (await db.query(
-			`SELECT id, arming_id, product_id, total_stock, stock, limit_per_user, status FROM seckill_activities
+			`SELECT id, arming_id, product_id, total_stock, stock, limit_per_user, status, buckets, bucket_tags FROM seckill_activities
 			  WHERE ${productId ? "product_id = ?" : RECENT_ACTIVITIES} ORDER BY id`,
 			{ replacements: productId ? [productId] : [], type: QueryTypes.SELECT }
 		)) as Record<string, any>[];
 		const out: ActivityStatusRow[] = [];
 		for (const a of rows) {
-			const k = activityKeys(a.arming_id);
-			const [remaining, buyers] = await Promise.all([this.redis.hget(k.info, "stock"), this.redis.hlen(k.bought)]);
+			const tags = parseBucketTags(a.buckets, a.bucket_tags);
 			const states: Record<ReservationState, number> = { R: 0, P: 0, C: 0, O: 0, F: 0 };
-			await this.scanReservations(a.arming_id, async page => {
-				for (const r of page) states[r.state]++;
-			});
+			let remaining = 0;
+			let buyers = 0;
+			// Every bucket: a buyer is counted once (all of a buyer lives in its home bucket).
+			for (let b = 0; b < tags.length; b++) {
+				const k = bucketKeys(a.arming_id, tags, b);
+				const [left, held] = await Promise.all([this.redis.hget(k.info, "stock"), this.redis.hlen(k.bought)]);
+				remaining += Number(left ?? 0);
+				buyers += held;
+				await this.scanReservations(
+					a.arming_id,
+					async page => {
+						for (const r of page) states[r.state]++;
+					},
+					b
+				);
+			}
+			const lends = await this.lendsInFlight(a.arming_id, tags);
 			const [o] = (await db.query(
 				`SELECT COUNT(*) AS orders, COALESCE(SUM(status = ${OrderStatus.CLOSED}), 0) AS closed FROM orders WHERE activity_id = ?`,
 				{ replacements: [a.id], type: QueryTypes.SELECT }
@@ -401,7 +442,7 @@ export const reconciliationMethods = {
 			const reservations = RESERVATION_STATES.reduce((sum, st) => sum + states[st], 0);
 			const orders = Number(o.orders);
 			const closed = Number(o.closed);
-			const redisRemaining = Number(remaining ?? 0);
+			const redisRemaining = remaining;
 			out.push({
 				activity_id: Number(a.id),
 				product_id: Number(a.product_id),
@@ -413,7 +454,9 @@ export const reconciliationMethods = {
 				orders,
 				closed,
 				db_stock: Number(a.stock),
-				consistent: initial === redisRemaining + reservations && initial === Number(a.stock) + orders - closed
+				buckets: tags.length,
+				lends,
+				consistent: initial === redisRemaining + reservations + lends && initial === Number(a.stock) + orders - closed
 			});
 		}
 		return out;

@@ -3,6 +3,7 @@ import type { CodeKey } from "../../lib/contract/codes";
 import { QueryTypes } from "sequelize";
 import { bizError, rejection, Rejection } from "../../lib/contract/errors";
 import { activityKeys, Reservation, SeckillOrderMessage, SeckillResult } from "../../lib/domain/seckill";
+import { bucketKeys } from "../../lib/domain/seckill-buckets";
 import { PublishError } from "../../lib/messaging/amqp";
 import { names, SECKILL_ROUTING_KEY } from "../../lib/messaging/topology";
 import type { ActivityMeta, FailedReservation, Queued, ReleaseMode, ReservationMethods, StockThis } from "./types";
@@ -19,7 +20,11 @@ export const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {
 	[SeckillResult.NOT_STARTED]: ["not_started", "SECKILL_NOT_STARTED"],
 	[SeckillResult.ENDED]: ["ended", "SECKILL_ENDED"],
 	[SeckillResult.LIMIT]: ["limit", "SECKILL_LIMIT_REACHED"],
-	[SeckillResult.SOLD_OUT]: ["sold_out", "SECKILL_SOLD_OUT"]
+	[SeckillResult.SOLD_OUT]: ["sold_out", "SECKILL_SOLD_OUT"],
+	// Stock buckets: a unit may still come back (lent out, or its lend not replicated): "retry".
+	[SeckillResult.BUCKET_RETRY]: ["bucket_retry", "SECKILL_ORDER_FAILED"],
+	// Sale tokens: the token's nonce was spent by an earlier request (README "Sale tokens").
+	[SeckillResult.TOKEN_USED]: ["token_used", "SECKILL_TOKEN_USED"]
 };
 
 /** The hot path: the Lua reservation, its confirmed hand-off to the order queue, claims and releases. */
@@ -29,22 +34,33 @@ export const reservationMethods = {
 		return rejection(key);
 	},
 
-	async reserve(this: StockThis, pid: number, userId: number) {
-		if (this.soldOut.has(pid)) return this.reject("sold_out", "SECKILL_SOLD_OUT");
+	async reserve(this: StockThis, pid: number, userId: number, saleToken?: string) {
+		// The sold-out shortcut comes first, synchronously (no await: it is most of a sale's
+		// traffic), except for a sale that takes tokens: that one refuses a request without a valid
+		// token before anything else, sold out or not. Its meta is in memory (activityFor reads
+		// Redis once per META_TTL_MS) and the check is one HMAC.
+		if (this.soldOut.has(pid) && !this.metas.get(pid)?.require_token)
+			return this.reject("sold_out", "SECKILL_SOLD_OUT");
 		const meta = await this.activityFor(pid);
+		const nonce = meta ? this.tokenRefusal(meta, userId, saleToken) : "";
+		if (typeof nonce !== "string") return nonce;
+		if (this.soldOut.has(pid)) return this.reject("sold_out", "SECKILL_SOLD_OUT");
 		if (!meta) return this.reject("no_activity", "SECKILL_NO_ACTIVITY");
 		const now = Date.now();
 		if (now < meta.start - CLOCK_SLACK_MS) return this.reject("not_started", "SECKILL_NOT_STARTED");
 		if (now >= meta.end + CLOCK_SLACK_MS) return this.reject("ended", "SECKILL_ENDED");
 
 		let orderNo = "";
-		let reserved: [number, number, number, number];
+		let reserved: [number, number, number, number] | [number, number, number, number, number];
 		try {
 			// A number another buyer's reservation holds (two processes with one worker id) wrote
 			// nothing: the script refused it, so a new number is safe.
 			for (let attempt = 1; ; attempt++) {
 				orderNo = this.orderNos.next();
-				reserved = await this.runReserve(meta.arming, userId, orderNo);
+				reserved =
+					meta.tags.length > 1
+						? await this.reserveInBuckets(meta, userId, orderNo, nonce)
+						: await this.runReserve(meta.arming, userId, orderNo, nonce);
 				if (reserved[0] !== SeckillResult.ORDER_NO_TAKEN) break;
 				this.logger.warn(
 					`seckill ${orderNo}: order number already held by another reservation; retrying with a new one`
@@ -57,13 +73,14 @@ export const reservationMethods = {
 				// A reservation that was made is published by reconciliation after reconcile_age
 				// (it was never confirmed); the poll settles what happened.
 				this.logger.warn(`seckill ${orderNo}: no answer from Redis in time; outcome unknown, answered queued`);
-				return this.queued(orderNo, "unknown");
+				return this.queued(orderNo, "unknown", pid, userId);
 			}
 			// Redis unreachable or mid-failover, the command not sent: "retry" (503).
 			this.logger.warn(`seckill ${orderNo}: Redis did not answer the reservation (${(err as Error).message})`);
 			return this.reject("redis_error", "UNAVAILABLE");
 		}
-		const [code, seq, left, replicas] = reserved;
+		// The buyer's home bucket holds the reservation (0 when the sale is not bucketed).
+		const [code, seq, left, replicas, bucket = 0] = reserved;
 		if (code !== SeckillResult.WON) {
 			if (code === SeckillResult.SOLD_OUT)
 				this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
@@ -73,13 +90,13 @@ export const reservationMethods = {
 		if (this.replicated && replicas < this.replicated.replicas) {
 			// Not on enough replicas in time: a failover now could forget this reservation
 			// while its buyer holds a "queued". Give it back instead (the buyer may retry).
-			if ((await this.release(meta.arming, orderNo, "unconfirmed")) === 1)
+			if ((await this.release(meta.arming, orderNo, "unconfirmed", bucket)) === 1)
 				return this.reject("unreplicated", "SECKILL_ORDER_FAILED");
 		}
 		if (left === 0) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
 
 		try {
-			await this.handOff(meta, userId, seq, orderNo);
+			await this.handOff(meta, userId, seq, orderNo, bucket);
 		} catch (err) {
 			// "Retry" only when the unit is provably back: the broker never took the message
 			// (no channel, a nack, a return) and the release found it unconfirmed. A lost confirm
@@ -87,21 +104,26 @@ export const reservationMethods = {
 			// stays unconfirmed, and reconciliation republishes it (the consumer is idempotent).
 			const notSent = err instanceof PublishError && err.outcome === "not_sent";
 			// A release that fails (Redis away) proves nothing back either: then "queued" too.
-			if (notSent && (await this.release(meta.arming, orderNo, "unconfirmed").catch(() => 0)) === 1) {
+			if (notSent && (await this.release(meta.arming, orderNo, "unconfirmed", bucket).catch(() => 0)) === 1) {
 				this.logger.warn(`seckill ${orderNo}: handoff failed (${(err as Error).message}); reservation released`);
 				return this.reject("handoff_failed", "SECKILL_ORDER_FAILED");
 			}
 			this.logger.warn(`seckill ${orderNo}: handoff unconfirmed (${(err as Error).message}); answered queued`);
-			return this.queued(orderNo, "unknown");
+			return this.queued(orderNo, "unknown", pid, userId);
 		}
 		// Confirmed: from now on only its order's close or an operator releases it. A failure to
 		// record that leaves it unconfirmed, which costs at most a duplicate message.
-		await this.markMany(meta.arming, [orderNo], "P").catch(() => undefined);
-		return this.queued(orderNo, "confirmed");
+		await this.markMany(meta.arming, [orderNo], "P", bucket ? [bucket] : undefined).catch(() => undefined);
+		return this.queued(orderNo, "confirmed", pid, userId);
 	},
 
-	/** The buyer's "queued", counted by whether its message is known to be in the queue. */
-	queued(this: StockThis, orderNo: string, handoff: "confirmed" | "unknown"): Queued {
+	/**
+	 * The buyer's "queued", counted by whether its message is known to be in the queue, and
+	 * announced to the result streams (README "Pushed results (SSE)") in the turn's one broadcast.
+	 */
+	queued(this: StockThis, orderNo: string, handoff: "confirmed" | "unknown", pid?: number, userId?: number): Queued {
+		if (pid !== undefined && userId !== undefined)
+			this.queuedBatch.add({ product_id: pid, user_id: userId, order_no: orderNo });
 		this.broker.metrics.increment("gomall_seckill_requests_total", {
 			result: handoff === "confirmed" ? "queued" : "queued_unconfirmed"
 		});
@@ -120,26 +142,40 @@ export const reservationMethods = {
 		arming: string,
 		userId: number,
 		orderNo: string,
+		nonce = "",
 		attempt = 1
 	): Promise<[number, number, number, number]> {
 		if (!this.replicated) {
 			const k = activityKeys(arming);
-			return [...(await this.redis.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, userId, orderNo)), 0];
+			return [
+				...(await this.redis.seckillReserve(
+					k.info,
+					k.bought,
+					k.seqs,
+					k.resv,
+					k.last,
+					k.tokens,
+					userId,
+					orderNo,
+					nonce
+				)),
+				0
+			];
 		}
 		try {
-			return await this.replicated.reserve(arming, userId, orderNo);
+			return await this.replicated.reserve(arming, userId, orderNo, nonce);
 		} catch (err) {
 			// A cluster redirection proves the script did not run; ioredis follows it for a
 			// lone command but not inside a pipeline whose other command (WAIT) succeeded.
 			if (attempt < 3 && /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test((err as Error).message)) {
 				await new Promise(resolve => setTimeout(resolve, 100 * attempt));
-				return this.runReserve(arming, userId, orderNo, attempt + 1);
+				return this.runReserve(arming, userId, orderNo, nonce, attempt + 1);
 			}
 			throw err;
 		}
 	},
 
-	handOff(this: StockThis, meta: ActivityMeta, userId: number, seq: number, orderNo: string) {
+	handOff(this: StockThis, meta: ActivityMeta, userId: number, seq: number, orderNo: string, bucket = 0) {
 		const msg: SeckillOrderMessage = {
 			order_no: orderNo,
 			activity_id: meta.id,
@@ -151,12 +187,15 @@ export const reservationMethods = {
 			product_image: meta.image,
 			price: meta.price
 		};
+		// Only a bucketed sale's messages carry it: an unbucketed one's are as they always were.
+		if (bucket) msg.bucket = bucket;
 		return this.publisher.publish(names(getConfig().namespace).orderExchange, SECKILL_ROUTING_KEY, msg, orderNo);
 	},
 
 	/** Returns 1 released, 0 nothing to release, -1 kept (not in the state the mode releases, lua/seckill_release.lua). */
-	async release(this: StockThis, arming: string, orderNo: string, mode: ReleaseMode) {
-		const k = activityKeys(arming);
+	async release(this: StockThis, arming: string, orderNo: string, mode: ReleaseMode, bucket = 0) {
+		// A reservation's unit goes back to its buyer's home bucket, wherever it was lent from.
+		const k = bucket ? bucketKeys(arming, await this.bucketTagsOf(arming), bucket) : activityKeys(arming);
 		const [released, left] = await this.redis.seckillRelease(k.info, k.bought, k.seqs, k.resv, orderNo, mode);
 		if (released === 1 && left === 1) {
 			const [pid, activityId] = await this.redis.hmget(k.info, "product_id", "activity_id");
@@ -166,8 +205,15 @@ export const reservationMethods = {
 	},
 
 	/** lua/seckill_failed.lua: a reservation marked failed (its message dead-lettered), or taken back for a replay. */
-	async failedTransition(this: StockThis, arming: string, orderNo: string, op: "fail" | "replay", reason: string) {
-		const k = activityKeys(arming);
+	async failedTransition(
+		this: StockThis,
+		arming: string,
+		orderNo: string,
+		op: "fail" | "replay",
+		reason: string,
+		bucket = 0
+	) {
+		const k = bucket ? bucketKeys(arming, await this.bucketTagsOf(arming), bucket) : activityKeys(arming);
 		const done = await this.redis.seckillFailed(k.resv, k.failed, orderNo, op, reason);
 		if (done === 1 && op === "fail") this.logger.warn(`seckill ${orderNo}: dead-lettered (${reason}); marked failed`);
 		return done;
@@ -180,22 +226,67 @@ export const reservationMethods = {
 			type: QueryTypes.SELECT
 		})) as { arming_id: string }[];
 		if (!row) throw bizError("SECKILL_NO_ACTIVITY");
-		const k = activityKeys(row.arming_id);
-		const failed: Reservation[] = [];
-		await this.scanReservations(row.arming_id, async page => {
-			failed.push(...page.filter(r => r.state === "F"));
-		});
-		const reasons = failed.length ? await this.redis.hmget(k.failed, ...failed.map(r => r.order_no)) : [];
-		return failed.map((r, i) => ({
-			order_no: r.order_no,
-			user_id: r.user_id,
-			reserved_at: new Date(r.reserved_at),
-			reason: reasons[i] ?? ""
-		}));
+		const tags = await this.bucketTagsOf(row.arming_id);
+		const out: FailedReservation[] = [];
+		for (let bucket = 0; bucket < tags.length; bucket++) {
+			const k = bucketKeys(row.arming_id, tags, bucket);
+			const failed: Reservation[] = [];
+			await this.scanReservations(
+				row.arming_id,
+				async page => {
+					failed.push(...page.filter(r => r.state === "F"));
+				},
+				bucket
+			);
+			const reasons = failed.length ? await this.redis.hmget(k.failed, ...failed.map(r => r.order_no)) : [];
+			failed.forEach((r, i) =>
+				out.push({
+					order_no: r.order_no,
+					user_id: r.user_id,
+					reserved_at: new Date(r.reserved_at),
+					reason: reasons[i] ?? "",
+					bucket
+				})
+			);
+		}
+		return out;
 	},
 
 	/** seckill_mark.lua for each order_no, in one round trip (all keys share the arming's slot). */
-	async markMany(this: StockThis, arming: string, orderNos: string[], state: "P" | "C" | "O"): Promise<(1 | 0 | -1)[]> {
+	async markMany(
+		this: StockThis,
+		arming: string,
+		orderNos: string[],
+		state: "P" | "C" | "O",
+		buckets?: readonly number[]
+	): Promise<(1 | 0 | -1)[]> {
+		// A bucketed sale's order_nos live in their buyers' home buckets: one pipeline per bucket
+		// (one slot each), the answers put back in the callers' order.
+		if (buckets?.some(b => b !== 0)) {
+			const tags = await this.bucketTagsOf(arming);
+			const out: (1 | 0 | -1)[] = new Array(orderNos.length);
+			const byBucket = new Map<number, number[]>();
+			orderNos.forEach((_, i) => {
+				const b = buckets[i] ?? 0;
+				if (!byBucket.has(b)) byBucket.set(b, []);
+				byBucket.get(b)!.push(i);
+			});
+			await Promise.all(
+				[...byBucket].map(async ([b, idx]) => {
+					const k = bucketKeys(arming, tags, b);
+					const pipeline = this.redis.pipeline() as unknown as {
+						seckillMark(...args: string[]): void;
+						exec(): Promise<[Error | null, unknown][] | null>;
+					};
+					for (const i of idx) pipeline.seckillMark(k.resv, k.info, orderNos[i], state);
+					((await pipeline.exec()) ?? []).forEach(([err, r], j) => {
+						if (err) throw err;
+						out[idx[j]] = r as 1 | 0 | -1;
+					});
+				})
+			);
+			return out;
+		}
 		const k = activityKeys(arming);
 		const pipeline = this.redis.pipeline() as unknown as {
 			seckillMark(...args: string[]): void;

@@ -7,6 +7,8 @@ import type { ConfirmPublisher } from "../../lib/messaging/amqp";
 import type { AmqpThis } from "../../mixins/amqp.mixin";
 import type { DbThis } from "../../mixins/db.mixin";
 import type { Product } from "../../lib/domain/product";
+import type { BucketTags, ReplicatedBuckets } from "../../lib/domain/seckill-buckets";
+import type { QueuedItem, StreamState, TurnBatch } from "../../lib/domain/seckill-results";
 
 /** What a node remembers about the activity armed for a product (cheap rejections). */
 export interface ActivityMeta {
@@ -18,10 +20,15 @@ export interface ActivityMeta {
 	price: string;
 	name: string;
 	image: string;
+	/** stock buckets (lib/domain/seckill-buckets.ts): one entry per bucket, ONE_BUCKET when unbucketed */
+	tags: BucketTags;
+	/** sale tokens (README "Sale tokens"): POST /api/seckill needs one; captcha: fetching one needs an answer */
+	require_token: boolean;
+	captcha: boolean;
 	loadedAt: number;
 }
 
-/** The ten fields of an arming's Redis info hash (KEYS[1] of the Lua scripts). */
+/** The fields of an arming's Redis info hash (KEYS[1] of the Lua scripts). */
 export interface ActivityInfo {
 	stock: number;
 	start: number;
@@ -34,6 +41,9 @@ export interface ActivityInfo {
 	price: string;
 	name: string;
 	image: string;
+	/** sale tokens; written as 1 or 0, absent (an arming from before them) read as off */
+	require_token: boolean;
+	captcha: boolean;
 }
 
 export type SeckillRedis = ReserveRedis & {
@@ -41,6 +51,8 @@ export type SeckillRedis = ReserveRedis & {
 	seckillMark(...args: (string | number)[]): Promise<1 | 0 | -1>;
 	seckillRestore(...args: (string | number)[]): Promise<[number, number]>;
 	seckillFailed(...args: (string | number)[]): Promise<1 | 0>;
+	seckillLend(...args: (string | number)[]): Promise<[number, number, number]>;
+	seckillBorrow(...args: (string | number)[]): Promise<[number, number, number]>;
 };
 
 /** One activity as gomall-status shows it (SPEC invariant terms). */
@@ -56,6 +68,9 @@ export interface ActivityStatusRow {
 	orders: number;
 	closed: number;
 	db_stock: number;
+	/** stock buckets: how many, and units lent by one bucket not yet reserved in another */
+	buckets: number;
+	lends: number;
 	consistent: boolean;
 }
 
@@ -63,7 +78,8 @@ export interface ReconcileReport {
 	activity_id: number;
 	product_id: number;
 	initial: number;
-	redis: { remaining: number; reservations: number };
+	/** lends: stock buckets' units lent and not yet reserved (0 when unbucketed) */
+	redis: { remaining: number; reservations: number; lends: number };
 	db: { stock: number; live_orders: number };
 	/** unconfirmed reservations (R) published again and confirmed now */
 	republished: string[];
@@ -81,6 +97,10 @@ export interface ReconcileReport {
 	restored: string[];
 	/** live orders that could not be put back (see the log) */
 	orphan_orders: string[];
+	/** stock buckets: stale lends given back to their bucket (no reservation was made of them) */
+	lends_returned: number;
+	/** stock buckets: stale lends whose reservation was made (the lend record forgotten) */
+	lends_settled: number;
 	consistent: boolean;
 }
 
@@ -97,6 +117,11 @@ export interface ReconcileActivityRow {
 	status: number;
 	name: string | null;
 	image_url: string | null;
+	buckets: number;
+	bucket_tags: string;
+	/** sale tokens (0 or 1) */
+	require_token: number;
+	captcha: number;
 }
 
 /** One of the activity's orders as reconciliation reads it. */
@@ -115,6 +140,11 @@ export interface InitParams {
 	start_time?: Date;
 	end_time?: Date;
 	limit_per_user?: number;
+	/** stock buckets (default 1) */
+	buckets?: number;
+	/** sale tokens (default false); captcha implies require_token */
+	require_token?: boolean;
+	captcha?: boolean;
 }
 
 /** A reservation whose message was dead-lettered, as the REPL lists it. */
@@ -123,10 +153,13 @@ export interface FailedReservation {
 	user_id: number;
 	reserved_at: Date;
 	reason: string;
+	bucket: number;
 }
 
 /** lua/seckill_release.lua's modes: what each may give back. */
 export type ReleaseMode = "unconfirmed" | "failed" | "any";
+
+export type SaleTokenOut = { token: string; expires_at: Date };
 
 export type Queued = { order_no: string; success: true; status: "queued"; message: string };
 
@@ -136,9 +169,9 @@ export interface ArmingMethods {
 	armLocked(
 		p: InitParams,
 		product: Product,
-		window: { start: number; end: number; price: string; limit: number }
+		window: { start: number; end: number; price: string; limit: number; requireToken?: boolean; captcha?: boolean }
 	): Promise<Record<string, unknown>>;
-	writeActivityInfo(arming: string, info: ActivityInfo): Promise<unknown>;
+	writeActivityInfo(arming: string, info: ActivityInfo, tags?: BucketTags, bucket?: number): Promise<unknown>;
 	activityFor(productId: number): Promise<ActivityMeta | null>;
 	recheckSoldOut(): Promise<void>;
 }
@@ -146,19 +179,40 @@ export interface ArmingMethods {
 /** services/stock/reservation.ts */
 export interface ReservationMethods {
 	reject(result: string, key: CodeKey): Rejection;
-	reserve(productId: number, userId: number): Promise<Rejection | Queued>;
+	reserve(productId: number, userId: number, saleToken?: string): Promise<Rejection | Queued>;
 	runReserve(
 		arming: string,
 		userId: number,
 		orderNo: string,
+		nonce?: string,
 		attempt?: number
 	): Promise<[number, number, number, number]>;
-	handOff(meta: ActivityMeta, userId: number, seq: number, orderNo: string): Promise<void>;
-	queued(orderNo: string, handoff: "confirmed" | "unknown"): Queued;
-	release(arming: string, orderNo: string, mode: ReleaseMode): Promise<number>;
-	markMany(arming: string, orderNos: string[], state: "P" | "C" | "O"): Promise<(1 | 0 | -1)[]>;
-	failedTransition(arming: string, orderNo: string, op: "fail" | "replay", reason: string): Promise<1 | 0>;
+
+	handOff(meta: ActivityMeta, userId: number, seq: number, orderNo: string, bucket?: number): Promise<void>;
+	queued(orderNo: string, handoff: "confirmed" | "unknown", productId?: number, userId?: number): Queued;
+	release(arming: string, orderNo: string, mode: ReleaseMode, bucket?: number): Promise<number>;
+	markMany(
+		arming: string,
+		orderNos: string[],
+		state: "P" | "C" | "O",
+		buckets?: readonly number[]
+	): Promise<(1 | 0 | -1)[]>;
+	failedTransition(
+		arming: string,
+		orderNo: string,
+		op: "fail" | "replay",
+		reason: string,
+		bucket?: number
+	): Promise<1 | 0>;
 	failedReservations(activityId: number): Promise<FailedReservation[]>;
+}
+
+/** services/stock/tokens.ts */
+export interface TokenMethods {
+	saleToken(productId: number, userId: number, captchaId?: string, captchaAnswer?: string): Promise<SaleTokenOut>;
+	saleCaptcha(productId: number, userId: number): Promise<{ captcha_id: string; svg: string }>;
+	openForTokens(productId: number): Promise<ActivityMeta>;
+	tokenRefusal(meta: ActivityMeta, userId: number, saleToken: unknown): Rejection | string;
 }
 
 /** services/stock/listing.ts */
@@ -168,6 +222,7 @@ export interface ListingMethods {
 		productId: number,
 		userId: number
 	): Promise<{ status: "success" | "queued" | "failed"; order_no: string | null; reason?: string }>;
+	seckillResults(productId: number, userIds: number[]): Promise<{ sold_out: boolean; states: StreamState[] }>;
 }
 
 /** services/stock/reconciliation.ts */
@@ -179,12 +234,17 @@ export interface ReconciliationMethods {
 	readReconcileActivity(activityId: number): Promise<ReconcileActivityRow>;
 	readReconcileOrders(activityId: number): Promise<ReconcileOrderRow[]>;
 	rebuildLostArming(activity: ReconcileActivityRow, report: ReconcileReport, price: string): Promise<void>;
-	scanReservations(arming: string, onPage: (page: Reservation[], redisNowMs: number) => Promise<void>): Promise<void>;
+	scanReservations(
+		arming: string,
+		onPage: (page: Reservation[], redisNowMs: number) => Promise<void>,
+		bucket?: number
+	): Promise<void>;
 	repairReservation(
 		meta: ActivityMeta,
 		r: Reservation,
 		repair: ReservationRepair,
-		report: ReconcileReport
+		report: ReconcileReport,
+		bucket?: number
 	): Promise<void>;
 	restoreLostReservations(
 		arming: string,
@@ -197,12 +257,48 @@ export interface ReconciliationMethods {
 	activityStatus(productId?: number): Promise<ActivityStatusRow[]>;
 }
 
+/** services/stock/buckets.ts */
+export interface BucketMethods {
+	bucketTagsOf(arming: string): Promise<BucketTags>;
+	bucketCall(
+		slotTag: string,
+		cmd: "seckillReserve" | "seckillLend" | "seckillBorrow",
+		args: (string | number)[]
+	): Promise<[[number, number, number], number]>;
+	reserveInBuckets(
+		meta: ActivityMeta,
+		userId: number,
+		orderNo: string,
+		nonce?: string
+	): Promise<[number, number, number, number, number]>;
+	everyBucketEmpty(arming: string, tags: BucketTags): Promise<boolean>;
+	bucketsStock(arming: string, tags: BucketTags): Promise<number>;
+	locateBucket(arming: string, orderNo: string): Promise<number>;
+	reconcileLends(arming: string, tags: BucketTags, report: ReconcileReport): Promise<void>;
+	rebuildLostBuckets(
+		activity: ReconcileActivityRow,
+		tags: BucketTags,
+		report: ReconcileReport,
+		price: string
+	): Promise<void>;
+	lendsInFlight(arming: string, tags: BucketTags): Promise<number>;
+}
+
 /** What reconciliation does with one Redis reservation (see reconcileActivity). */
 export type ReservationRepair = "release_closed" | "mark_ordered" | "republish" | "requeue" | "failed" | null;
 
 /** The stock actor's `this`: the mixins' members, its own fields, and every method group. */
 export interface StockThis
-	extends Service, DbThis, AmqpThis, ArmingMethods, ReservationMethods, ListingMethods, ReconciliationMethods {
+	extends
+		Service,
+		DbThis,
+		AmqpThis,
+		ArmingMethods,
+		ReservationMethods,
+		ListingMethods,
+		ReconciliationMethods,
+		BucketMethods,
+		TokenMethods {
 	redis: SeckillRedis;
 	publisher: ConfirmPublisher;
 	orderNos: Pick<LeasedOrderNos, "next" | "stop">;
@@ -213,4 +309,14 @@ export interface StockThis
 	timers: NodeJS.Timeout[];
 	/** set in `started` when redis.wait_replicas > 0 */
 	replicated: ReplicatedReserver | null;
+	/** stock buckets: the same, for every script of a bucketed sale (set with `replicated`) */
+	replicatedBuckets: ReplicatedBuckets | null;
+	/** stock buckets: arming -> its tags (they never change; read once per node from the row) */
+	bucketTagCache: Map<string, BucketTags>;
+	/** sale tokens: the MAC key (lib/domain/sale-token.ts), derived once from jwt.secret */
+	saleTokenKey: Buffer;
+	/** sale tokens: the captcha answers' key, derived once from jwt.secret */
+	captchaKey: Buffer;
+	/** the turn's won reservations, broadcast together to the result streams (seckill.queued) */
+	queuedBatch: TurnBatch<QueuedItem>;
 }

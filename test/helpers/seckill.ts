@@ -1,7 +1,8 @@
 import { QueryTypes } from "sequelize";
 import { TokenService } from "../../lib/auth/jwt";
 import { newSessionId } from "../../lib/auth/sessions";
-import { activityKeys, parseReservation } from "../../lib/domain/seckill";
+import { parseReservation } from "../../lib/domain/seckill";
+import { bucketKeys, parseBucketTags } from "../../lib/domain/seckill-buckets";
 import { createRedis } from "../../lib/storage/redis";
 import type { TestMall } from "./node";
 import { eventually } from "./proc";
@@ -56,6 +57,8 @@ export interface Counts {
 	liveOrders: number;
 	orders: number;
 	distinctBuyerSeq: number;
+	/** stock buckets: units lent by one bucket and not reserved in another (0 when quiet) */
+	lends: number;
 }
 
 /** Everything the SPEC invariant speaks of, read straight from Redis and MySQL. */
@@ -65,15 +68,28 @@ export async function counts(mall: TestMall, activityId: number): Promise<Counts
 		// One statement, so the activity's stock and its orders are one snapshot while orders commit.
 		const [a] = await sql(
 			mall,
-			`SELECT a.arming_id, a.total_stock, a.stock, COUNT(o.id) AS orders, SUM(o.status <> 5) AS live, COUNT(DISTINCT o.user_id, o.seckill_seq) AS distinct_seq
+			`SELECT a.arming_id, a.buckets, a.bucket_tags, a.total_stock, a.stock, COUNT(o.id) AS orders, SUM(o.status <> 5) AS live, COUNT(DISTINCT o.user_id, o.seckill_seq) AS distinct_seq
 			   FROM seckill_activities a LEFT JOIN orders o ON o.activity_id = a.id WHERE a.id = ? GROUP BY a.id`,
 			[activityId]
 		);
-		const k = activityKeys(a.arming_id);
-		const resv = Object.entries(await redis.hgetall(k.resv)).map(([no, v]) => parseReservation(no, v)!);
+		// Every stock bucket (one when the sale is not bucketed).
+		const tags = parseBucketTags(a.buckets, a.bucket_tags);
+		const resv = [];
+		let remaining = 0;
+		let lends = 0;
+		for (let b = 0; b < tags.length; b++) {
+			const k = bucketKeys(a.arming_id, tags, b);
+			resv.push(...Object.entries(await redis.hgetall(k.resv)).map(([no, v]) => parseReservation(no, v)!));
+			remaining += Number(await redis.hget(k.info, "stock"));
+			for (const [no, v] of Object.entries(await redis.hgetall(k.lends))) {
+				const home = bucketKeys(a.arming_id, tags, Number(v.split("|")[0]));
+				if (!(await redis.hexists(home.borrows, no))) lends++;
+			}
+		}
 		return {
 			initial: Number(a.total_stock),
-			redisRemaining: Number(await redis.hget(k.info, "stock")),
+			lends,
+			redisRemaining: remaining,
 			reservations: resv.length,
 			ordered: resv.filter(r => r.state === "O").length,
 			dbStock: Number(a.stock),
@@ -101,7 +117,7 @@ export async function drained(mall: TestMall, activityId: number, timeoutMs = 30
 }
 
 export function expectInvariant(c: Counts): void {
-	expect(c.redisRemaining + c.reservations).toBe(c.initial);
+	expect(c.redisRemaining + c.reservations + c.lends).toBe(c.initial);
 	expect(c.dbStock + c.liveOrders).toBe(c.initial);
 }
 

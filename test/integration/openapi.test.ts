@@ -91,6 +91,35 @@ describe("OpenAPI document", () => {
 		// Nothing of the upload actor's internals is a route.
 		expect(Object.keys(doc.paths).filter(p => /commit|discard|save/.test(p))).toEqual([]);
 	});
+
+	it("documents the sale tokens: the token and captcha routes, their parameters and codes", async () => {
+		const doc = (await (await fetch(`${mall.baseUrl}/swagger/doc.json`)).json()) as any;
+		const token = doc.paths["/api/seckill/token"].get;
+		expect(token.security).toEqual([{ bearerAuth: [] }]);
+		expect(token.parameters.map((p: any) => [p.name, p.in, p.required])).toEqual(
+			expect.arrayContaining([
+				["product_id", "query", true],
+				["captcha_id", "query", false],
+				["captcha_answer", "query", false]
+			])
+		);
+		expect(token.description).toMatch(/60013/);
+		expect(doc.paths["/api/seckill/captcha"].get.parameters.map((p: any) => p.name)).toContain("product_id");
+		const buy = doc.paths["/api/seckill"].post;
+		expect(buy.requestBody.content["application/json"].schema.properties.sale_token).toMatchObject({
+			type: "string"
+		});
+		expect(buy.description).toMatch(/60012/);
+	});
+
+	it("documents the pushed result: an event stream for a user, its product and its bounds", async () => {
+		const doc = (await (await fetch(`${mall.baseUrl}/swagger/doc.json`)).json()) as any;
+		const stream = doc.paths["/api/seckill/result/stream"].get;
+		expect(stream.security).toEqual([{ bearerAuth: [] }]);
+		expect(stream.parameters.map((p: any) => [p.name, p.in, p.required])).toEqual([["product_id", "query", true]]);
+		expect(stream.responses["200"].content).toHaveProperty("text/event-stream");
+		expect(stream.responses["429"].description).toMatch(/60014.*60015/);
+	});
 });
 
 describe("Swagger UI", () => {

@@ -7,6 +7,8 @@
  * request log off), makes BENCH_BUYERS buyers' tokens, then alternates (A B A B ...):
  *   ceiling  bench/ceiling.ts: bare node:http, body + HS256 JWT + one EVALSHA, nothing else
  *   full     POST /api/seckill through the api actor and the stock actor
+ *   tokens   the full path on a sale armed with require_token, each buyer holding a sale token
+ *            fetched from GET /api/seckill/token (issue #22: within 10% of the full path's ratio)
  * each driven by wrk (-t1, BENCH_CONNECTIONS connections, BENCH_SECONDS s) on a fresh arming
  * of BENCH_STOCK units, so each run is a few hundred wins and then sold-out traffic. It prints
  * req/s, p50/p90/p99, errors, answers by status and code, the medians and their ratio; then a
@@ -115,6 +117,14 @@ function postJson(port: number, p: string, body: unknown, token?: string): Promi
 	});
 }
 
+/** A GET with a buyer's token, on a connection of its own; the envelope's data. */
+async function getData(port: number, p: string, token: string): Promise<any> {
+	const r = await fetch(`http://127.0.0.1:${port}${p}`, { headers: { authorization: `Bearer ${token}` } });
+	const body = (await r.json()) as { data: unknown };
+	if (r.status !== 200) throw new Error(`GET ${p}: ${r.status} ${JSON.stringify(body)}`);
+	return body.data;
+}
+
 async function waitReady(url: string, timeoutMs = 60000): Promise<void> {
 	const end = Date.now() + timeoutMs;
 	while (Date.now() < end) {
@@ -134,7 +144,7 @@ function wrk(
 	productId: number,
 	tokensFile: string,
 	seconds: number,
-	opts: { soldOut?: () => Promise<boolean>; rate?: number } = {}
+	opts: { soldOut?: () => Promise<boolean>; rate?: number; saleTokens?: string } = {}
 ): Promise<WrkResult> {
 	return runWrk({
 		port,
@@ -142,6 +152,7 @@ function wrk(
 		seconds,
 		env: {
 			BENCH_TOKENS: tokensFile,
+			BENCH_SALE_TOKENS: opts.saleTokens ?? "",
 			BENCH_PRODUCT: String(productId),
 			BENCH_UNTIL_SOLD_OUT: opts.soldOut ? "1" : "0",
 			BENCH_RATE: String(opts.rate ?? 0)
@@ -181,6 +192,9 @@ interface Measured {
 	rateP99: number;
 	worstRateP99: number;
 	ratio: number;
+	/** the full path on a sale that takes sale tokens (each buyer fetched one), flat out */
+	withTokens: number;
+	tokenRatio: number;
 	errors: number;
 	drain: number;
 	cost: Cost;
@@ -226,7 +240,8 @@ async function measure(workers: number): Promise<Measured> {
 			global: { rate: 1e6, burst: 1e6 },
 			api: { rate: 1e6, burst: 1e6 },
 			seckill: { rate: 1e4, burst: 1e4 },
-			login: { rate: 1e4, burst: 1e4 }
+			login: { rate: 1e4, burst: 1e4 },
+			seckill_token: { rate: 1e4, burst: 1e4 }
 		},
 		seckill: { reconcile_interval: 0 },
 		order: { sweep_interval: 0 }
@@ -316,9 +331,13 @@ async function measure(workers: number): Promise<Measured> {
 			if (ended.status !== 401 || ended.body.code !== 10006)
 				throw new Error(`a token of an ended session was not refused: ${ended.status} ${JSON.stringify(ended.body)}`);
 		}
-		const armed = async (stock: number) => {
+		const armed = async (stock: number, requireToken = false) => {
 			const product = await post("/api/product", { name: "Bench phone", price: 999, stock: 1 }, admin);
-			const a = await post("/api/seckill/init", { product_id: product.id, stock }, admin);
+			const a = await post(
+				"/api/seckill/init",
+				{ product_id: product.id, stock, ...(requireToken ? { require_token: true } : {}) },
+				admin
+			);
 			return { productId: Number(product.id), activityId: Number(a.id), arming: String(a.arming_id) };
 		};
 		const counts = async (a: { activityId: number; arming: string }) => {
@@ -393,7 +412,7 @@ async function measure(workers: number): Promise<Measured> {
 			`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, the mall's answers ${cfg.http.batch_replies ? "ended together per loop turn" : "written one by one"} (the ceiling's one by one, its faster way), a session per buyer and ${REVOKED} ended sessions in the gateways' memory`
 		);
 		console.log(
-			`A: the ceiling, B: the full path, both as fast as wrk goes; C: the full path with ${RATE} req/s offered (buyers arriving at random, a Poisson process at that rate)`
+			`A: the ceiling, B: the full path, both as fast as wrk goes; C: the full path with ${RATE} req/s offered (buyers arriving at random, a Poisson process at that rate); D: B on a sale that takes sale tokens`
 		);
 		console.log(
 			"(flat out, the mean latency cannot exceed connections / req/s, the \"Little\" column; when wrk's mean does, a few very slow requests were multiplied by wrk's coordinated-omission correction, see bench/wrk.ts)"
@@ -401,10 +420,27 @@ async function measure(workers: number): Promise<Measured> {
 		console.log(
 			"run  path      req/s     p50 ms  p90 ms  p99 ms  max ms  mean ms  Little  errors  answers (status/code: count)"
 		);
-		const results: { ceiling: WrkResult[]; full: WrkResult[]; atRate: WrkResult[] } = {
+		const results: { ceiling: WrkResult[]; full: WrkResult[]; atRate: WrkResult[]; tokens: WrkResult[] } = {
 			ceiling: [],
 			full: [],
-			atRate: []
+			atRate: [],
+			tokens: []
+		};
+		const buyerJwts = fs.readFileSync(buyers, "utf8").trim().split("\n");
+		/** Every buyer's sale token for the product (GET /api/seckill/token), in the order of their JWTs. */
+		const saleTokensFor = async (productId: number) => {
+			const saleTokens: string[] = [];
+			for (let i = 0; i < buyerJwts.length; i += 100)
+				saleTokens.push(
+					...(await Promise.all(
+						buyerJwts
+							.slice(i, i + 100)
+							.map(async jwt => (await getData(mallPort, `/api/seckill/token?product_id=${productId}`, jwt)).token)
+					))
+				);
+			const file = path.join(tmp, `sale-${productId}.tokens`);
+			fs.writeFileSync(file, saleTokens.join("\n") + "\n");
+			return file;
 		};
 		const row = (label: string, r: WrkResult, flatOut: boolean) => {
 			const answers = Object.entries(r.answers)
@@ -469,6 +505,23 @@ async function measure(workers: number): Promise<Measured> {
 				if (bad.length || wrkErrors(rf))
 					throw new Error(`run ${label}: errors or unexpected answers: ${JSON.stringify(rf)}`);
 			}
+			{
+				// D: B again on a sale that takes sale tokens, each buyer holding one. A buyer's second
+				// request that reaches the script before the sale sells out finds its token spent (403
+				// 60012, one try per token); after that the sold-out answers check the token's HMAC only.
+				const label = `D${round}   full+tokens`;
+				const a = await armed(STOCK, true);
+				const saleTokens = await saleTokensFor(a.productId);
+				const rt = await wrk(mallPort, a.productId, buyers, SECONDS, { saleTokens });
+				results.tokens.push(rt);
+				row(label, rt, true);
+				const wins = rt.answers["200/0"] ?? 0;
+				if (wins !== STOCK) throw new Error(`run ${label}: ${wins} winners for ${STOCK} units`);
+				await settle(a, wins);
+				const bad = Object.keys(rt.answers).filter(k => !/^(200\/0|409\/600\d\d|403\/60012)$/.test(k));
+				if (bad.length || wrkErrors(rt))
+					throw new Error(`run ${label}: errors or unexpected answers: ${JSON.stringify(rt)}`);
+			}
 		}
 		ceiling.child.kill("SIGTERM");
 		const med = (rs: WrkResult[], f: (r: WrkResult) => number) => median(rs.map(f));
@@ -481,6 +534,10 @@ async function measure(workers: number): Promise<Measured> {
 		console.log(
 			`median         ceiling ${mc.toFixed(0)} req/s (p99 ${(med(results.ceiling, r => r.p99) / 1000).toFixed(1)} ms); full ${mf.toFixed(0)} req/s ` +
 				`(p50 ${p50.toFixed(1)}, p90 ${p90.toFixed(1)}, p99 ${p99.toFixed(1)} ms); ratio full/ceiling ${(mf / mc).toFixed(2)}`
+		);
+		const withTokens = med(results.tokens, reqPerSec);
+		console.log(
+			`median         full on a sale taking sale tokens: ${withTokens.toFixed(0)} req/s (p99 ${(med(results.tokens, r => r.p99) / 1000).toFixed(1)} ms); ratio to the ceiling ${(withTokens / mc).toFixed(2)}, ${((withTokens / mf) * 100).toFixed(0)}% of the full path without tokens`
 		);
 		const [ra, pa] = [med(results.atRate, reqPerSec), med(results.atRate, r => r.p99) / 1000];
 		console.log(
@@ -542,7 +599,9 @@ async function measure(workers: number): Promise<Measured> {
 			rateP99: pa,
 			worstRateP99: Math.max(...results.atRate.map(r => r.p99)) / 1000,
 			ratio: mf / mc,
-			errors: [...results.full, ...results.atRate].reduce((n, r) => n + wrkErrors(r), wrkErrors(rd)),
+			withTokens,
+			tokenRatio: withTokens / mc,
+			errors: [...results.full, ...results.atRate, ...results.tokens].reduce((n, r) => n + wrkErrors(r), wrkErrors(rd)),
 			drain: winners / seconds,
 			cost
 		};
@@ -570,6 +629,11 @@ const TARGETS: { name: string; met: (m: Measured) => boolean; value: (m: Measure
 		name: "p99 <= 50 ms flat out",
 		met: m => m.p99 <= 50,
 		value: m => `${m.p99.toFixed(1)} (worst run ${m.worstP99.toFixed(1)})`
+	},
+	{
+		name: "with sale tokens within 10% of the ratio without (#22)",
+		met: m => m.tokenRatio >= 0.9 * m.ratio,
+		value: m => `${m.tokenRatio.toFixed(2)} against ${m.ratio.toFixed(2)}`
 	},
 	{ name: "no errors", met: m => m.errors === 0, value: m => String(m.errors) },
 	{ name: "drain >= 2,000 orders/s", met: m => m.drain >= 2000, value: m => m.drain.toFixed(0) }

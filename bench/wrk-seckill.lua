@@ -6,6 +6,16 @@
 local tokens = {}
 for line in io.lines(os.getenv("BENCH_TOKENS")) do tokens[#tokens + 1] = line end
 local body = '{"product_id":' .. os.getenv("BENCH_PRODUCT") .. '}'
+-- BENCH_SALE_TOKENS (optional): a file of sale tokens, line i for the buyer of line i; then each
+-- buyer's body carries its sale token.
+local bodies = nil
+local sale_tokens_file = os.getenv("BENCH_SALE_TOKENS") or ""
+if sale_tokens_file ~= "" then
+  bodies = {}
+  for line in io.lines(sale_tokens_file) do
+    bodies[#bodies + 1] = '{"product_id":' .. os.getenv("BENCH_PRODUCT") .. ',"sale_token":"' .. line .. '"}'
+  end
+end
 local i = 0
 local until_sold_out = os.getenv("BENCH_UNTIL_SOLD_OUT") == "1"
 local answered = 0
@@ -13,8 +23,9 @@ answers = {}
 
 request = function()
   i = i + 1
-  local t = tokens[(i - 1) % #tokens + 1]
-  return wrk.format("POST", "/api/seckill", { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. t }, body)
+  local n = (i - 1) % #tokens + 1
+  local t = tokens[n]
+  return wrk.format("POST", "/api/seckill", { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. t }, bodies and bodies[n] or body)
 end
 
 response = function(status, headers, body)

@@ -1,4 +1,4 @@
-import crypto from "node:crypto";
+import crypto, { KeyObject } from "node:crypto";
 
 /**
  * Flash-sale tokens (README "Sale tokens"): a short-lived permission to try to buy, bound to one
@@ -30,31 +30,35 @@ export interface SaleTokenClaims {
 export type SaleTokenCheck =
 	{ ok: true; nonce: string; expiresAt: number } | { ok: false; reason: "malformed" | "mac" | "expired" };
 
-/** The MAC key, derived from the jwt secret (so no new secret to deploy, and rotating one rotates both). */
-export function saleTokenKey(jwtSecret: string): Buffer {
-	return Buffer.from(crypto.hkdfSync("sha256", jwtSecret, Buffer.alloc(0), KEY_INFO, 32));
+/**
+ * The MAC key, derived from the jwt secret (so no new secret to deploy, and rotating one rotates
+ * both). A KeyObject, made once: createHmac given a Buffer builds a key per call, which measured
+ * 26-35 µs per token against 4-6 µs (bench: the hot path with tokens).
+ */
+export function saleTokenKey(jwtSecret: string): KeyObject {
+	return crypto.createSecretKey(Buffer.from(crypto.hkdfSync("sha256", jwtSecret, Buffer.alloc(0), KEY_INFO, 32)));
 }
 
-function mac(key: Buffer, c: SaleTokenClaims, expiresAt: number, nonce: string): Buffer {
+function mac(key: KeyObject, c: SaleTokenClaims, expiresAt: number, nonce: string): string {
 	// Fields joined with a separator none of them can contain: no two claim sets sign the same bytes.
 	return crypto
 		.createHmac("sha256", key)
 		.update(`${c.userId}|${c.arming}|${c.productId}|${expiresAt}|${nonce}`)
-		.digest();
+		.digest("base64url");
 }
 
 export function makeSaleToken(
-	key: Buffer,
+	key: KeyObject,
 	claims: SaleTokenClaims,
 	expiresAt: number,
 	nonce = crypto.randomBytes(NONCE_BYTES).toString("base64url")
 ): string {
-	return `${expiresAt}.${nonce}.${mac(key, claims, expiresAt, nonce).toString("base64url")}`;
+	return `${expiresAt}.${nonce}.${mac(key, claims, expiresAt, nonce)}`;
 }
 
 /** Checks the MAC (constant time) against the request's own claims, then the expiry. */
 export function verifySaleToken(
-	key: Buffer,
+	key: KeyObject,
 	token: unknown,
 	claims: SaleTokenClaims,
 	now = Date.now()
@@ -66,15 +70,17 @@ export function verifySaleToken(
 	// The texts are compared, not the decoded bytes: base64url leaves the last character's low bits
 	// unused, and a token that verifies must have exactly one spelling.
 	const given = Buffer.from(m[3], "latin1");
-	const expected = Buffer.from(mac(key, claims, expiresAt, m[2]).toString("base64url"), "latin1");
+	const expected = Buffer.from(mac(key, claims, expiresAt, m[2]), "latin1");
 	if (!crypto.timingSafeEqual(given, expected)) return { ok: false, reason: "mac" };
 	if (now >= expiresAt) return { ok: false, reason: "expired" };
 	return { ok: true, nonce: m[2], expiresAt };
 }
 
 /** The captcha answers' key: its own HKDF info, so neither key's outputs say anything of the other's. */
-export function captchaKey(jwtSecret: string): Buffer {
-	return Buffer.from(crypto.hkdfSync("sha256", jwtSecret, Buffer.alloc(0), CAPTCHA_KEY_INFO, 32));
+export function captchaKey(jwtSecret: string): KeyObject {
+	return crypto.createSecretKey(
+		Buffer.from(crypto.hkdfSync("sha256", jwtSecret, Buffer.alloc(0), CAPTCHA_KEY_INFO, 32))
+	);
 }
 
 /**
@@ -82,7 +88,7 @@ export function captchaKey(jwtSecret: string): Buffer {
  * hash would be read back by trying them all), and bound to its id, buyer and product.
  */
 export function captchaAnswerHash(
-	key: Buffer,
+	key: KeyObject,
 	captchaId: string,
 	userId: number,
 	productId: number,

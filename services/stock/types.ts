@@ -1,3 +1,4 @@
+import type { KeyObject } from "node:crypto";
 import type { Context, Service } from "moleculer";
 import type { CodeKey } from "../../lib/contract/codes";
 import type { Rejection } from "../../lib/contract/errors";
@@ -314,9 +315,9 @@ export interface StockThis
 	/** stock buckets: arming -> its tags (they never change; read once per node from the row) */
 	bucketTagCache: Map<string, BucketTags>;
 	/** sale tokens: the MAC key (lib/domain/sale-token.ts), derived once from jwt.secret */
-	saleTokenKey: Buffer;
+	saleTokenKey: KeyObject;
 	/** sale tokens: the captcha answers' key, derived once from jwt.secret */
-	captchaKey: Buffer;
+	captchaKey: KeyObject;
 	/** the turn's won reservations, broadcast together to the result streams (seckill.queued) */
 	queuedBatch: TurnBatch<QueuedItem>;
 }

@@ -60,18 +60,20 @@ describe("closing unpaid orders", () => {
 		const p = await product(initial);
 		const buyers = await Promise.all(Array.from({ length: 100 }, () => mall.http.newUser("race")));
 		const orders = await Promise.all(
-			buyers.map(async b => ({
-				b,
-				no: (await mall.http.post("/api/order", { product_id: p.id, quantity: 1 }, b.token)).body.data
-					.order_no as string
-			}))
+			buyers.map(async b => {
+				const no = (await mall.http.post("/api/order", { product_id: p.id, quantity: 1 }, b.token)).body.data
+					.order_no as string;
+				// The answer comes after the row was written: its deadline is at most 2 s from now.
+				return { b, no, answeredAt: Date.now() };
+			})
 		);
-		const createdAt = Date.now();
-		// Pay across the deadline: the first pays land before it, the last well after it.
-		await new Promise(r => setTimeout(r, 1500 - (Date.now() - createdAt)));
+		// Pay across each order's own deadline, from 1 s before it to 1 s after: under load the 100
+		// orders are written over seconds, so one start time for all would put every pay past
+		// the deadlines of the first ones (or before those of the last).
 		const pays = await Promise.all(
-			orders.map(async ({ b, no }, i) => {
-				await new Promise(r => setTimeout(r, i * 10));
+			orders.map(async ({ b, no, answeredAt }, i) => {
+				const payAt = answeredAt + 2000 + (i - 50) * 20;
+				await new Promise(r => setTimeout(r, Math.max(0, payAt - Date.now())));
 				return { no, r: await mall.http.post(`/api/order/${no}/pay`, { pay_type: 1 }, b.token) };
 			})
 		);

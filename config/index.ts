@@ -139,7 +139,16 @@ export interface Config {
 		seckill_token: RateTier;
 		login: RateTier;
 	};
-	tracing: { enabled: boolean; otlp_endpoint: string; service_name: string };
+	tracing: {
+		enabled: boolean;
+		otlp_endpoint: string;
+		service_name: string;
+		/**
+		 * the share (0-1) of the flash-sale lane's own "sold out" and limit answers that get a span;
+		 * errors, 5xx and every request reaching stock.seckill are always traced (services/api/lane.ts)
+		 */
+		lane_sample_rate: number;
+	};
 	/** image uploads, owned by the upload actor: its directory (relative: to the working directory) and limits */
 	upload: {
 		dir: string;
@@ -181,7 +190,8 @@ export const RELOADABLE_KEYS = [
 	"log.requests",
 	"rate_limit",
 	"broker.request_timeout",
-	"order.pay_timeout"
+	"order.pay_timeout",
+	"tracing.lane_sample_rate"
 ] as const;
 
 const ENV_FILES: Record<EnvName, unknown> = { dev, prod, test };
@@ -228,6 +238,7 @@ export const ENV_VARS: Record<string, [string, EnvType]> = {
 	GOMALL_WECHAT_NOTIFY_URL: ["pay.wechat.notify_url", "string"],
 	GOMALL_AMQP_PREFETCH: ["amqp.prefetch", "number"],
 	GOMALL_OTLP_ENDPOINT: ["tracing.otlp_endpoint", "string"],
+	GOMALL_TRACING_LANE_SAMPLE_RATE: ["tracing.lane_sample_rate", "number"],
 	GOMALL_METRICS_PORT: ["metrics.port", "number"],
 	GOMALL_UPLOAD_DIR: ["upload.dir", "string"],
 	GOMALL_UPLOAD_MAX_BYTES: ["upload.max_bytes", "number"],
@@ -366,7 +377,12 @@ const schema = {
 			seckill_token: tier,
 			login: tier
 		}),
-		tracing: obj({ enabled: bool, otlp_endpoint: str, service_name: { type: "string", min: 1 } }),
+		tracing: obj({
+			enabled: bool,
+			otlp_endpoint: str,
+			service_name: { type: "string", min: 1 },
+			lane_sample_rate: { type: "number", min: 0, max: 1 }
+		}),
 		upload: obj({
 			dir: { type: "string", min: 1 },
 			max_bytes: num(1, 1024 * 1024 * 1024),

@@ -10,6 +10,8 @@ import { AmqpConnection } from "../lib/messaging/amqp";
 import { AmqpLiveness } from "../lib/messaging/liveness";
 import { parseByteLimit } from "../lib/http/body";
 import { counter, gauge, labelSets } from "../lib/observability/metrics";
+import { TurnMetrics } from "../lib/observability/turn-metrics";
+import { SECKILL_PARAMS } from "../lib/domain/seckill";
 import { QueuedItem, ResultItem, SECKILL_QUEUED_EVENT, SECKILL_RESULTS_EVENT } from "../lib/domain/seckill-results";
 import { createRedis } from "../lib/storage/redis";
 import { closeListeners, listenShared } from "../lib/http/listen";
@@ -32,6 +34,8 @@ import { refuseUpload, UPLOAD_PATH, UPLOAD_ROUTES, uploadMethods } from "./api/u
 export type { Probe } from "./api/types";
 
 const cfg = () => getConfig();
+/** How often a gateway holding sold-out flags asks the stock actor which still hold (as stock nodes recheck theirs). */
+const SOLD_OUT_RECHECK_MS = 2000;
 
 /** A route's first step: this node's per-IP limit (services/api/limits.ts), before anything else. */
 function limitLocally(this: ApiThis, _ctx: Context, _route: unknown, req: Req, res: Res): void {
@@ -274,6 +278,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in, c.jwt.verify_cache_size);
 		this.bodyLimit = parseByteLimit(c.http.body_limit);
 		this.soldOut = new Set();
+		this.soldOutRecheck = null;
+		this.checkSeckillParams = this.broker.validator!.compile(SECKILL_PARAMS as any) as ApiThis["checkSeckillParams"];
+		this.turnMetrics = new TurnMetrics(this.broker.metrics);
 		this.replies = c.http.batch_replies ? new ReplyBatch() : null;
 		this.revoked = new RevokedSessions();
 		this.revocationsLoaded = false;
@@ -322,6 +329,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			...labelSets({ layer: ["distributed"], tier: ["global", "api", "seckill", "seckill_token", "login"] })
 		]);
 		counter(m, "gomall_rate_limit_errors_total", "Rate-limit checks Redis could not answer");
+		// The lane's own "sold out" answers (lane.ts); the stock actor registers the other results.
+		counter(m, "gomall_seckill_requests_total", "Flash-sale requests by result", [{ result: "sold_out" }]);
 		gauge(m, "gomall_seckill_streams", "Result streams (GET /api/seckill/result/stream) open on this process");
 		counter(
 			m,
@@ -375,6 +384,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 				"revoked sessions not loaded yet (no user actor answers): not ready, authenticated routes answer 503; retrying every second"
 			);
 		await amqpWait;
+		this.soldOutRecheck = setInterval(() => void this.recheckSoldOut(), SOLD_OUT_RECHECK_MS);
+		this.soldOutRecheck.unref();
 		const resync = cfg().seckill.stream.resync_s;
 		if (resync > 0) {
 			this.streamResync = setInterval(() => void this.resyncStreams(), resync * 1000);
@@ -392,6 +403,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.revocationTimer = null;
 		// Open streams would hold the server's close until their clients leave.
 		if (this.streamResync) clearInterval(this.streamResync);
+		if (this.soldOutRecheck) clearInterval(this.soldOutRecheck);
 		this.endStreams();
 		const closed = closeListeners(this.server, this.listeners);
 		this.server.closeIdleConnections();

@@ -7,10 +7,10 @@ import { bizError } from "../lib/contract/errors";
 import { counter, labelSets } from "../lib/observability/metrics";
 import { LeasedOrderNos } from "../lib/domain/order-no";
 import { NEVER_RAN_ONLY } from "../lib/messaging/retry";
-import { ARMING_ID, ReplicatedReserver } from "../lib/domain/seckill";
+import { ARMING_ID, PRODUCT_ID_PARAM, ReplicatedReserver, SECKILL_PARAMS } from "../lib/domain/seckill";
 import { ReplicatedBuckets } from "../lib/domain/seckill-buckets";
 import { QueuedItem, SECKILL_QUEUED_EVENT, TurnBatch } from "../lib/domain/seckill-results";
-import { captchaKey, SALE_TOKEN_MAX_LENGTH, saleTokenKey } from "../lib/domain/sale-token";
+import { captchaKey, saleTokenKey } from "../lib/domain/sale-token";
 import { assertSeckillTopology, deliveryPolicy } from "../lib/messaging/topology";
 import { AmqpMixin } from "../mixins/amqp.mixin";
 import { DbMixin } from "../mixins/db.mixin";
@@ -24,7 +24,7 @@ import { reservationMethods, RESULT_BY_CODE } from "./stock/reservation";
 import { tokenMethods } from "./stock/tokens";
 import type { InitParams, StockThis } from "./stock/types";
 
-const productId = { type: "number", integer: true, positive: true, convert: true };
+const productId = PRODUCT_ID_PARAM;
 const armingId = { type: "string", pattern: ARMING_ID };
 /** A stock bucket (lib/domain/seckill-buckets.ts); absent: 0, the only one of an unbucketed sale. */
 const bucketParam = { type: "number", integer: true, min: 0, max: 255, optional: true };
@@ -118,11 +118,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				"SECKILL_TOKEN_INVALID",
 				"SECKILL_TOKEN_USED"
 			],
-			params: {
-				product_id: productId,
-				// Checked only when the activity requires tokens (tokenRefusal); a longer one is no token.
-				sale_token: { type: "string", max: SALE_TOKEN_MAX_LENGTH, optional: true }
-			},
+			params: SECKILL_PARAMS,
 			handler(this: StockThis, ctx: Context<{ product_id: number; sale_token?: string }, { user: AuthUser }>) {
 				return this.reserve(ctx.params.product_id, ctx.meta.user.id, ctx.params.sale_token);
 			}
@@ -233,6 +229,20 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 				const metric = this.broker.metrics.getMetric("gomall_seckill_requests_total") as any;
 				for (const item of metric?.snapshot() ?? []) served[item.labels.result] = item.value;
 				return { node_id: this.broker.nodeID, sold_out: [...this.soldOut].sort((a, b) => a - b), seckill: served };
+			}
+		},
+
+		/**
+		 * Internal (the gateways, every 2 s while they hold a flag): which of these products are
+		 * still sold out. A gateway answers "sold out" from its own flag (services/api/lane.ts)
+		 * and drops a flag this no longer lists, as a stock node drops its own (recheckSoldOut),
+		 * so a lost "seckill.available" broadcast cannot leave units unsold behind a gateway.
+		 */
+		soldOut: {
+			visibility: "public",
+			params: { product_ids: { type: "array", items: PRODUCT_ID_PARAM, max: 1000 } },
+			handler(this: StockThis, ctx: Context<{ product_ids: number[] }>) {
+				return this.stillSoldOut(ctx.params.product_ids);
 			}
 		},
 

@@ -1,5 +1,6 @@
 import crypto from "node:crypto";
 import type { RedisClient } from "../storage/redis";
+import { SALE_TOKEN_MAX_LENGTH } from "./sale-token";
 
 /**
  * Flash-sale Redis keys and messages, shared by the stock actor (which owns the Redis state)
@@ -37,6 +38,19 @@ export function newArmingId(): string {
 }
 
 export const ARMING_ID = /^[0-9a-f]{32}$/;
+
+/** A product id in an action's params (a query string's text is converted). */
+export const PRODUCT_ID_PARAM = { type: "number", integer: true, positive: true, convert: true } as const;
+
+/**
+ * POST /api/seckill's params: stock.seckill's schema, and what the gateway checks before it
+ * answers "sold out" from its own flag (services/api/lane.ts), so both refuse the same bodies.
+ */
+export const SECKILL_PARAMS = {
+	product_id: PRODUCT_ID_PARAM,
+	// Checked only when the activity requires tokens (tokenRefusal); a longer one is no token.
+	sale_token: { type: "string", max: SALE_TOKEN_MAX_LENGTH, optional: true }
+} as const;
 
 /** product id -> the arming currently live for it */
 export const productActivityKey = (productId: number) => `seckill:product:${productId}`;

@@ -1,10 +1,15 @@
 import ApiGateway from "moleculer-web";
 import { getConfig } from "../../config";
 import { resultEnvelope } from "../../lib/contract/envelope";
-import { isRejection } from "../../lib/contract/errors";
+import { isRejection, rejection } from "../../lib/contract/errors";
 import { readJsonBody } from "../../lib/http/body";
 import { STREAM_PATH } from "./stream";
 import type { ApiThis, AuthLevel, Req, Res } from "./types";
+
+const SECKILL_REQUESTS = "gomall_seckill_requests_total";
+const SOLD_OUT_LABELS = () => ({ result: "sold_out" });
+/** The gateway's own "sold out": the rejection stock.seckill answers it with. */
+const SOLD_OUT = rejection("SECKILL_SOLD_OUT");
 
 /** The flash sale's lane: this exact request skips the generic route pipeline (seckillLane). */
 const SECKILL_LANE = { method: "POST", url: "/api/seckill", action: "stock.seckill", auth: "user" as AuthLevel };
@@ -51,6 +56,7 @@ export const laneMethods = {
 		this.writeCorsHeaders(this.settings, req, res, true);
 		req.$alias = SECKILL_ALIAS;
 		const traceId = (req.$traceId = this.broker.generateUid());
+		let called = false;
 		try {
 			const body = await readJsonBody(req, this.bodyLimit);
 			this.limitLocal(req, res);
@@ -61,18 +67,81 @@ export const laneMethods = {
 			// A sale token may come as a header too (README "Sale tokens"); the body's wins.
 			const saleToken = req.headers["x-sale-token"];
 			if (typeof saleToken === "string" && params.sale_token === undefined) params.sale_token = saleToken;
+			const pid = Number(params.product_id);
+			// Most of a sale's requests come after it sold out, and the answer is known here: the
+			// stock actor's broadcast set this flag (checked against Redis every 2 s, recheckSoldOut
+			// in api.service.ts), so no context, call or span is made for it. A body stock.seckill
+			// would refuse is still refused by it (the same schema), before anything is said.
+			if (this.soldOut.has(pid) && this.checkSeckillParams(params) === true) {
+				this.turnMetrics.increment(SECKILL_REQUESTS, "sold_out", SOLD_OUT_LABELS);
+				const out = resultEnvelope(SOLD_OUT, traceId);
+				this.sendJson(res, out.status, out.body, traceId, true);
+				return this.laneSpan(req, out.status, "sold_out");
+			}
 			const rl = getConfig().rate_limit;
-			if (rl.enabled && rl.distributed && !this.soldOut.has(Number((params as { product_id?: unknown }).product_id))) {
+			if (rl.enabled && rl.distributed && !this.soldOut.has(pid)) {
 				await this.limitDistributed(user, SECKILL_LANE.action, req, res);
 			}
+			called = true;
 			const data = await this.broker.call(SECKILL_LANE.action, params, { meta: { user }, requestID: traceId });
 			// A gateway that started after the broadcast learns "sold out" from the answer.
-			if (isRejection(data) && data.$rejected === "SECKILL_SOLD_OUT")
-				this.soldOut.add(Number((params as { product_id?: unknown }).product_id));
+			if (isRejection(data) && data.$rejected === "SECKILL_SOLD_OUT") this.soldOut.add(pid);
 			const out = resultEnvelope(data, traceId);
 			this.sendJson(res, out.status, out.body, traceId, true);
 		} catch (err) {
 			this.sendError(req, res, err);
+			// A call that reached stock.seckill is in its action's span; every other failure here
+			// (limits, auth, body, an actor unreachable) gets the lane's.
+			if (!called || res.statusCode >= 500) this.laneSpan(req, res.statusCode, "error", err);
+		}
+	},
+
+	/**
+	 * The span of an answer the lane gave without calling stock.seckill (whose action span
+	 * traces every win, and every answer that reached it). Errors and 5xx are always traced;
+	 * "sold out" and limit (429) answers only as `tracing.lane_sample_rate` says (reloadable):
+	 * they are nearly all of a sale's traffic and the same every time. A request left out
+	 * keeps its trace id in the envelope, X-Trace-Id and the request log.
+	 */
+	laneSpan(this: ApiThis, req: Req, status: number, result: string, err?: unknown): void {
+		const tracer = this.broker.tracer;
+		if (!tracer.isEnabled()) return;
+		const sampledAnswer = result === "sold_out" || status === 429;
+		if (sampledAnswer && !(Math.random() < getConfig().tracing.lane_sample_rate)) return;
+		const ms = Number(process.hrtime.bigint() - (req.$startedAt ?? process.hrtime.bigint())) / 1e6;
+		const span = tracer.startSpan(`${SECKILL_LANE.method} ${SECKILL_LANE.url}`, {
+			traceID: req.$traceId,
+			type: "http",
+			sampled: true,
+			service: this.fullName,
+			tags: {
+				http: { method: SECKILL_LANE.method, route: SECKILL_LANE.url, status },
+				result,
+				meta: { user: { id: req.$userId } }
+			}
+		});
+		if (err !== undefined) span.setError(err as Error);
+		// Made once the answer is known: it began when the request did.
+		const end = Date.now();
+		span.startTime = end - ms;
+		span.finish(end);
+	},
+
+	/**
+	 * Drops the sold-out flags whose stock came back: a unit released (an unpaid order closed)
+	 * is announced by "seckill.available", and this catches the broadcast a gateway missed. No
+	 * stock actor answering keeps the flags (the sale cannot be served then anyway).
+	 */
+	async recheckSoldOut(this: ApiThis): Promise<void> {
+		if (!this.soldOut.size) return;
+		const asked = [...this.soldOut];
+		try {
+			const still = new Set(
+				await this.broker.call<number[], { product_ids: number[] }>("stock.soldOut", { product_ids: asked })
+			);
+			for (const pid of asked) if (!still.has(pid)) this.soldOut.delete(pid);
+		} catch (err) {
+			this.logger.debug(`sold-out recheck: no answer (${(err as Error).name})`);
 		}
 	}
 } satisfies Partial<ApiThis>;

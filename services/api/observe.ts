@@ -11,19 +11,23 @@ export const metricsAliases = {
 			(r): r is GomallPrometheusReporter =>
 				typeof (r as GomallPrometheusReporter).generatePrometheusResponse === "function"
 		);
+		this.turnMetrics.flush();
 		res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
 		res.end(reporter ? reporter.generatePrometheusResponse() : "");
 	}
 };
 
 export const observeMethods = {
-	/** One metric sample and one log line per request, once the response is sent. */
+	/** One metric sample (handed to the registry per turn) and one log line per request, once the response is sent. */
 	observe(this: ApiThis, req: Req, res: Res): void {
 		const route = this.routeLabel(req);
-		const labels = { method: req.method ?? "", route, status: res.statusCode };
+		const method = req.method ?? "";
+		const status = res.statusCode;
+		const key = `${method} ${route} ${status}`;
+		const labels = () => ({ method, route, status });
 		const seconds = Number(process.hrtime.bigint() - (req.$startedAt ?? process.hrtime.bigint())) / 1e9;
-		this.broker.metrics.increment("gomall_http_requests_total", labels);
-		this.broker.metrics.observe("gomall_http_request_duration_seconds", seconds, labels);
+		this.turnMetrics.increment("gomall_http_requests_total", key, labels);
+		this.turnMetrics.observe("gomall_http_request_duration_seconds", key, labels, seconds);
 		if (getConfig().log.requests) {
 			const ctx = req.$ctx;
 			// Never the headers, the body or the query: they hold tokens and passwords.

@@ -6,6 +6,7 @@ import type { Pool } from "mysql2/promise";
 import type { AuthUser, TokenService } from "../../lib/auth/jwt";
 import type { RevokedSessions } from "../../lib/auth/sessions";
 import type { ReplyBatch } from "../../lib/http/reply-batch";
+import type { TurnMetrics } from "../../lib/observability/turn-metrics";
 import type { GcraRedis, LocalBuckets, Verdict } from "../../lib/http/ratelimit";
 import type { AmqpConnection } from "../../lib/messaging/amqp";
 import type { AmqpLiveness } from "../../lib/messaging/liveness";
@@ -65,7 +66,13 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	trusted: Set<string>;
 	limiterWarnedAt: number;
 	bodyLimit: number;
+	/** products the stock actor broadcast sold out: the lane answers them itself (lane.ts) */
 	soldOut: Set<number>;
+	soldOutRecheck: NodeJS.Timeout | null;
+	/** stock.seckill's params check (lib/domain/seckill SECKILL_PARAMS), compiled once */
+	checkSeckillParams: (params: Record<string, unknown>) => true | unknown[] | Promise<true | unknown[]>;
+	/** the request metrics, handed to the registry once per loop turn */
+	turnMetrics: TurnMetrics;
 	/** the flash-sale lane's answers, ended together per loop turn (null: http.batch_replies off) */
 	replies: ReplyBatch | null;
 	revoked: RevokedSessions;
@@ -94,6 +101,8 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	// lane.ts
 	httpHandler(req: Req, res: Res, next?: () => void): Promise<void>;
 	seckillLane(req: Req, res: Res): Promise<void>;
+	laneSpan(req: Req, status: number, result: string, err?: unknown): void;
+	recheckSoldOut(): Promise<void>;
 
 	// stream.ts
 	resultStream(req: Req, res: Res): Promise<void>;

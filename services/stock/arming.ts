@@ -245,14 +245,26 @@ export const armingMethods = {
 
 	/** A sold-out flag whose stock came back (a release raced the broadcast) is dropped. */
 	async recheckSoldOut(this: StockThis) {
-		for (const pid of this.soldOut) {
+		const still = new Set(await this.stillSoldOut([...this.soldOut]));
+		for (const pid of this.soldOut) if (!still.has(pid)) this.soldOut.delete(pid);
+	},
+
+	/**
+	 * Of these products, the ones whose live arming has no stock left in Redis (a product
+	 * with no activity stays: nothing can be bought). What recheckSoldOut and the gateways'
+	 * own flags (stock.soldOut) are checked against.
+	 */
+	async stillSoldOut(this: StockThis, pids: number[]) {
+		const still: number[] = [];
+		for (const pid of pids) {
 			const meta = await this.activityFor(pid);
-			if (!meta) continue;
-			const left =
-				meta.tags.length > 1
+			const left = !meta
+				? 0
+				: meta.tags.length > 1
 					? await this.bucketsStock(meta.arming, meta.tags)
 					: Number(await this.redis.hget(activityKeys(meta.arming).info, "stock"));
-			if (left > 0) this.soldOut.delete(pid);
+			if (!(left > 0)) still.push(pid);
 		}
+		return still;
 	}
 } satisfies ArmingMethods;

@@ -36,15 +36,13 @@ export const reservationMethods = {
 
 	async reserve(this: StockThis, pid: number, userId: number, saleToken?: string) {
 		// The sold-out shortcut comes first, synchronously (no await: it is most of a sale's
-		// traffic), except for a sale that takes tokens: that one refuses a request without a valid
-		// token before anything else, sold out or not. Its meta is in memory (activityFor reads
-		// Redis once per META_TTL_MS) and the check is one HMAC.
-		if (this.soldOut.has(pid) && !this.metas.get(pid)?.require_token)
-			return this.reject("sold_out", "SECKILL_SOLD_OUT");
+		// traffic), on a sale that takes tokens too: a sold-out sale has nothing left to guard, and
+		// "sold out" tells a bot only what GET /api/seckill shows everyone (its stock). While units
+		// remain, a request without a valid token is refused before the reservation script.
+		if (this.soldOut.has(pid)) return this.reject("sold_out", "SECKILL_SOLD_OUT");
 		const meta = await this.activityFor(pid);
 		const nonce = meta ? this.tokenRefusal(meta, userId, saleToken) : "";
 		if (typeof nonce !== "string") return nonce;
-		if (this.soldOut.has(pid)) return this.reject("sold_out", "SECKILL_SOLD_OUT");
 		if (!meta) return this.reject("no_activity", "SECKILL_NO_ACTIVITY");
 		const now = Date.now();
 		if (now < meta.start - CLOCK_SLACK_MS) return this.reject("not_started", "SECKILL_NOT_STARTED");

@@ -175,6 +175,7 @@ export interface ArmingMethods {
 	writeActivityInfo(arming: string, info: ActivityInfo, tags?: BucketTags, bucket?: number): Promise<unknown>;
 	activityFor(productId: number): Promise<ActivityMeta | null>;
 	recheckSoldOut(): Promise<void>;
+	stillSoldOut(pids: number[]): Promise<number[]>;
 }
 
 /** services/stock/reservation.ts */

@@ -5,8 +5,12 @@
  * Starts the mall as an operator would (`node dist/scripts/gomall.js`, a database and namespace
  * of its own, rate limiter ON with limits raised above the load, metrics and tracing on,
  * request log off), makes BENCH_BUYERS buyers' tokens, then alternates (A B A B ...):
- *   ceiling  bench/ceiling.ts: bare node:http, body + HS256 JWT + one EVALSHA, nothing else
+ *   ceiling  bench/ceiling.ts: bare node:http, body + HS256 JWT + one EVALSHA of the mall's
+ *            reservation script, nothing else
+ *   lean     bench/ceiling.ts's lean kind (issue #24): the same with verified tokens remembered
+ *            until their exp and a two-key stock script: the minimal work of a flash-sale answer
  *   full     POST /api/seckill through the api actor and the stock actor
+ *   full@80% the full path with 80% of the same round's flat-out rate offered as Poisson arrivals
  *   tokens   the full path on a sale armed with require_token, each buyer holding a sale token
  *            fetched from GET /api/seckill/token (issue #22: within 10% of the full path's ratio)
  * each driven by wrk (-t1, BENCH_CONNECTIONS connections, BENCH_SECONDS s) on a fresh arming
@@ -44,6 +48,7 @@ import { PROJECT_ROOT } from "../config/paths";
 import { redisKeyPrefix } from "../lib/storage/redis";
 import { activityKeys, parseReservation } from "../lib/domain/seckill";
 import { freePort } from "../test/helpers/proc";
+import { leanKeys } from "./lean-keys";
 import { namedCpuSeconds, redisCpuSeconds, treeCpuSeconds } from "./cpu";
 import { ensureWrk, littleMean, median, processCounts, reqPerSec, runWrk, WrkResult, wrkErrors } from "./wrk";
 
@@ -51,8 +56,12 @@ const num = (k: string, d: number) => Number(process.env[k] ?? d);
 const SECONDS = num("BENCH_SECONDS", 10);
 const CONNECTIONS = num("BENCH_CONNECTIONS", 256);
 const ROUNDS = num("BENCH_ROUNDS", 3);
-/** The offered load of the latency run: the throughput target, as buyers arriving at random. */
-const RATE = num("BENCH_RATE", 10000);
+/**
+ * The offered load of the latency run, as buyers arriving at random: BENCH_RATE req/s if set,
+ * else 80% of the same round's flat-out full run (issue #24's tail target).
+ */
+const FIXED_RATE = num("BENCH_RATE", 0);
+const RATE_SHARE = 0.8;
 const STOCK = num("BENCH_STOCK", 500);
 const BUYERS = num("BENCH_BUYERS", 2000);
 const DRAIN_STOCK = num("BENCH_DRAIN_STOCK", 5000);
@@ -182,12 +191,16 @@ async function stopAll(): Promise<void> {
 interface Measured {
 	workers: number;
 	ceiling: number;
+	/** the lean ceiling (issue #24) and the full path's ratio to it */
+	lean: number;
+	leanRatio: number;
 	full: number;
 	p50: number;
 	p90: number;
 	p99: number;
 	worstP99: number;
-	/** the run with RATE offered: what was served and its p99 */
+	/** the run with RATE offered: what was offered and served, and its p99 */
+	rateOffered: number;
 	rateServed: number;
 	rateP99: number;
 	worstRateP99: number;
@@ -381,14 +394,15 @@ async function measure(workers: number): Promise<Measured> {
 			return c;
 		};
 
-		const ceilingPort = await freePort();
-		/** The ceiling runs once, warm, for every round; each round gets its units back. */
-		const startCeiling = async () => {
+		/** Each ceiling runs once, warm, for every round; each round gets its units back. */
+		const startCeiling = async (kind: "full" | "lean") => {
+			const port = await freePort();
 			const a = await armed(STOCK);
 			const child = start(
 				[path.join(PROJECT_ROOT, "dist-bench", "bench", "ceiling.js")],
 				{
-					BENCH_PORT: String(ceilingPort),
+					BENCH_CEILING: kind,
+					BENCH_PORT: String(port),
 					BENCH_REDIS_URL: cfg.redis.url,
 					BENCH_NAMESPACE: namespace,
 					BENCH_JWT_SECRET: cfg.jwt.secret,
@@ -396,23 +410,30 @@ async function measure(workers: number): Promise<Measured> {
 					BENCH_WORKERS: String(workers),
 					BENCH_LISTEN_SOCKETS: String(cfg.http.listen_sockets)
 				},
-				"ceiling"
+				`ceiling-${kind}`
 			);
 			await new Promise<void>((resolve, reject) => {
 				child.stdout!.on("data", d => String(d).includes("ceiling listening") && resolve());
 				child.once("exit", () => reject(new Error("ceiling exited")));
 			});
 			const k = activityKeys(a.arming);
+			const lk = leanKeys(a.arming);
 			const refill = async () =>
-				void (await redis.multi().del(k.bought, k.seqs, k.resv, k.last).hset(k.info, "stock", STOCK).exec());
-			return { child, productId: a.productId, refill };
+				void (await redis
+					.multi()
+					.del(k.bought, k.seqs, k.resv, k.last, lk.buyers)
+					.hset(k.info, "stock", STOCK)
+					.set(lk.stock, STOCK)
+					.exec());
+			await refill();
+			return { child, port, productId: a.productId, refill };
 		};
 
 		console.log(
 			`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, the mall's answers ${cfg.http.batch_replies ? "ended together per loop turn" : "written one by one"} (the ceiling's one by one, its faster way), a session per buyer and ${REVOKED} ended sessions in the gateways' memory`
 		);
 		console.log(
-			`A: the ceiling, B: the full path, both as fast as wrk goes; C: the full path with ${RATE} req/s offered (buyers arriving at random, a Poisson process at that rate); D: B on a sale that takes sale tokens`
+			`A: the ceiling, L: the lean ceiling, B: the full path, all as fast as wrk goes; C: the full path with ${FIXED_RATE ? `${FIXED_RATE} req/s` : `${RATE_SHARE * 100}% of the round's B`} offered (buyers arriving at random, a Poisson process at that rate); D: B on a sale that takes sale tokens`
 		);
 		console.log(
 			"(flat out, the mean latency cannot exceed connections / req/s, the \"Little\" column; when wrk's mean does, a few very slow requests were multiplied by wrk's coordinated-omission correction, see bench/wrk.ts)"
@@ -420,8 +441,15 @@ async function measure(workers: number): Promise<Measured> {
 		console.log(
 			"run  path      req/s     p50 ms  p90 ms  p99 ms  max ms  mean ms  Little  errors  answers (status/code: count)"
 		);
-		const results: { ceiling: WrkResult[]; full: WrkResult[]; atRate: WrkResult[]; tokens: WrkResult[] } = {
+		const results: {
+			ceiling: WrkResult[];
+			lean: WrkResult[];
+			full: WrkResult[];
+			atRate: WrkResult[];
+			tokens: WrkResult[];
+		} = {
 			ceiling: [],
+			lean: [],
 			full: [],
 			atRate: [],
 			tokens: []
@@ -467,8 +495,11 @@ async function measure(workers: number): Promise<Measured> {
 			};
 		};
 		// Warm both (JIT, connection pools, token caches) before anything is measured.
-		const ceiling = await startCeiling();
-		await wrk(ceilingPort, ceiling.productId, buyers, 2);
+		const offeredRates: number[] = [];
+		const ceiling = await startCeiling("full");
+		const lean = await startCeiling("lean");
+		await wrk(ceiling.port, ceiling.productId, buyers, 2);
+		await wrk(lean.port, lean.productId, buyers, 2);
 		{
 			const a = await armed(STOCK);
 			await wrk(mallPort, a.productId, buyers, 2);
@@ -477,17 +508,21 @@ async function measure(workers: number): Promise<Measured> {
 		for (let round = 1; round <= ROUNDS; round++) {
 			await ceiling.refill();
 			const ceilingCpu = await cpuMeter(ceiling.child.pid!);
-			const rc = await wrk(ceilingPort, ceiling.productId, buyers, SECONDS);
+			const rc = await wrk(ceiling.port, ceiling.productId, buyers, SECONDS);
 			const spentCeiling = await ceilingCpu.read(rc.requests);
 			costs.ceiling.push(spentCeiling.process);
 			costs.redisCeiling.push(spentCeiling.redis);
 			results.ceiling.push(rc);
 			row(`A${round}   ceiling`, rc, true);
+			await lean.refill();
+			const rl = await wrk(lean.port, lean.productId, buyers, SECONDS);
+			results.lean.push(rl);
+			row(`L${round}   lean`, rl, true);
 
-			for (const [label, rate, into] of [
-				[`B${round}   full`, 0, results.full],
-				[`C${round}   full@${RATE}`, RATE, results.atRate]
-			] as const) {
+			for (const into of [results.full, results.atRate]) {
+				const rate = into === results.full ? 0 : FIXED_RATE || Math.round(RATE_SHARE * reqPerSec(results.full.at(-1)!));
+				const label = rate ? `C${round}   full@${rate}` : `B${round}   full`;
+				if (rate) offeredRates.push(rate);
 				const a = await armed(STOCK);
 				const mallCpu = await cpuMeter(mall.pid!);
 				const rf = await wrk(mallPort, a.productId, buyers, SECONDS, { rate });
@@ -524,8 +559,11 @@ async function measure(workers: number): Promise<Measured> {
 			}
 		}
 		ceiling.child.kill("SIGTERM");
+		lean.child.kill("SIGTERM");
 		const med = (rs: WrkResult[], f: (r: WrkResult) => number) => median(rs.map(f));
 		const [mc, mf] = [med(results.ceiling, reqPerSec), med(results.full, reqPerSec)];
+		const ml = med(results.lean, reqPerSec);
+		const offered = median(offeredRates);
 		const [p50, p90, p99] = [
 			med(results.full, r => r.p50) / 1000,
 			med(results.full, r => r.p90) / 1000,
@@ -535,13 +573,16 @@ async function measure(workers: number): Promise<Measured> {
 			`median         ceiling ${mc.toFixed(0)} req/s (p99 ${(med(results.ceiling, r => r.p99) / 1000).toFixed(1)} ms); full ${mf.toFixed(0)} req/s ` +
 				`(p50 ${p50.toFixed(1)}, p90 ${p90.toFixed(1)}, p99 ${p99.toFixed(1)} ms); ratio full/ceiling ${(mf / mc).toFixed(2)}`
 		);
+		console.log(
+			`median         lean ceiling ${ml.toFixed(0)} req/s (p99 ${(med(results.lean, r => r.p99) / 1000).toFixed(1)} ms); ratio full/lean ${(mf / ml).toFixed(2)}, per round ${results.full.map((r, i) => (reqPerSec(r) / reqPerSec(results.lean[i])).toFixed(2)).join(" ")}`
+		);
 		const withTokens = med(results.tokens, reqPerSec);
 		console.log(
 			`median         full on a sale taking sale tokens: ${withTokens.toFixed(0)} req/s (p99 ${(med(results.tokens, r => r.p99) / 1000).toFixed(1)} ms); ratio to the ceiling ${(withTokens / mc).toFixed(2)}, ${((withTokens / mf) * 100).toFixed(0)}% of the full path without tokens`
 		);
 		const [ra, pa] = [med(results.atRate, reqPerSec), med(results.atRate, r => r.p99) / 1000];
 		console.log(
-			`median         full with ${RATE} req/s offered: ${ra.toFixed(0)} req/s served, p50 ${(med(results.atRate, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.atRate, r => r.p90) / 1000).toFixed(1)}, p99 ${pa.toFixed(1)} ms`
+			`median         full with ${offered.toFixed(0)} req/s offered: ${ra.toFixed(0)} req/s served, p50 ${(med(results.atRate, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.atRate, r => r.p90) / 1000).toFixed(1)}, p99 ${pa.toFixed(1)} ms`
 		);
 		console.log(
 			`every full run: ${STOCK} winners, ${STOCK} orders, no buyer twice, nothing oversold, Redis and MySQL agree`
@@ -590,18 +631,24 @@ async function measure(workers: number): Promise<Measured> {
 		return {
 			workers,
 			ceiling: mc,
+			lean: ml,
+			leanRatio: mf / ml,
 			full: mf,
 			p50,
 			p90,
 			p99,
 			worstP99: Math.max(...results.full.map(r => r.p99)) / 1000,
+			rateOffered: offered,
 			rateServed: ra,
 			rateP99: pa,
 			worstRateP99: Math.max(...results.atRate.map(r => r.p99)) / 1000,
 			ratio: mf / mc,
 			withTokens,
 			tokenRatio: withTokens / mc,
-			errors: [...results.full, ...results.atRate, ...results.tokens].reduce((n, r) => n + wrkErrors(r), wrkErrors(rd)),
+			errors: [...results.lean, ...results.full, ...results.atRate, ...results.tokens].reduce(
+				(n, r) => n + wrkErrors(r),
+				wrkErrors(rd)
+			),
 			drain: winners / seconds,
 			cost
 		};
@@ -615,28 +662,25 @@ async function measure(workers: number): Promise<Measured> {
 	}
 }
 
-/** Issue #8's targets (2 cores, 256 connections); oversell and lost orders fail the run itself. */
+/**
+ * The open issues' targets (2 cores, 256 connections); oversell and lost orders fail the run
+ * itself. #8's (10,000 req/s, full/ceiling >= 0.65, p99 <= 50 ms) were met and are in the summary.
+ */
 const TARGETS: { name: string; met: (m: Measured) => boolean; value: (m: Measured) => string }[] = [
-	{ name: "full >= 10,000 req/s", met: m => m.full >= 10000, value: m => m.full.toFixed(0) },
-	{ name: "full/ceiling >= 0.65", met: m => m.ratio >= 0.65, value: m => m.ratio.toFixed(2) },
+	{ name: "full/lean >= 0.80 (#24)", met: m => m.leanRatio >= 0.8, value: m => m.leanRatio.toFixed(2) },
 	{
-		name: `p99 <= 50 ms with ${RATE} req/s offered`,
-		met: m => m.rateP99 <= 50 && m.rateServed >= 0.95 * RATE,
+		name: `p99 <= 25 ms at ${FIXED_RATE ? `${FIXED_RATE} req/s` : `${RATE_SHARE * 100}% of the flat-out rate`} offered (#24)`,
+		met: m => m.rateP99 <= 25 && m.rateServed >= 0.95 * m.rateOffered,
 		value: m =>
-			`${m.rateP99.toFixed(1)} (worst run ${m.worstRateP99.toFixed(1)}; ${m.rateServed.toFixed(0)} req/s served)`
+			`${m.rateP99.toFixed(1)} (worst run ${m.worstRateP99.toFixed(1)}; ${m.rateServed.toFixed(0)} of ${m.rateOffered.toFixed(0)} req/s served)`
 	},
-	{
-		name: "p99 <= 50 ms flat out",
-		met: m => m.p99 <= 50,
-		value: m => `${m.p99.toFixed(1)} (worst run ${m.worstP99.toFixed(1)})`
-	},
+	{ name: "drain >= 5,000 orders/s (#24)", met: m => m.drain >= 5000, value: m => m.drain.toFixed(0) },
 	{
 		name: "with sale tokens within 10% of the ratio without (#22)",
 		met: m => m.tokenRatio >= 0.9 * m.ratio,
 		value: m => `${m.tokenRatio.toFixed(2)} against ${m.ratio.toFixed(2)}`
 	},
-	{ name: "no errors", met: m => m.errors === 0, value: m => String(m.errors) },
-	{ name: "drain >= 2,000 orders/s", met: m => m.drain >= 2000, value: m => m.drain.toFixed(0) }
+	{ name: "no errors", met: m => m.errors === 0, value: m => String(m.errors) }
 ];
 
 async function main(): Promise<void> {
@@ -654,11 +698,11 @@ async function main(): Promise<void> {
 		`\nsummary (medians; ${CONNECTIONS} connections; no oversell and every winner an order in every run, or the bench would have failed)`
 	);
 	console.log(
-		`processes  ceiling req/s  full req/s  p50 ms  p90 ms  p99 ms  full/ceiling  p99 ms at ${RATE} req/s  drain orders/s`
+		`processes  ceiling req/s  lean req/s  full req/s  p50 ms  p90 ms  p99 ms  full/ceiling  full/lean  offered req/s  its p99 ms  drain orders/s`
 	);
 	for (const m of measured) {
 		console.log(
-			`${String(m.workers).padStart(9)}  ${m.ceiling.toFixed(0).padStart(13)}  ${m.full.toFixed(0).padStart(10)}  ${m.p50.toFixed(1).padStart(6)}  ${m.p90.toFixed(1).padStart(6)}  ${m.p99.toFixed(1).padStart(6)}  ${m.ratio.toFixed(2).padStart(12)}  ${m.rateP99.toFixed(1).padStart(21)}  ${m.drain.toFixed(0).padStart(14)}`
+			`${String(m.workers).padStart(9)}  ${m.ceiling.toFixed(0).padStart(13)}  ${m.lean.toFixed(0).padStart(10)}  ${m.full.toFixed(0).padStart(10)}  ${m.p50.toFixed(1).padStart(6)}  ${m.p90.toFixed(1).padStart(6)}  ${m.p99.toFixed(1).padStart(6)}  ${m.ratio.toFixed(2).padStart(12)}  ${m.leanRatio.toFixed(2).padStart(9)}  ${m.rateOffered.toFixed(0).padStart(13)}  ${m.rateP99.toFixed(1).padStart(10)}  ${m.drain.toFixed(0).padStart(14)}`
 		);
 	}
 	if (measured.length > 1)

@@ -52,14 +52,27 @@ interface StockNodeState {
 	seckill: Record<string, number>;
 }
 
-/** Flash-sale answers given by each stock node, one row per node. */
+/**
+ * Flash-sale answers, one row per node that gives them: each gateway (the sold-out answers its
+ * lane gives from its flag, api.node) and each stock node (every other answer, stock.node).
+ */
 async function seckillRows(broker: ServiceBroker): Promise<Row[]> {
-	const states = await callEachNode<StockNodeState>(broker, "stock", "stock.node", {}, NODE_CALL_TIMEOUT);
-	return states.map(({ node, result, error }) => {
+	const states = [
+		...(await callEachNode<StockNodeState>(broker, "api", "api.node", {}, NODE_CALL_TIMEOUT)).map(s => ({
+			...s,
+			actor: "api"
+		})),
+		...(await callEachNode<StockNodeState>(broker, "stock", "stock.node", {}, NODE_CALL_TIMEOUT)).map(s => ({
+			...s,
+			actor: "stock"
+		}))
+	];
+	return states.map(({ node, actor, result, error }) => {
 		const c = result?.seckill ?? {};
 		const total = Object.values(c).reduce((a, b) => a + b, 0);
 		return {
 			node,
+			actor,
 			served: error ? error : total,
 			// Won and queued, confirmed or not (the unconfirmed ones are settled by reconciliation).
 			queued: n(c.queued) + n(c.queued_unconfirmed),
@@ -118,8 +131,9 @@ export const replCommands: ReplCommand[] = [
 			print("nodes", rows, ["node", "actors", "address", "cpu", "uptime", "requests"]);
 			const stock = await seckillRows(broker);
 			if (stock.length)
-				print("flash-sale requests served, per stock node", stock, [
+				print("flash-sale requests served, per node", stock, [
 					"node",
+					"actor",
 					"served",
 					"queued",
 					"sold_out",
@@ -166,7 +180,7 @@ export const replCommands: ReplCommand[] = [
 	{
 		command: "gomall-seckill [productId] [stock] [limit] [buckets]",
 		description:
-			"Without arguments: flash-sale answers per stock node. With product and stock: arm (or re-arm) a sale starting now, for one hour (buckets: split its stock over Redis masters)",
+			"Without arguments: flash-sale answers per node (each gateway's own sold-out answers, each stock node's). With product and stock: arm (or re-arm) a sale starting now, for one hour (buckets: split its stock over Redis masters)",
 		async action(broker, args) {
 			if (args.productId && args.stock) {
 				const a = await broker.call<any, any>("stock.init", {
@@ -190,8 +204,9 @@ export const replCommands: ReplCommand[] = [
 				]);
 				return;
 			}
-			print("flash-sale requests served, per stock node", await seckillRows(broker), [
+			print("flash-sale requests served, per node", await seckillRows(broker), [
 				"node",
+				"actor",
 				"served",
 				"queued",
 				"sold_out",

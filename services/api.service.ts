@@ -191,6 +191,22 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		// one handler. The breakers that matter are per actor and node, on the inner calls.
 		rest: { retryPolicy: { enabled: false }, circuitBreaker: { enabled: false } },
 
+		/**
+		 * Operators (gomall-nodes, gomall-seckill), on each gateway by nodeID: the flash-sale
+		 * answers the lane gave itself (sold out, from the flag) and the flags it holds; the
+		 * stock nodes' stock.node gives the rest.
+		 */
+		node: {
+			visibility: "public",
+			handler(this: ApiThis) {
+				return {
+					node_id: this.broker.nodeID,
+					sold_out: [...this.soldOut].sort((a, b) => a - b),
+					seckill: { sold_out: this.laneSoldOut }
+				};
+			}
+		},
+
 		/** The user actor, on every gateway, when sessions end (logout, a reused refresh token, a password change, a role change, a disabled account). */
 		revokeSessions: {
 			visibility: "public",
@@ -279,6 +295,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.bodyLimit = parseByteLimit(c.http.body_limit);
 		this.soldOut = new Set();
 		this.soldOutRecheck = null;
+		this.laneSoldOut = 0;
 		this.checkSeckillParams = this.broker.validator!.compile(SECKILL_PARAMS as any) as ApiThis["checkSeckillParams"];
 		this.turnMetrics = new TurnMetrics(this.broker.metrics);
 		this.replies = c.http.batch_replies ? new ReplyBatch() : null;

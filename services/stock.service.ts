@@ -219,16 +219,18 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 		/**
 		 * Operators (gomall-nodes, gomall-seckill), called on each stock node by nodeID: what
-		 * this node alone has served and which products it believes sold out. Only the
-		 * gateway node serves /metrics, so this is how the counters of the others are read.
+		 * this node's stock actor alone has answered and which products it believes sold out
+		 * (api.node gives a gateway's own answers). Only the gateway node serves /metrics, so
+		 * this is how the counts of the others are read.
 		 */
 		node: {
 			visibility: "public",
 			handler(this: StockThis) {
-				const served: Record<string, number> = {};
-				const metric = this.broker.metrics.getMetric("gomall_seckill_requests_total") as any;
-				for (const item of metric?.snapshot() ?? []) served[item.labels.result] = item.value;
-				return { node_id: this.broker.nodeID, sold_out: [...this.soldOut].sort((a, b) => a - b), seckill: served };
+				return {
+					node_id: this.broker.nodeID,
+					sold_out: [...this.soldOut].sort((a, b) => a - b),
+					seckill: { ...this.served }
+				};
 			}
 		},
 
@@ -334,6 +336,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		this.saleTokenKey = saleTokenKey(c.jwt.secret);
 		this.captchaKey = captchaKey(c.jwt.secret);
 		// One broadcast per loop turn of the wins it made, to every gateway's result streams.
+		this.served = {};
 		this.queuedBatch = new TurnBatch<QueuedItem>(items =>
 			this.broker.broadcast(SECKILL_QUEUED_EVENT, { items }, { groups: ["api"] })
 		);

@@ -73,6 +73,7 @@ export const laneMethods = {
 			// in api.service.ts), so no context, call or span is made for it. A body stock.seckill
 			// would refuse is still refused by it (the same schema), before anything is said.
 			if (this.soldOut.has(pid) && this.checkSeckillParams(params) === true) {
+				this.laneSoldOut++;
 				this.turnMetrics.increment(SECKILL_REQUESTS, "sold_out", SOLD_OUT_LABELS);
 				const out = resultEnvelope(SOLD_OUT, traceId);
 				this.sendJson(res, out.status, out.body, traceId, true);

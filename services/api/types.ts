@@ -69,6 +69,8 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	/** products the stock actor broadcast sold out: the lane answers them itself (lane.ts) */
 	soldOut: Set<number>;
 	soldOutRecheck: NodeJS.Timeout | null;
+	/** the lane's own sold-out answers on this process (api.node) */
+	laneSoldOut: number;
 	/** stock.seckill's params check (lib/domain/seckill SECKILL_PARAMS), compiled once */
 	checkSeckillParams: (params: Record<string, unknown>) => true | unknown[] | Promise<true | unknown[]>;
 	/** the request metrics, handed to the registry once per loop turn */

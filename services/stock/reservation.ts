@@ -30,8 +30,14 @@ export const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {
 /** The hot path: the Lua reservation, its confirmed hand-off to the order queue, claims and releases. */
 export const reservationMethods = {
 	reject(this: StockThis, result: string, key: CodeKey): Rejection {
-		this.broker.metrics.increment("gomall_seckill_requests_total", { result });
+		this.countResult(result);
 		return rejection(key);
+	},
+
+	/** One answer of stock.seckill, in /metrics and in this node's own tally (stock.node, the REPL). */
+	countResult(this: StockThis, result: string): void {
+		this.served[result] = (this.served[result] ?? 0) + 1;
+		this.broker.metrics.increment("gomall_seckill_requests_total", { result });
 	},
 
 	async reserve(this: StockThis, pid: number, userId: number, saleToken?: string) {
@@ -122,9 +128,7 @@ export const reservationMethods = {
 	queued(this: StockThis, orderNo: string, handoff: "confirmed" | "unknown", pid?: number, userId?: number): Queued {
 		if (pid !== undefined && userId !== undefined)
 			this.queuedBatch.add({ product_id: pid, user_id: userId, order_no: orderNo });
-		this.broker.metrics.increment("gomall_seckill_requests_total", {
-			result: handoff === "confirmed" ? "queued" : "queued_unconfirmed"
-		});
+		this.countResult(handoff === "confirmed" ? "queued" : "queued_unconfirmed");
 		this.broker.metrics.increment("gomall_seckill_success_total");
 		return {
 			order_no: orderNo,

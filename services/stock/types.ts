@@ -181,6 +181,7 @@ export interface ArmingMethods {
 /** services/stock/reservation.ts */
 export interface ReservationMethods {
 	reject(result: string, key: CodeKey): Rejection;
+	countResult(result: string): void;
 	reserve(productId: number, userId: number, saleToken?: string): Promise<Rejection | Queued>;
 	runReserve(
 		arming: string,
@@ -308,6 +309,8 @@ export interface StockThis
 	soldOut: Set<number>;
 	/** product id -> its activity as last read from Redis, or null for a remembered miss */
 	metas: Map<number, ActivityMeta | null>;
+	/** stock.seckill's answers on this node by result (the registry's family also counts a gateway's here) */
+	served: Record<string, number>;
 	timers: NodeJS.Timeout[];
 	/** set in `started` when redis.wait_replicas > 0 */
 	replicated: ReplicatedReserver | null;

@@ -322,7 +322,9 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			{
 				enableOfflineQueue: false,
 				maxRetriesPerRequest: 0,
-				commandTimeout: 500
+				commandTimeout: 500,
+				// One write per loop turn for every request's checks (lib/http/ratelimit.ts).
+				enableAutoPipelining: true
 			}
 		) as GcraRedis;
 		const m = this.broker.metrics;

@@ -93,7 +93,11 @@ export function createRedis(
 	};
 	let client: RedisClient;
 	if (target.cluster_nodes.length) {
+		// Auto-pipelining stays off on a cluster: ioredis groups an EVALSHA by its first argument
+		// (the script's sha, not a key: redis/ioredis#2109) and answers a whole batch's MOVED at
+		// once in a failover (#2075). On one Redis it is what batches a loop turn's commands.
 		const { enableOfflineQueue, lazyConnect, ...perNode } = base;
+		delete perNode.enableAutoPipelining;
 		const c = clusterOptions(target, perNode, {
 			keyPrefix: redisKeyPrefix(namespace),
 			enableOfflineQueue,

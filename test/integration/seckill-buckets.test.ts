@@ -83,10 +83,11 @@ it("gives a lend back when the borrow is refused (the buyer's limit reached by a
 	// Bucket 0 emptied by other buyers first.
 	for (const b of await buyersAt(0, 2, "bkfill")) expect((await buy(mall, b, s.pid)).status).toBe(200);
 	const ops: string[] = [];
-	const lend = redis.seckillLend.bind(redis);
-	// Each lend script call, with whether it did something (a lend may find a bucket dry).
-	redis.seckillLend = async (...args: unknown[]) => {
-		const r = await lend(...args);
+	const lend = redis.seckillLend;
+	// Each lend script call, with whether it did something (a lend may find a bucket dry). Called
+	// on whatever it is called on: with auto-pipelining ioredis calls it on the turn's pipeline.
+	redis.seckillLend = async function (this: unknown, ...args: unknown[]) {
+		const r = await lend.apply(this, args as Parameters<typeof lend>);
 		ops.push(`${args[2]}:${r[0]}`);
 		return r;
 	};

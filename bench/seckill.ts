@@ -433,7 +433,7 @@ async function measure(workers: number): Promise<Measured> {
 			`GoMall flash-sale bench: ${os.cpus().length} cores, Node ${process.version}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${BUYERS} buyers' tokens, ${STOCK} units per run then sold-out traffic, processes (mall and ceiling alike): ${workers} with ${cfg.http.listen_sockets} listening socket(s) each, the mall's answers ${cfg.http.batch_replies ? "ended together per loop turn" : "written one by one"} (the ceiling's one by one, its faster way), a session per buyer and ${REVOKED} ended sessions in the gateways' memory`
 		);
 		console.log(
-			`A: the ceiling, L: the lean ceiling, B: the full path, all as fast as wrk goes; C: the full path with ${FIXED_RATE ? `${FIXED_RATE} req/s` : `${RATE_SHARE * 100}% of the round's B`} offered (buyers arriving at random, a Poisson process at that rate); D: B on a sale that takes sale tokens`
+			`A: the ceiling, L: the lean ceiling, B: the full path, all as fast as wrk goes; C: the full path with ${FIXED_RATE ? `${FIXED_RATE} req/s` : `${RATE_SHARE * 100}% of the round's B`} offered (buyers arriving at random, a Poisson process at that rate); D: B on a sale that takes sale tokens; S: C's rate on B's sale, sold out since (no opening)`
 		);
 		console.log(
 			"(flat out, the mean latency cannot exceed connections / req/s, the \"Little\" column; when wrk's mean does, a few very slow requests were multiplied by wrk's coordinated-omission correction, see bench/wrk.ts)"
@@ -446,8 +446,10 @@ async function measure(workers: number): Promise<Measured> {
 			lean: WrkResult[];
 			full: WrkResult[];
 			atRate: WrkResult[];
+			atRateSoldOut: WrkResult[];
 			tokens: WrkResult[];
 		} = {
+			atRateSoldOut: [],
 			ceiling: [],
 			lean: [],
 			full: [],
@@ -519,11 +521,13 @@ async function measure(workers: number): Promise<Measured> {
 			results.lean.push(rl);
 			row(`L${round}   lean`, rl, true);
 
+			let soldOutProduct = 0;
 			for (const into of [results.full, results.atRate]) {
 				const rate = into === results.full ? 0 : FIXED_RATE || Math.round(RATE_SHARE * reqPerSec(results.full.at(-1)!));
 				const label = rate ? `C${round}   full@${rate}` : `B${round}   full`;
 				if (rate) offeredRates.push(rate);
 				const a = await armed(STOCK);
+				if (!rate) soldOutProduct = a.productId;
 				const mallCpu = await cpuMeter(mall.pid!);
 				const rf = await wrk(mallPort, a.productId, buyers, SECONDS, { rate });
 				if (!rate) {
@@ -539,6 +543,17 @@ async function measure(workers: number): Promise<Measured> {
 				const bad = Object.keys(rf.answers).filter(k => !/^(200\/0|409\/600\d\d)$/.test(k));
 				if (bad.length || wrkErrors(rf))
 					throw new Error(`run ${label}: errors or unexpected answers: ${JSON.stringify(rf)}`);
+			}
+			{
+				// S: C's offered rate on B's sale, sold out since: the same answers without a sale's
+				// opening, where every request runs the reservation script. The difference between
+				// the two p99s is what the opening's requests wait for.
+				const rate = offeredRates.at(-1)!;
+				const rs = await wrk(mallPort, soldOutProduct, buyers, SECONDS, { rate });
+				results.atRateSoldOut.push(rs);
+				row(`S${round}   sold@${rate}`, rs, false);
+				if (Object.keys(rs.answers).some(k => k !== "409/60003") || wrkErrors(rs))
+					throw new Error(`run S${round}: errors or unexpected answers: ${JSON.stringify(rs)}`);
 			}
 			{
 				// D: B again on a sale that takes sale tokens, each buyer holding one. A buyer's second
@@ -583,6 +598,9 @@ async function measure(workers: number): Promise<Measured> {
 		const [ra, pa] = [med(results.atRate, reqPerSec), med(results.atRate, r => r.p99) / 1000];
 		console.log(
 			`median         full with ${offered.toFixed(0)} req/s offered: ${ra.toFixed(0)} req/s served, p50 ${(med(results.atRate, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.atRate, r => r.p90) / 1000).toFixed(1)}, p99 ${pa.toFixed(1)} ms`
+		);
+		console.log(
+			`median         the same offered on a sold-out sale (no opening): p50 ${(med(results.atRateSoldOut, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.atRateSoldOut, r => r.p90) / 1000).toFixed(1)}, p99 ${(med(results.atRateSoldOut, r => r.p99) / 1000).toFixed(1)} ms`
 		);
 		console.log(
 			`every full run: ${STOCK} winners, ${STOCK} orders, no buyer twice, nothing oversold, Redis and MySQL agree`

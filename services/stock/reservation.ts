@@ -290,6 +290,9 @@ export const reservationMethods = {
 			return out;
 		}
 		const k = activityKeys(arming);
+		// One reservation (the hot path's P mark): a command, which auto-pipelining sends with the
+		// turn's other commands; an explicit pipeline is a socket write of its own.
+		if (orderNos.length === 1) return [await this.redis.seckillMark(k.resv, k.info, orderNos[0], state)];
 		const pipeline = this.redis.pipeline() as unknown as {
 			seckillMark(...args: string[]): void;
 			exec(): Promise<[Error | null, unknown][] | null>;

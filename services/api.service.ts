@@ -13,6 +13,7 @@ import { counter, gauge, labelSets } from "../lib/observability/metrics";
 import { TurnMetrics } from "../lib/observability/turn-metrics";
 import { SECKILL_PARAMS } from "../lib/domain/seckill";
 import { QueuedItem, ResultItem, SECKILL_QUEUED_EVENT, SECKILL_RESULTS_EVENT } from "../lib/domain/seckill-results";
+import { SaleFlagEvent, SoldOutFlags } from "../lib/domain/sold-out-flags";
 import { createRedis } from "../lib/storage/redis";
 import { closeListeners, listenShared } from "../lib/http/listen";
 import { ReplyBatch } from "../lib/http/reply-batch";
@@ -245,8 +246,8 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		},
 		// The stock actor's sold-out broadcasts: a sold-out product's requests skip the shared
 		// limiter's Redis round trip (the stock actor answers them from memory anyway).
-		"seckill.soldout"(this: ApiThis, ctx: Context<{ product_id: number }>) {
-			this.soldOut.add(ctx.params.product_id);
+		"seckill.soldout"(this: ApiThis, ctx: Context<SaleFlagEvent>) {
+			this.soldOut.soldOut(ctx.params.product_id, ctx.params.arming_id);
 			if (this.streams.size) void this.streamsSoldOut(ctx.params.product_id);
 		},
 		// Pushed results (services/api/stream.ts): the stock actor's wins, the order actor's decisions.
@@ -257,10 +258,10 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 			this.streamsResults(ctx.params.items);
 		},
 		"seckill.available"(this: ApiThis, ctx: Context<{ product_id: number }>) {
-			this.soldOut.delete(ctx.params.product_id);
+			this.soldOut.available(ctx.params.product_id);
 		},
-		"seckill.armed"(this: ApiThis, ctx: Context<{ product_id: number }>) {
-			this.soldOut.delete(ctx.params.product_id);
+		"seckill.armed"(this: ApiThis, ctx: Context<SaleFlagEvent>) {
+			this.soldOut.armed(ctx.params.product_id, ctx.params.arming_id);
 		}
 	},
 
@@ -293,7 +294,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.draining = false;
 		this.tokens = new TokenService(c.jwt.secret, c.jwt.expires_in, c.jwt.verify_cache_size);
 		this.bodyLimit = parseByteLimit(c.http.body_limit);
-		this.soldOut = new Set();
+		this.soldOut = new SoldOutFlags();
 		this.soldOutRecheck = null;
 		this.laneSoldOut = 0;
 		this.checkSeckillParams = this.broker.validator!.compile(SECKILL_PARAMS as any) as ApiThis["checkSeckillParams"];

@@ -11,6 +11,7 @@ import { ARMING_ID, PRODUCT_ID_PARAM, ReplicatedReserver, SECKILL_PARAMS } from 
 import { ReplicatedBuckets } from "../lib/domain/seckill-buckets";
 import { QueuedItem, SECKILL_QUEUED_EVENT, TurnBatch } from "../lib/domain/seckill-results";
 import { captchaKey, saleTokenKey } from "../lib/domain/sale-token";
+import { SaleFlagEvent, SOLD_OUT_RECHECK_MAX, SoldOutFlags } from "../lib/domain/sold-out-flags";
 import { assertSeckillTopology, deliveryPolicy } from "../lib/messaging/topology";
 import { AmqpMixin } from "../mixins/amqp.mixin";
 import { DbMixin } from "../mixins/db.mixin";
@@ -242,7 +243,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		 */
 		soldOut: {
 			visibility: "public",
-			params: { product_ids: { type: "array", items: PRODUCT_ID_PARAM, max: 1000 } },
+			params: { product_ids: { type: "array", items: PRODUCT_ID_PARAM, max: SOLD_OUT_RECHECK_MAX } },
 			handler(this: StockThis, ctx: Context<{ product_ids: number[] }>) {
 				return this.stillSoldOut(ctx.params.product_ids);
 			}
@@ -306,14 +307,14 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 	},
 
 	events: {
-		"seckill.soldout"(this: StockThis, ctx: Context<{ product_id: number }>) {
-			this.soldOut.add(ctx.params.product_id);
+		"seckill.soldout"(this: StockThis, ctx: Context<SaleFlagEvent>) {
+			this.soldOut.soldOut(ctx.params.product_id, ctx.params.arming_id);
 		},
 		"seckill.available"(this: StockThis, ctx: Context<{ product_id: number }>) {
-			this.soldOut.delete(ctx.params.product_id);
+			this.soldOut.available(ctx.params.product_id);
 		},
-		"seckill.armed"(this: StockThis, ctx: Context<{ product_id: number }>) {
-			this.soldOut.delete(ctx.params.product_id);
+		"seckill.armed"(this: StockThis, ctx: Context<SaleFlagEvent>) {
+			this.soldOut.armed(ctx.params.product_id, ctx.params.arming_id);
 			this.metas.delete(ctx.params.product_id);
 		}
 	},
@@ -329,7 +330,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 
 	created(this: StockThis) {
 		const c = getConfig();
-		this.soldOut = new Set();
+		this.soldOut = new SoldOutFlags();
 		this.metas = new Map();
 		this.bucketTagCache = new Map();
 		// Derived once: the hot path's token check is then one HMAC (lib/domain/sale-token.ts).

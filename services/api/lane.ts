@@ -2,6 +2,7 @@ import ApiGateway from "moleculer-web";
 import { getConfig } from "../../config";
 import { resultEnvelope } from "../../lib/contract/envelope";
 import { isRejection, rejection } from "../../lib/contract/errors";
+import { SOLD_OUT_RECHECK_MAX } from "../../lib/domain/sold-out-flags";
 import { readJsonBody } from "../../lib/http/body";
 import { STREAM_PATH } from "./stream";
 import type { ApiThis, AuthLevel, Req, Res } from "./types";
@@ -84,9 +85,11 @@ export const laneMethods = {
 				await this.limitDistributed(user, SECKILL_LANE.action, req, res);
 			}
 			called = true;
+			const epoch = this.soldOut.epoch(pid);
 			const data = await this.broker.call(SECKILL_LANE.action, params, { meta: { user }, requestID: traceId });
-			// A gateway that started after the broadcast learns "sold out" from the answer.
-			if (isRejection(data) && data.$rejected === "SECKILL_SOLD_OUT") this.soldOut.add(pid);
+			// A gateway that started after the broadcast learns "sold out" from the answer, unless
+			// the units came back while it was on its way (a release, a re-arming).
+			if (isRejection(data) && data.$rejected === "SECKILL_SOLD_OUT") this.soldOut.learn(pid, epoch);
 			const out = resultEnvelope(data, traceId);
 			this.sendJson(res, out.status, out.body, traceId, true);
 		} catch (err) {
@@ -135,14 +138,18 @@ export const laneMethods = {
 	 */
 	async recheckSoldOut(this: ApiThis): Promise<void> {
 		if (!this.soldOut.size) return;
-		const asked = [...this.soldOut];
-		try {
-			const still = new Set(
-				await this.broker.call<number[], { product_ids: number[] }>("stock.soldOut", { product_ids: asked })
-			);
-			for (const pid of asked) if (!still.has(pid)) this.soldOut.delete(pid);
-		} catch (err) {
-			this.logger.debug(`sold-out recheck: no answer (${(err as Error).name})`);
+		const flags = [...this.soldOut];
+		for (let i = 0; i < flags.length; i += SOLD_OUT_RECHECK_MAX) {
+			const asked = flags.slice(i, i + SOLD_OUT_RECHECK_MAX);
+			try {
+				const still = new Set(
+					await this.broker.call<number[], { product_ids: number[] }>("stock.soldOut", { product_ids: asked })
+				);
+				for (const pid of asked) if (!still.has(pid)) this.soldOut.delete(pid);
+			} catch (err) {
+				this.logger.debug(`sold-out recheck: no answer (${(err as Error).name})`);
+				return;
+			}
 		}
 	}
 } satisfies Partial<ApiThis>;

@@ -12,6 +12,7 @@ import type { AmqpConnection } from "../../lib/messaging/amqp";
 import type { AmqpLiveness } from "../../lib/messaging/liveness";
 import type { RedisClient } from "../../lib/storage/redis";
 import type { QueuedItem, ResultItem, StreamState } from "../../lib/domain/seckill-results";
+import type { SoldOutFlags } from "../../lib/domain/sold-out-flags";
 import type { ResultStream, ResultStreams } from "./stream";
 
 export type Req = IncomingMessage & {
@@ -67,7 +68,7 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	limiterWarnedAt: number;
 	bodyLimit: number;
 	/** products the stock actor broadcast sold out: the lane answers them itself (lane.ts) */
-	soldOut: Set<number>;
+	soldOut: SoldOutFlags;
 	soldOutRecheck: NodeJS.Timeout | null;
 	/** the lane's own sold-out answers on this process (api.node) */
 	laneSoldOut: number;

@@ -17,6 +17,7 @@ import {
 	parseBucketTags
 } from "../../lib/domain/seckill-buckets";
 import { RedisLease, withLease } from "../../lib/storage/lease";
+import { CLOCK_SLACK_MS } from "./reservation";
 import type { ActivityInfo, ActivityMeta, ArmingMethods, InitParams, StockThis } from "./types";
 
 /** How long an arming may hold its product's lease (it is renewed while it runs). */
@@ -158,7 +159,7 @@ export const armingMethods = {
 			)
 		);
 		await this.redis.set(productActivityKey(p.product_id), arming);
-		this.broker.broadcast("seckill.armed", { product_id: p.product_id, activity_id: id });
+		this.broker.broadcast("seckill.armed", { product_id: p.product_id, activity_id: id, arming_id: arming });
 		return {
 			id,
 			arming_id: arming,
@@ -245,26 +246,31 @@ export const armingMethods = {
 
 	/** A sold-out flag whose stock came back (a release raced the broadcast) is dropped. */
 	async recheckSoldOut(this: StockThis) {
-		const still = new Set(await this.stillSoldOut([...this.soldOut]));
-		for (const pid of this.soldOut) if (!still.has(pid)) this.soldOut.delete(pid);
+		const asked = [...this.soldOut];
+		const still = new Set(await this.stillSoldOut(asked));
+		// Only the flags asked about: one set while this waited is newer than the answer.
+		for (const pid of asked) if (!still.has(pid)) this.soldOut.delete(pid);
 	},
 
 	/**
-	 * Of these products, the ones whose live arming has no stock left in Redis (a product
-	 * with no activity stays: nothing can be bought). What recheckSoldOut and the gateways'
-	 * own flags (stock.soldOut) are checked against.
+	 * Of these products, the ones whose live sale has no stock left in Redis: what
+	 * recheckSoldOut and the gateways' own flags (stock.soldOut) are checked against. A product
+	 * with no sale, or whose sale has ended, is not sold out: its flag would answer 60003 where
+	 * the sale's own answer is 60008 or 60002, and ended sales' flags would pile up.
 	 */
 	async stillSoldOut(this: StockThis, pids: number[]) {
-		const still: number[] = [];
-		for (const pid of pids) {
-			const meta = await this.activityFor(pid);
-			const left = !meta
-				? 0
-				: meta.tags.length > 1
-					? await this.bucketsStock(meta.arming, meta.tags)
-					: Number(await this.redis.hget(activityKeys(meta.arming).info, "stock"));
-			if (!(left > 0)) still.push(pid);
-		}
-		return still;
+		const now = Date.now();
+		const soldOut = await Promise.all(
+			pids.map(async pid => {
+				const meta = await this.activityFor(pid);
+				if (!meta || now >= meta.end + CLOCK_SLACK_MS) return false;
+				const left =
+					meta.tags.length > 1
+						? await this.bucketsStock(meta.arming, meta.tags)
+						: Number(await this.redis.hget(activityKeys(meta.arming).info, "stock"));
+				return !(left > 0);
+			})
+		);
+		return pids.filter((_, i) => soldOut[i]);
 	}
 } satisfies ArmingMethods;

@@ -332,6 +332,10 @@ export const bucketMethods = {
 		this.logger.warn(
 			`reconcile activity ${report.activity_id}: bucket(s) ${lost.join(",")} of ${tags.length} were gone from Redis; rebuilt from the database`
 		);
-		this.broker.broadcast("seckill.armed", { product_id: report.product_id, activity_id: report.activity_id });
+		this.broker.broadcast("seckill.armed", {
+			product_id: report.product_id,
+			activity_id: report.activity_id,
+			arming_id: arming
+		});
 	}
 } satisfies BucketMethods;

@@ -255,7 +255,11 @@ export const reconciliationMethods = {
 		if (armed) await this.redis.set(productActivityKey(report.product_id), arming);
 		report.rebuilt = true;
 		this.logger.warn(`reconcile activity ${activityId}: its Redis keys were gone; rebuilt from the database`);
-		this.broker.broadcast("seckill.armed", { product_id: report.product_id, activity_id: activityId });
+		this.broker.broadcast("seckill.armed", {
+			product_id: report.product_id,
+			activity_id: activityId,
+			arming_id: arming
+		});
 	},
 
 	/**

@@ -12,7 +12,7 @@ import type { ActivityMeta, FailedReservation, Queued, ReleaseMode, ReservationM
 const isTimeout = (err: unknown) => (err as Error)?.message === "Command timed out";
 
 /** Memory pre-checks of the window allow this much clock skew; the Lua script decides exactly. */
-const CLOCK_SLACK_MS = 1000;
+export const CLOCK_SLACK_MS = 1000;
 
 /** seckill_reserve.lua's refusals: the metric's `result` label and the buyer's code. */
 export const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {
@@ -87,7 +87,7 @@ export const reservationMethods = {
 		const [code, seq, left, replicas, bucket = 0] = reserved;
 		if (code !== SeckillResult.WON) {
 			if (code === SeckillResult.SOLD_OUT)
-				this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
+				this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id, arming_id: meta.arming });
 			const [result, key] = RESULT_BY_CODE[code];
 			return this.reject(result, key);
 		}
@@ -97,7 +97,8 @@ export const reservationMethods = {
 			if ((await this.release(meta.arming, orderNo, "unconfirmed", bucket)) === 1)
 				return this.reject("unreplicated", "SECKILL_ORDER_FAILED");
 		}
-		if (left === 0) this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id });
+		if (left === 0)
+			this.broker.broadcast("seckill.soldout", { product_id: pid, activity_id: meta.id, arming_id: meta.arming });
 
 		try {
 			await this.handOff(meta, userId, seq, orderNo, bucket);

@@ -10,6 +10,7 @@ import type { DbThis } from "../../mixins/db.mixin";
 import type { Product } from "../../lib/domain/product";
 import type { BucketTags, ReplicatedBuckets } from "../../lib/domain/seckill-buckets";
 import type { QueuedItem, StreamState, TurnBatch } from "../../lib/domain/seckill-results";
+import type { SoldOutFlags } from "../../lib/domain/sold-out-flags";
 
 /** What a node remembers about the activity armed for a product (cheap rejections). */
 export interface ActivityMeta {
@@ -306,7 +307,7 @@ export interface StockThis
 	publisher: ConfirmPublisher;
 	orderNos: Pick<LeasedOrderNos, "next" | "stop">;
 	/** products this node believes sold out (seckill.soldout / seckill.available / seckill.armed) */
-	soldOut: Set<number>;
+	soldOut: SoldOutFlags;
 	/** product id -> its activity as last read from Redis, or null for a remembered miss */
 	metas: Map<number, ActivityMeta | null>;
 	/** stock.seckill's answers on this node by result (the registry's family also counts a gateway's here) */

@@ -122,3 +122,98 @@ it("traces the lane's sold-out answers as tracing.lane_sample_rate says, and eve
 		watch.stop();
 	}
 });
+
+it("keeps no flag from a sold-out answer that crossed a re-arming (its units sell at once)", async () => {
+	const { pid, buyers } = await soldOutSale("crossed");
+	const [late, next] = buyers;
+	// A gateway that missed the broadcast learns "sold out" from the stock actor's answer.
+	api.soldOut.delete(pid);
+	const broker = mall.node.broker as unknown as { call: (...args: any[]) => Promise<unknown> };
+	const call = broker.call;
+	let answered!: () => void;
+	let heldAnswer!: () => void;
+	const held = new Promise<void>(resolve => (heldAnswer = resolve));
+	const answer = new Promise<void>(resolve => (answered = resolve));
+	broker.call = async function (this: unknown, action: string, ...rest: unknown[]) {
+		const result = await call.call(this, action, ...rest);
+		if (action === "stock.seckill") {
+			broker.call = call;
+			answered();
+			await held;
+		}
+		return result;
+	};
+	const lateBuy = buy(mall, late, pid);
+	await answer;
+	// Its "sold out" is on its way back when the product is armed again with fresh units.
+	await arm(mall, admin, { product_id: pid, stock: 2 });
+	heldAnswer();
+	expect((await lateBuy).body.code).toBe(60003);
+	expect(api.soldOut.has(pid)).toBe(false);
+	expect((await buy(mall, next, pid)).status).toBe(200);
+});
+
+it("rechecks more flags than one stock.soldOut call takes, and drops those of products with no sale", async () => {
+	const pid = await newProduct(mall, admin);
+	await arm(mall, admin, { product_id: pid, stock: 1 });
+	const [buyer] = await makeBuyers(mall, 1, "many");
+	// Flags of sales gone from Redis (ended, removed), as a long-running gateway gathers them.
+	const gone = Array.from({ length: 1500 }, (_, i) => 900_000_000 + i);
+	for (const p of gone) api.soldOut.add(p);
+	api.soldOut.add(pid);
+	await eventually(async () => !api.soldOut.has(pid), 6000);
+	expect(gone.filter(p => api.soldOut.has(p))).toEqual([]);
+	expect((await buy(mall, buyer, pid)).status).toBe(200);
+});
+
+it("a stock node's recheck keeps a flag set while it was asking", async () => {
+	const stock = mall.node.broker.getLocalService("stock") as unknown as {
+		soldOut: Set<number>;
+		stillSoldOut(pids: number[]): Promise<number[]>;
+		recheckSoldOut(): Promise<void>;
+	};
+	const stale = await newProduct(mall, admin);
+	await arm(mall, admin, { product_id: stale, stock: 1 });
+	stock.soldOut.add(stale);
+	let fresh = 0;
+	const ask = stock.stillSoldOut;
+	stock.stillSoldOut = async function (this: unknown, pids: number[]) {
+		const answer = await ask.call(this, pids);
+		// Meanwhile a sale sells out for real (its broadcast sets the flag).
+		fresh = (await soldOutSale("meanwhile")).pid;
+		await eventually(async () => stock.soldOut.has(fresh));
+		return answer;
+	};
+	try {
+		await stock.recheckSoldOut();
+	} finally {
+		stock.stillSoldOut = ask;
+	}
+	expect(stock.soldOut.has(stale)).toBe(false);
+	expect(stock.soldOut.has(fresh)).toBe(true);
+});
+
+it("drops a sold-out broadcast of the arming before the one it last heard armed", async () => {
+	const pid = await newProduct(mall, admin);
+	await arm(mall, admin, { product_id: pid, stock: 1 });
+	const [first, next] = await makeBuyers(mall, 2, "reordered");
+	const stock = mall.node.broker.getLocalService("stock") as unknown as { soldOut: Set<number> };
+	// The last unit's "sold out" broadcast is late: it arrives after the product was armed again.
+	const broker = mall.node.broker as unknown as { broadcast: (...args: any[]) => unknown };
+	const broadcast = broker.broadcast;
+	let late: unknown[] = [];
+	broker.broadcast = function (this: unknown, event: string, ...rest: unknown[]) {
+		if (event === "seckill.soldout" && !late.length) return void (late = [event, ...rest]);
+		return broadcast.call(this, event, ...rest);
+	};
+	try {
+		expect((await buy(mall, first, pid)).status).toBe(200);
+	} finally {
+		broker.broadcast = broadcast;
+	}
+	expect(late[0]).toBe("seckill.soldout");
+	await arm(mall, admin, { product_id: pid, stock: 2 });
+	await broadcast.apply(broker, late);
+	expect([api.soldOut.has(pid), stock.soldOut.has(pid)]).toEqual([false, false]);
+	expect((await buy(mall, next, pid)).status).toBe(200);
+});

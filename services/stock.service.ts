@@ -7,6 +7,7 @@ import { bizError } from "../lib/contract/errors";
 import { counter, labelSets } from "../lib/observability/metrics";
 import { LeasedOrderNos } from "../lib/domain/order-no";
 import { NEVER_RAN_ONLY } from "../lib/messaging/retry";
+import { msLeft } from "../lib/messaging/deadline";
 import { ARMING_ID, PRODUCT_ID_PARAM, ReplicatedReserver, SECKILL_PARAMS } from "../lib/domain/seckill";
 import { ReplicatedBuckets } from "../lib/domain/seckill-buckets";
 import { QueuedItem, SECKILL_QUEUED_EVENT, TurnBatch } from "../lib/domain/seckill-results";
@@ -121,7 +122,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			],
 			params: SECKILL_PARAMS,
 			handler(this: StockThis, ctx: Context<{ product_id: number; sale_token?: string }, { user: AuthUser }>) {
-				return this.reserve(ctx.params.product_id, ctx.meta.user.id, ctx.params.sale_token);
+				return this.reserveWithin(msLeft(ctx), ctx.params.product_id, ctx.meta.user.id, ctx.params.sale_token);
 			}
 		},
 

@@ -6,13 +6,27 @@ import { activityKeys, Reservation, SeckillOrderMessage, SeckillResult } from ".
 import { bucketKeys } from "../../lib/domain/seckill-buckets";
 import { PublishError } from "../../lib/messaging/amqp";
 import { names, SECKILL_ROUTING_KEY } from "../../lib/messaging/topology";
-import type { ActivityMeta, FailedReservation, Queued, ReleaseMode, ReservationMethods, StockThis } from "./types";
+import type {
+	ActivityMeta,
+	FailedReservation,
+	Queued,
+	ReleaseMode,
+	ReservationMethods,
+	ReserveAttempt,
+	StockThis
+} from "./types";
 
 /** ioredis' commandTimeout: the command was sent, and its outcome is unknown. */
 const isTimeout = (err: unknown) => (err as Error)?.message === "Command timed out";
 
 /** Memory pre-checks of the window allow this much clock skew; the Lua script decides exactly. */
 export const CLOCK_SLACK_MS = 1000;
+
+/**
+ * How long before its caller stops waiting stock.seckill answers what it knows: the answer
+ * still has to travel back, and the caller's clock started before this node's.
+ */
+export const ANSWER_MARGIN_MS = 250;
 
 /** seckill_reserve.lua's refusals: the metric's `result` label and the buyer's code. */
 export const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {
@@ -27,6 +41,13 @@ export const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {
 	[SeckillResult.TOKEN_USED]: ["token_used", "SECKILL_TOKEN_USED"]
 };
 
+const queuedAnswer = (orderNo: string): Queued => ({
+	order_no: orderNo,
+	success: true,
+	status: "queued",
+	message: "queued: poll /api/seckill/result for the order"
+});
+
 /** The hot path: the Lua reservation, its confirmed hand-off to the order queue, claims and releases. */
 export const reservationMethods = {
 	reject(this: StockThis, result: string, key: CodeKey): Rejection {
@@ -40,7 +61,38 @@ export const reservationMethods = {
 		this.broker.metrics.increment("gomall_seckill_requests_total", { result });
 	},
 
-	async reserve(this: StockThis, pid: number, userId: number, saleToken?: string) {
+	/**
+	 * stock.seckill: the reservation, answered before its caller stops waiting. Past the
+	 * caller's deadline (a Redis or a broker that hangs, a long wait in the bulkhead queue) the
+	 * gateway would tell the buyer "retry" (503) for a reservation that may have run. So just
+	 * before it, the buyer hears what is known: "queued" with its order_no once the script was
+	 * sent (the poll settles it), "retry" while it was not, and then it is never sent. The
+	 * reservation itself goes on and is counted by its own outcome.
+	 */
+	async reserveWithin(this: StockThis, msLeft: number, pid: number, userId: number, saleToken?: string) {
+		// The sold-out shortcut is most of a sale's traffic: no timer for it.
+		if (this.soldOut.has(pid) || msLeft === Infinity) return this.reserve(pid, userId, saleToken);
+		// Its caller gives up before any answer could reach it (it waited in the bulkhead queue).
+		if (msLeft <= ANSWER_MARGIN_MS) return this.reject("late", "UNAVAILABLE");
+		const attempt: ReserveAttempt = { orderNo: "", late: false };
+		let timer: NodeJS.Timeout | undefined;
+		const late = new Promise<Rejection | Queued>(resolve => {
+			timer = setTimeout(() => {
+				attempt.late = true;
+				this.logger.warn(
+					`seckill: answered at the caller's deadline (${attempt.orderNo ? `${attempt.orderNo} queued` : "not sent: retry"})`
+				);
+				resolve(attempt.orderNo ? queuedAnswer(attempt.orderNo) : rejection("UNAVAILABLE"));
+			}, msLeft - ANSWER_MARGIN_MS);
+		});
+		try {
+			return await Promise.race([this.reserve(pid, userId, saleToken, attempt), late]);
+		} finally {
+			clearTimeout(timer);
+		}
+	},
+
+	async reserve(this: StockThis, pid: number, userId: number, saleToken?: string, attempt?: ReserveAttempt) {
 		// The sold-out shortcut comes first, synchronously (no await: it is most of a sale's
 		// traffic), on a sale that takes tokens too: a sold-out sale has nothing left to guard, and
 		// "sold out" tells a bot only what GET /api/seckill shows everyone (its stock). While units
@@ -59,8 +111,11 @@ export const reservationMethods = {
 		try {
 			// A number another buyer's reservation holds (two processes with one worker id) wrote
 			// nothing: the script refused it, so a new number is safe.
-			for (let attempt = 1; ; attempt++) {
+			for (let tries = 1; ; tries++) {
+				// Its caller has been answered "retry": nothing may be reserved for it now.
+				if (attempt?.late) return this.reject("late", "UNAVAILABLE");
 				orderNo = this.orderNos.next();
+				if (attempt) attempt.orderNo = orderNo;
 				reserved =
 					meta.tags.length > 1
 						? await this.reserveInBuckets(meta, userId, orderNo, nonce)
@@ -69,7 +124,7 @@ export const reservationMethods = {
 				this.logger.warn(
 					`seckill ${orderNo}: order number already held by another reservation; retrying with a new one`
 				);
-				if (attempt === 3) return this.reject("redis_error", "UNAVAILABLE");
+				if (tries === 3) return this.reject("redis_error", "UNAVAILABLE");
 			}
 		} catch (err) {
 			if (isTimeout(err)) {
@@ -117,8 +172,9 @@ export const reservationMethods = {
 			return this.queued(orderNo, "unknown", pid, userId);
 		}
 		// Confirmed: from now on only its order's close or an operator releases it. A failure to
-		// record that leaves it unconfirmed, which costs at most a duplicate message.
-		await this.markMany(meta.arming, [orderNo], "P", bucket ? [bucket] : undefined).catch(() => undefined);
+		// record that leaves it unconfirmed, which costs at most a duplicate message, so the
+		// buyer's answer does not wait for it (nor, behind a Redis that hangs, for its timeout).
+		void this.markMany(meta.arming, [orderNo], "P", bucket ? [bucket] : undefined).catch(() => undefined);
 		return this.queued(orderNo, "confirmed", pid, userId);
 	},
 
@@ -131,12 +187,7 @@ export const reservationMethods = {
 			this.queuedBatch.add({ product_id: pid, user_id: userId, order_no: orderNo });
 		this.countResult(handoff === "confirmed" ? "queued" : "queued_unconfirmed");
 		this.broker.metrics.increment("gomall_seckill_success_total");
-		return {
-			order_no: orderNo,
-			success: true as const,
-			status: "queued" as const,
-			message: "queued: poll /api/seckill/result for the order"
-		};
+		return queuedAnswer(orderNo);
 	},
 
 	/** seckill_reserve.lua, acknowledged by WAIT when redis.wait_replicas is set (lib/seckill.ts ReplicatedReserver). */

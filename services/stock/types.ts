@@ -179,11 +179,18 @@ export interface ArmingMethods {
 	stillSoldOut(pids: number[]): Promise<number[]>;
 }
 
+/** A buyer's reservation in flight: the order_no its script was last sent with, and whether its caller was answered already. */
+export interface ReserveAttempt {
+	orderNo: string;
+	late: boolean;
+}
+
 /** services/stock/reservation.ts */
 export interface ReservationMethods {
 	reject(result: string, key: CodeKey): Rejection;
 	countResult(result: string): void;
-	reserve(productId: number, userId: number, saleToken?: string): Promise<Rejection | Queued>;
+	reserveWithin(msLeft: number, productId: number, userId: number, saleToken?: string): Promise<Rejection | Queued>;
+	reserve(productId: number, userId: number, saleToken?: string, attempt?: ReserveAttempt): Promise<Rejection | Queued>;
 	runReserve(
 		arming: string,
 		userId: number,

@@ -124,3 +124,26 @@ export function expectInvariant(c: Counts): void {
 export function buy(mall: TestMall, b: Buyer, productId: number) {
 	return mall.http.post("/api/seckill", { product_id: productId }, b.token);
 }
+
+/** Every buyer's answer against the database: "queued" has exactly one order and polls success; a refusal has none. */
+export async function expectAnswersHold(
+	mall: TestMall,
+	pid: number,
+	activityId: number,
+	answers: { b: Buyer; r: any }[]
+) {
+	const queued = answers.filter(a => a.r.status === 200);
+	const refused = answers.filter(a => a.r.status !== 200);
+	const c = await drained(mall, activityId, 60000);
+	expectInvariant(c);
+	const orders = await sql(mall, "SELECT order_no, user_id FROM orders WHERE activity_id = ?", [activityId]);
+	expect(orders.map(o => o.order_no).sort()).toEqual(queued.map(a => a.r.body.data.order_no).sort());
+	expect(new Set(orders.map(o => Number(o.user_id))).size).toBe(orders.length);
+	const refusedIds = new Set(refused.map(a => a.b.id));
+	expect(orders.filter(o => refusedIds.has(Number(o.user_id)))).toEqual([]);
+	for (const { b } of queued.slice(0, 20))
+		expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, b.token)).body.data).toMatchObject({
+			status: "success"
+		});
+	return { queued: queued.length, refused: refused.length, counts: c };
+}

@@ -11,7 +11,18 @@ import { names } from "../../lib/messaging/topology";
 import { startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
 import { TcpProxy } from "../helpers/tcp-proxy";
-import { arm, buy, Buyer, counts, drained, expectInvariant, makeBuyers, newProduct, sql } from "../helpers/seckill";
+import {
+	arm,
+	buy,
+	Buyer,
+	counts,
+	drained,
+	expectAnswersHold,
+	expectInvariant,
+	makeBuyers,
+	newProduct,
+	sql
+} from "../helpers/seckill";
 
 // The gateway and the stock actor on one node; the order actor (the consumer) on another,
 // started when the test says, so confirmed messages wait in the queue as behind any backlog.
@@ -43,24 +54,6 @@ async function queueDepth(mall: TestMall): Promise<number> {
 	} finally {
 		await conn.close();
 	}
-}
-
-/** Every buyer's answer against the database: "queued" has exactly one order and polls success; a refusal has none. */
-async function expectAnswersHold(mall: TestMall, pid: number, activityId: number, answers: { b: Buyer; r: any }[]) {
-	const queued = answers.filter(a => a.r.status === 200);
-	const refused = answers.filter(a => a.r.status !== 200);
-	const c = await drained(mall, activityId, 60000);
-	expectInvariant(c);
-	const orders = await sql(mall, "SELECT order_no, user_id FROM orders WHERE activity_id = ?", [activityId]);
-	expect(orders.map(o => o.order_no).sort()).toEqual(queued.map(a => a.r.body.data.order_no).sort());
-	expect(new Set(orders.map(o => Number(o.user_id))).size).toBe(orders.length);
-	const refusedIds = new Set(refused.map(a => a.b.id));
-	expect(orders.filter(o => refusedIds.has(Number(o.user_id)))).toEqual([]);
-	for (const { b } of queued.slice(0, 20))
-		expect((await mall.http.get(`/api/seckill/result?product_id=${pid}`, b.token)).body.data).toMatchObject({
-			status: "success"
-		});
-	return { queued: queued.length, refused: refused.length, counts: c };
 }
 
 describe.each([

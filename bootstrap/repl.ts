@@ -57,16 +57,11 @@ interface StockNodeState {
  * lane gives from its flag, api.node) and each stock node (every other answer, stock.node).
  */
 async function seckillRows(broker: ServiceBroker): Promise<Row[]> {
-	const states = [
-		...(await callEachNode<StockNodeState>(broker, "api", "api.node", {}, NODE_CALL_TIMEOUT)).map(s => ({
-			...s,
-			actor: "api"
-		})),
-		...(await callEachNode<StockNodeState>(broker, "stock", "stock.node", {}, NODE_CALL_TIMEOUT)).map(s => ({
-			...s,
-			actor: "stock"
-		}))
-	];
+	const [gateways, stocks] = await Promise.all([
+		callEachNode<StockNodeState>(broker, "api", "api.node", {}, NODE_CALL_TIMEOUT),
+		callEachNode<StockNodeState>(broker, "stock", "stock.node", {}, NODE_CALL_TIMEOUT)
+	]);
+	const states = [...gateways.map(s => ({ ...s, actor: "api" })), ...stocks.map(s => ({ ...s, actor: "stock" }))];
 	return states.map(({ node, actor, result, error }) => {
 		const c = result?.seckill ?? {};
 		const total = Object.values(c).reduce((a, b) => a + b, 0);

@@ -76,7 +76,9 @@ export class TurnMetrics {
 	readonly flush = (): void => {
 		this.scheduled = false;
 		for (const [name, family] of this.counters) {
-			for (const { labels, n } of family.values()) this.registry.increment(name, labels, n);
+			// A family the registry lacks is dropped, not thrown from a timer (which would end the process).
+			if (this.registry.getMetric(name))
+				for (const { labels, n } of family.values()) this.registry.increment(name, labels, n);
 			family.clear();
 		}
 		for (const [name, family] of this.histograms) {

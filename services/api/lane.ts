@@ -4,6 +4,7 @@ import { resultEnvelope } from "../../lib/contract/envelope";
 import { isRejection, rejection } from "../../lib/contract/errors";
 import { SOLD_OUT_RECHECK_MAX } from "../../lib/domain/sold-out-flags";
 import { readJsonBody } from "../../lib/http/body";
+import { requestMs } from "./responses";
 import { STREAM_PATH } from "./stream";
 import type { ApiThis, AuthLevel, Req, Res } from "./types";
 
@@ -112,7 +113,7 @@ export const laneMethods = {
 		if (!tracer.isEnabled()) return;
 		const sampledAnswer = result === "sold_out" || status === 429;
 		if (sampledAnswer && !(Math.random() < getConfig().tracing.lane_sample_rate)) return;
-		const ms = Number(process.hrtime.bigint() - (req.$startedAt ?? process.hrtime.bigint())) / 1e6;
+		const ms = requestMs(req);
 		const span = tracer.startSpan(`${SECKILL_LANE.method} ${SECKILL_LANE.url}`, {
 			traceID: req.$traceId,
 			type: "http",

@@ -1,5 +1,6 @@
 import { getConfig } from "../../config";
 import type { GomallPrometheusReporter } from "../../lib/observability/prometheus-reporter";
+import { requestMs } from "./responses";
 import type { ApiThis, Req, Res } from "./types";
 
 /** The one route label of every request that matched no alias. */
@@ -25,7 +26,7 @@ export const observeMethods = {
 		const status = res.statusCode;
 		const key = `${method} ${route} ${status}`;
 		const labels = () => ({ method, route, status });
-		const seconds = Number(process.hrtime.bigint() - (req.$startedAt ?? process.hrtime.bigint())) / 1e9;
+		const seconds = requestMs(req) / 1000;
 		this.turnMetrics.increment("gomall_http_requests_total", key, labels);
 		this.turnMetrics.observe("gomall_http_request_duration_seconds", key, labels, seconds);
 		if (getConfig().log.requests) {

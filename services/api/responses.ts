@@ -9,6 +9,10 @@ const SECURITY_HEADERS: [string, string][] = [
 	["Cross-Origin-Opener-Policy", "same-origin"]
 ];
 
+/** Milliseconds since the request began (beginRequest). */
+export const requestMs = (req: Req): number =>
+	req.$startedAt === undefined ? 0 : Number(process.hrtime.bigint() - req.$startedAt) / 1e6;
+
 export const responseMethods = {
 	/**
 	 * Every request, before anything else: its start time and metric sample, the security

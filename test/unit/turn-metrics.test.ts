@@ -44,3 +44,15 @@ it("hands each turn's counts and observations to Moleculer's registry as if each
 		Array.from({ length: 20 }, (_, t) => 1 + (t % 7) * 9).reduce((a, b) => a + b)
 	);
 });
+
+it("drops a family the registry does not have instead of throwing from its timer", async () => {
+	const broker = new ServiceBroker({ logger: false, metrics: { enabled: true, reporter: [] } });
+	broker.metrics.register({ name: "known_total", type: "counter", labelNames: ["k"] });
+	const batch = new TurnMetrics(broker.metrics);
+	batch.increment("unknown_total", "a", () => ({ k: "a" }));
+	batch.increment("known_total", "a", () => ({ k: "a" }));
+	expect(() => batch.flush()).not.toThrow();
+	expect((broker.metrics.getMetric("known_total") as any).snapshot()).toEqual([
+		expect.objectContaining({ labels: { k: "a" }, value: 1 })
+	]);
+});

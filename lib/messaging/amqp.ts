@@ -269,11 +269,12 @@ export interface ConsumerOptions {
 	/**
 	 * Optional: the messages that arrived together are handled together (the order writer
 	 * writes them in one transaction), up to maxSize at a time. The batch handler says, per
-	 * message, whether it is done; the others, and every message of a batch that throws, go
+	 * message, whether it is done, or the PermanentMessageError that parks it as the
+	 * single-message handler would; the others, and every message of a batch that throws, go
 	 * through the single-message handler, whose failures are parked as above. So a batch is
 	 * only a faster way to the same outcome.
 	 */
-	batch?: { maxSize: number; handler: (bodies: unknown[]) => Promise<boolean[]> };
+	batch?: { maxSize: number; handler: (bodies: unknown[]) => Promise<(boolean | PermanentMessageError)[]> };
 	/**
 	 * Runs before a message is moved to the dead-letter queue, with its parsed body and the
 	 * reason: whoever waits on the message learns that it ended there. If it throws, the message
@@ -399,7 +400,7 @@ export class QueueConsumer {
 	}
 
 	private async handleBatch(items: Delivery[]): Promise<void> {
-		let done: boolean[] = [];
+		let done: (boolean | PermanentMessageError)[] = [];
 		try {
 			done = await this.opts.batch!.handler(items.map(d => d.body));
 		} catch (err) {
@@ -407,7 +408,13 @@ export class QueueConsumer {
 				`amqp ${this.queue}: batch of ${items.length} failed (${(err as Error).message}); handling its messages one by one`
 			);
 		}
-		await Promise.all(items.map((d, i) => (done[i] ? this.ack(d) : this.handleOne(d))));
+		await Promise.all(
+			items.map((d, i) => {
+				const outcome = done[i];
+				if (outcome instanceof PermanentMessageError) return this.park(d, outcome);
+				return outcome ? this.ack(d) : this.handleOne(d);
+			})
+		);
 	}
 
 	private handleOne(d: Delivery): Promise<void> {

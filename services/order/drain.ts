@@ -6,6 +6,9 @@ import { inTransaction } from "../../lib/storage/tx";
 import { ResultItem, SECKILL_RESULTS_EVENT } from "../../lib/domain/seckill-results";
 import type { OrderMethods, OrderThis } from "./types";
 
+const unknownArming = (arming: string) =>
+	new PermanentMessageError(`unknown arming ${arming}: Redis holds no flash sale of it`);
+
 const resultItem = (m: SeckillOrderMessage, status: ResultItem["status"], reason?: string): ResultItem => ({
 	product_id: m.product_id,
 	user_id: m.user_id,
@@ -53,8 +56,7 @@ export const drainMethods = {
 				order_nos: [m.order_no],
 				buckets: m.bucket ? [m.bucket] : undefined
 			})) as ClaimResult[];
-			if (claim === "unknown_arming")
-				throw new PermanentMessageError(`unknown arming ${m.arming_id}: Redis holds no flash sale of it`);
+			if (claim === "unknown_arming") throw unknownArming(m.arming_id);
 			if (claim === "released") {
 				this.logger.info(`seckill ${m.order_no}: reservation was released before its order; nothing to write`);
 				return;
@@ -127,7 +129,7 @@ export const drainMethods = {
 	 * at a time, which knows every case. Answers, per message, whether it is done.
 	 */
 	async createSeckillOrders(this: OrderThis, bodies: unknown[]) {
-		const done = bodies.map(() => false);
+		const done: (boolean | PermanentMessageError)[] = bodies.map(() => false);
 		const ordered: SeckillOrderMessage[] = [];
 		const groups = new Map<string, { m: SeckillOrderMessage; i: number }[]>();
 		bodies.forEach((m, i) => {
@@ -142,6 +144,12 @@ export const drainMethods = {
 					ordered.push(...(await this.writeSeckillGroup(group.map(g => g.m))));
 					for (const g of group) done[g.i] = true;
 				} catch (err) {
+					// Redis knows no sale of this arming: none of the group can ever be written, and
+					// the single writer would only ask again (a poison message, dead-lettered at once).
+					if (err instanceof PermanentMessageError) {
+						for (const g of group) done[g.i] = err;
+						return;
+					}
 					this.logger.debug(`seckill batch of ${group.length} left to single writes: ${(err as Error).message}`);
 				}
 			})
@@ -179,7 +187,11 @@ export const drainMethods = {
 				order_nos: fresh.map(m => m.order_no),
 				buckets: bucketsOf(fresh.map(m => m.order_no))
 			})) as ClaimResult[];
-			if (claims.includes("unknown_arming")) throw new Error(`unknown arming ${arming_id}`);
+			if (claims.includes("unknown_arming")) {
+				// None written before: none can be now. Otherwise the single writer acks the written ones.
+				if (!existing.size) throw unknownArming(arming_id);
+				throw new Error(`unknown arming ${arming_id}`);
+			}
 			write = fresh.filter((_, i) => claims[i] === "claimed");
 		}
 		if (write.length) {

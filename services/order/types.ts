@@ -1,6 +1,6 @@
 import type { Context, Service } from "moleculer";
 import type { Sequelize, Transaction } from "sequelize";
-import type { ConfirmPublisher, QueueConsumer } from "../../lib/messaging/amqp";
+import type { ConfirmPublisher, PermanentMessageError, QueueConsumer } from "../../lib/messaging/amqp";
 import type { AuthUser } from "../../lib/auth/jwt";
 import type { Paged } from "../../lib/contract/paging";
 import type { LeasedOrderNos } from "../../lib/domain/order-no";
@@ -109,7 +109,7 @@ export interface OrderMethods {
 	// drain.ts
 	createSeckillOrder(m: SeckillOrderMessage): Promise<void>;
 	whyUnwritable(m: SeckillOrderMessage, transaction?: Transaction): Promise<string | null>;
-	createSeckillOrders(bodies: unknown[]): Promise<boolean[]>;
+	createSeckillOrders(bodies: unknown[]): Promise<(boolean | PermanentMessageError)[]>;
 	seckillDeadLettered(body: unknown, reason: string): Promise<void>;
 	writeSeckillGroup(messages: SeckillOrderMessage[]): Promise<SeckillOrderMessage[]>;
 	announceResults(items: ResultItem[]): void;

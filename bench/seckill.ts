@@ -17,7 +17,9 @@
  * of BENCH_STOCK units, so each run is a few hundred wins and then sold-out traffic. It prints
  * req/s, p50/p90/p99, errors, answers by status and code, the medians and their ratio; then a
  * drain run (BENCH_DRAIN_STOCK winners, orders/s from the first reservation to the last order
- * row); and checks after every full run that orders = winners and nothing is oversold.
+ * row) and a queue drain (as many winners queued with no order actor running, then one order
+ * node started: orders/s from its first row to its last); and checks after every full run that
+ * orders = winners and nothing is oversold.
  * While the mall runs, /metrics is scraped every BENCH_SCRAPE_INTERVAL seconds (15, as
  * deploy/prometheus scrapes; 0: never), and the slowest scrape is printed: a scrape runs on the
  * gateway's event loop, between the buyers' requests.
@@ -40,6 +42,7 @@ import os from "node:os";
 import path from "node:path";
 import mysql from "mysql2/promise";
 import Redis from "ioredis";
+import { ALL_SERVICES } from "../bootstrap/node";
 import { loadConfig } from "../config";
 import { TokenService } from "../lib/auth/jwt";
 import { migrate } from "../lib/storage/migrate";
@@ -65,6 +68,8 @@ const RATE_SHARE = 0.8;
 const STOCK = num("BENCH_STOCK", 500);
 const BUYERS = num("BENCH_BUYERS", 2000);
 const DRAIN_STOCK = num("BENCH_DRAIN_STOCK", 5000);
+/** The mall without its order actor, for the drain from a full queue. */
+const FRONT_SERVICES = ALL_SERVICES.filter(s => s !== "order");
 /** The process counts to measure, in order (mall and ceiling alike). */
 const WORKER_COUNTS = processCounts();
 const REVOKED = num("BENCH_REVOKED", 10000);
@@ -209,7 +214,10 @@ interface Measured {
 	withTokens: number;
 	tokenRatio: number;
 	errors: number;
+	/** first reservation to last order row, the sale running */
 	drain: number;
+	/** the order actor from a full queue: first row to last (issue #24's "from queue to rows") */
+	queueDrain: number;
 	cost: Cost;
 }
 
@@ -274,19 +282,17 @@ async function measure(workers: number): Promise<Measured> {
 		}
 	});
 	const nodeArgs = [...(PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(PROFILE)}`] : []), ...MALL_ARGS];
-	const mall = start(
-		[
-			...nodeArgs,
-			path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"),
-			"--env",
-			"dev",
-			"--config",
-			configFile,
-			...(workers > 1 ? ["--workers", String(workers)] : [])
-		],
-		{},
-		"mall"
-	);
+	const mallArgs = (services?: readonly string[], processes = workers) => [
+		...nodeArgs,
+		path.join(PROJECT_ROOT, "dist", "scripts", "gomall.js"),
+		"--env",
+		"dev",
+		"--config",
+		configFile,
+		...(services ? ["--services", services.join(",")] : []),
+		...(processes > 1 ? ["--workers", String(processes)] : [])
+	];
+	const mall = start(mallArgs(), {}, "mall");
 	const base = `http://127.0.0.1:${mallPort}`;
 	await waitReady(`${base}/ready`);
 	if (workers > 1) await new Promise(r => setTimeout(r, 3000)); // every worker listening and joined
@@ -358,7 +364,7 @@ async function measure(workers: number): Promise<Measured> {
 			const resv = Object.entries(await redis.hgetall(k.resv)).map(([no, v]) => parseReservation(no, v)!);
 			// One statement, so stock and orders are read at the same moment while the drain commits.
 			const [[row]] = (await db.query(
-				`SELECT a.total_stock, a.stock, COUNT(o.id) AS orders, COUNT(DISTINCT o.user_id, o.seckill_seq) AS distinct_seq, MAX(o.created_at) AS last
+				`SELECT a.total_stock, a.stock, COUNT(o.id) AS orders, COUNT(DISTINCT o.user_id, o.seckill_seq) AS distinct_seq, MIN(o.created_at) AS first, MAX(o.created_at) AS last
 				   FROM seckill_activities a LEFT JOIN orders o ON o.activity_id = a.id WHERE a.id = ? GROUP BY a.id`,
 				[a.activityId]
 			)) as any;
@@ -372,6 +378,7 @@ async function measure(workers: number): Promise<Measured> {
 				dbStock: Number(row.stock),
 				orders: Number(o.orders),
 				distinct: Number(o.distinct_seq),
+				first: o.first ? new Date(o.first).getTime() : 0,
 				last: o.last ? new Date(o.last).getTime() : 0
 			};
 		};
@@ -646,6 +653,36 @@ async function measure(workers: number): Promise<Measured> {
 			console.log(
 				`metrics        /metrics scraped every ${SCRAPE_INTERVAL} s: ${scrapes.times.length} scrapes, slowest ${Math.max(...scrapes.times).toFixed(0)} ms, median ${median(scrapes.times).toFixed(0)} ms`
 			);
+		scrapes.stop();
+
+		// The order actor's own drain, from queue to rows: the winners queue while no order actor
+		// runs (the mall restarted without it), then one order node starts as an operator would
+		// (`--services order`, as many processes as the mall), timed from its first row to its last
+		// (not its start-up).
+		await new Promise<void>(resolve => {
+			mall.once("exit", () => resolve());
+			mall.kill("SIGTERM");
+		});
+		start(mallArgs(FRONT_SERVICES), {}, "mall");
+		await waitReady(`${base}/ready`);
+		if (workers > 1) await new Promise(r => setTimeout(r, 3000));
+		const q = await armed(DRAIN_STOCK);
+		const rq = await wrk(mallPort, q.productId, await makeTokens(2 * DRAIN_STOCK, "queued"), 60, {
+			soldOut: async () => Number(await redis.hget(activityKeys(q.arming).info, "stock")) === 0
+		});
+		if (wrkErrors(rq)) throw new Error(`queue drain: errors while queueing: ${JSON.stringify(rq)}`);
+		const orderNode = start(mallArgs(["order"]), {}, "order");
+		let atFirst = await counts(q);
+		for (const end = Date.now() + 60000; atFirst.orders === 0 && Date.now() < end;)
+			(await new Promise(r => setTimeout(r, 5)), (atFirst = await counts(q)));
+		const orderCpu0 = treeCpuSeconds(orderNode.pid!);
+		const cq = await settle(q, DRAIN_STOCK);
+		const orderCpu = ((treeCpuSeconds(orderNode.pid!) - orderCpu0) * 1e6) / (DRAIN_STOCK - atFirst.orders);
+		const queueSeconds = (cq.last - cq.first) / 1000;
+		const queueDrain = DRAIN_STOCK / queueSeconds;
+		console.log(
+			`queue drain    ${DRAIN_STOCK} queued winners -> orders by an order node of ${workers} process${workers > 1 ? "es" : ""} in ${queueSeconds.toFixed(2)} s from its first row to its last: ${queueDrain.toFixed(0)} orders/s; the order node ${orderCpu.toFixed(0)} µs per order`
+		);
 		return {
 			workers,
 			ceiling: mc,
@@ -668,6 +705,7 @@ async function measure(workers: number): Promise<Measured> {
 				wrkErrors(rd)
 			),
 			drain: winners / seconds,
+			queueDrain,
 			cost
 		};
 	} finally {
@@ -692,7 +730,16 @@ const TARGETS: { name: string; met: (m: Measured) => boolean; value: (m: Measure
 		value: m =>
 			`${m.rateP99.toFixed(1)} (worst run ${m.worstRateP99.toFixed(1)}; ${m.rateServed.toFixed(0)} of ${m.rateOffered.toFixed(0)} req/s served)`
 	},
-	{ name: "drain >= 5,000 orders/s (#24)", met: m => m.drain >= 5000, value: m => m.drain.toFixed(0) },
+	{
+		name: "drain from queue to rows >= 5,000 orders/s (#24)",
+		met: m => m.queueDrain >= 5000,
+		value: m => m.queueDrain.toFixed(0)
+	},
+	{
+		name: "the sale's drain, first reservation to last row, >= 5,000 orders/s",
+		met: m => m.drain >= 5000,
+		value: m => m.drain.toFixed(0)
+	},
 	{
 		name: "with sale tokens within 10% of the ratio without (#22)",
 		met: m => m.tokenRatio >= 0.9 * m.ratio,
@@ -716,11 +763,11 @@ async function main(): Promise<void> {
 		`\nsummary (medians; ${CONNECTIONS} connections; no oversell and every winner an order in every run, or the bench would have failed)`
 	);
 	console.log(
-		`processes  ceiling req/s  lean req/s  full req/s  p50 ms  p90 ms  p99 ms  full/ceiling  full/lean  offered req/s  its p99 ms  drain orders/s`
+		`processes  ceiling req/s  lean req/s  full req/s  p50 ms  p90 ms  p99 ms  full/ceiling  full/lean  offered req/s  its p99 ms  drain orders/s  queue drain`
 	);
 	for (const m of measured) {
 		console.log(
-			`${String(m.workers).padStart(9)}  ${m.ceiling.toFixed(0).padStart(13)}  ${m.lean.toFixed(0).padStart(10)}  ${m.full.toFixed(0).padStart(10)}  ${m.p50.toFixed(1).padStart(6)}  ${m.p90.toFixed(1).padStart(6)}  ${m.p99.toFixed(1).padStart(6)}  ${m.ratio.toFixed(2).padStart(12)}  ${m.leanRatio.toFixed(2).padStart(9)}  ${m.rateOffered.toFixed(0).padStart(13)}  ${m.rateP99.toFixed(1).padStart(10)}  ${m.drain.toFixed(0).padStart(14)}`
+			`${String(m.workers).padStart(9)}  ${m.ceiling.toFixed(0).padStart(13)}  ${m.lean.toFixed(0).padStart(10)}  ${m.full.toFixed(0).padStart(10)}  ${m.p50.toFixed(1).padStart(6)}  ${m.p90.toFixed(1).padStart(6)}  ${m.p99.toFixed(1).padStart(6)}  ${m.ratio.toFixed(2).padStart(12)}  ${m.leanRatio.toFixed(2).padStart(9)}  ${m.rateOffered.toFixed(0).padStart(13)}  ${m.rateP99.toFixed(1).padStart(10)}  ${m.drain.toFixed(0).padStart(14)}  ${m.queueDrain.toFixed(0).padStart(11)}`
 		);
 	}
 	if (measured.length > 1)

@@ -673,8 +673,10 @@ async function measure(workers: number): Promise<Measured> {
 		if (wrkErrors(rq)) throw new Error(`queue drain: errors while queueing: ${JSON.stringify(rq)}`);
 		const orderNode = start(mallArgs(["order"]), {}, "order");
 		let atFirst = await counts(q);
-		for (const end = Date.now() + 60000; atFirst.orders === 0 && Date.now() < end;)
-			(await new Promise(r => setTimeout(r, 5)), (atFirst = await counts(q)));
+		for (const end = Date.now() + 60000; atFirst.orders === 0 && Date.now() < end;) {
+			await new Promise(r => setTimeout(r, 5));
+			atFirst = await counts(q);
+		}
 		const orderCpu0 = treeCpuSeconds(orderNode.pid!);
 		const cq = await settle(q, DRAIN_STOCK);
 		const orderCpu = ((treeCpuSeconds(orderNode.pid!) - orderCpu0) * 1e6) / (DRAIN_STOCK - atFirst.orders);

@@ -1,3 +1,6 @@
+/** The most products one stock.soldOut call asks about (a gateway holding more asks in parts). */
+export const SOLD_OUT_RECHECK_MAX = 1000;
+
 /**
  * The products a node answers "sold out" for without asking Redis (a gateway's lane, a stock
  * actor), set and cleared by the stock actors' broadcasts: seckill.soldout sets a flag,
@@ -9,9 +12,6 @@
  * came since its call began (the product's epoch), and a broadcast naming an arming other
  * than the one this node last heard armed is dropped.
  */
-/** The most products one stock.soldOut call asks about (a gateway holding more asks in parts). */
-export const SOLD_OUT_RECHECK_MAX = 1000;
-
 export class SoldOutFlags extends Set<number> {
 	/** per product: bumped by every clearing broadcast */
 	private readonly epochs = new Map<number, number>();

@@ -26,7 +26,7 @@ export const CLOCK_SLACK_MS = 1000;
  * How long before its caller stops waiting stock.seckill answers what it knows: the answer
  * still has to travel back, and the caller's clock started before this node's.
  */
-export const ANSWER_MARGIN_MS = 250;
+const ANSWER_MARGIN_MS = 250;
 
 /** seckill_reserve.lua's refusals: the metric's `result` label and the buyer's code. */
 export const RESULT_BY_CODE: Record<number, [string, CodeKey]> = {

@@ -16,12 +16,29 @@ if sale_tokens_file ~= "" then
     bodies[#bodies + 1] = '{"product_id":' .. os.getenv("BENCH_PRODUCT") .. ',"sale_token":"' .. line .. '"}'
   end
 end
+-- A monotonic clock in ms (LuaJIT's FFI): the arrivals below, and the opening's length.
+local ffi = require("ffi")
+ffi.cdef[[
+  typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+  int clock_gettime(int clock_id, bench_timespec *tp);
+]]
+local ts = ffi.new("bench_timespec")
+local CLOCK_MONOTONIC = 1
+local function now_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+-- The sale's opening as the buyers see it: from the run's first request to the last win's answer
+-- (global, for done() to read from the thread).
+local started = nil
+last_win_ms = 0
 local i = 0
 local until_sold_out = os.getenv("BENCH_UNTIL_SOLD_OUT") == "1"
 local answered = 0
 answers = {}
 
 request = function()
+  if not started then started = now_ms() end
   i = i + 1
   local n = (i - 1) % #tokens + 1
   local t = tokens[n]
@@ -32,6 +49,7 @@ response = function(status, headers, body)
   local key = status .. "/" .. (string.match(body, '"code":(%-?%d+)') or "?")
   answers[key] = (answers[key] or 0) + 1
   answered = answered + 1
+  if key == "200/0" then last_win_ms = now_ms() - started end
   if until_sold_out and (key == "409/60003" or answered >= #tokens) then wrk.thread:stop() end
 end
 
@@ -41,9 +59,11 @@ setup = function(thread) threads[#threads + 1] = thread end
 
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('BENCH_RESULT {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.0f}\n',
+  local opening = 0
+  for _, t in ipairs(threads) do opening = math.max(opening, t:get("last_win_ms")) end
+  io.write(string.format('BENCH_RESULT {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.0f,"last_win_ms":%.1f}\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean, opening))
   local total = {}
   for _, t in ipairs(threads) do
     for k, v in pairs(t:get("answers")) do total[k] = (total[k] or 0) + v end
@@ -60,17 +80,6 @@ end
 -- waiting their turn. The arrivals are those of wrk's thread (one, -t1) over all its connections.
 local rate = tonumber(os.getenv("BENCH_RATE") or "0")
 if rate > 0 then
-  local ffi = require("ffi")
-  ffi.cdef[[
-    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
-    int clock_gettime(int clock_id, bench_timespec *tp);
-  ]]
-  local ts = ffi.new("bench_timespec")
-  local CLOCK_MONOTONIC = 1
-  local function now_ms()
-    ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
-    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
-  end
   local gap_ms = 1000 / rate
   local next_arrival = nil
   math.randomseed(os.time())

@@ -27,6 +27,8 @@ export interface WrkResult {
 	p99: number;
 	max: number;
 	mean: number;
+	/** ms from the run's first request to its last win's answer: the sale's opening as buyers see it (0: no win) */
+	last_win_ms: number;
 	answers: Record<string, number>;
 }
 

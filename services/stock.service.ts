@@ -24,7 +24,7 @@ import { listingMethods } from "./stock/listing";
 import { reconciliationMethods } from "./stock/reconciliation";
 import { reservationMethods, RESULT_BY_CODE } from "./stock/reservation";
 import { tokenMethods } from "./stock/tokens";
-import type { InitParams, StockThis } from "./stock/types";
+import type { InitParams, PublishedMark, StockThis } from "./stock/types";
 
 const productId = PRODUCT_ID_PARAM;
 const armingId = { type: "string", pattern: ARMING_ID };
@@ -342,6 +342,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		this.queuedBatch = new TurnBatch<QueuedItem>(items =>
 			this.broker.broadcast(SECKILL_QUEUED_EVENT, { items }, { groups: ["api"] })
 		);
+		this.publishedMarks = new TurnBatch<PublishedMark>(marks => this.markPublished(marks));
 		this.timers = [];
 		this.publisher = new ConfirmPublisher(
 			this.amqp,

@@ -301,7 +301,7 @@ export const reconciliationMethods = {
 		if (repair === "release_closed") {
 			if ((await this.release(arming, r.order_no, "any", bucket)) === 1) report.released_closed++;
 		} else if (repair === "mark_ordered") {
-			await this.redis.seckillMark(k.resv, k.info, r.order_no, "O");
+			await this.redis.seckillMark(k.resv, k.info, "O", r.order_no);
 			report.marked_ordered++;
 		} else if (repair === "failed") {
 			report.failed++;

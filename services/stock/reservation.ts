@@ -9,6 +9,7 @@ import { names, SECKILL_ROUTING_KEY } from "../../lib/messaging/topology";
 import type {
 	ActivityMeta,
 	FailedReservation,
+	PublishedMark,
 	Queued,
 	ReleaseMode,
 	ReservationMethods,
@@ -173,8 +174,9 @@ export const reservationMethods = {
 		}
 		// Confirmed: from now on only its order's close or an operator releases it. A failure to
 		// record that leaves it unconfirmed, which costs at most a duplicate message, so the
-		// buyer's answer does not wait for it (nor, behind a Redis that hangs, for its timeout).
-		void this.markMany(meta.arming, [orderNo], "P", bucket ? [bucket] : undefined).catch(() => undefined);
+		// buyer's answer does not wait for it (nor, behind a Redis that hangs, for its timeout);
+		// the turn's marks go together (markPublished).
+		this.publishedMarks.add({ arming: meta.arming, orderNo, bucket });
 		return this.queued(orderNo, "confirmed", pid, userId);
 	},
 
@@ -306,7 +308,11 @@ export const reservationMethods = {
 		return out;
 	},
 
-	/** seckill_mark.lua for each order_no, in one round trip (all keys share the arming's slot). */
+	/**
+	 * seckill_mark.lua over many order_nos: one command for all of them (a bucketed sale's live in
+	 * their buyers' home buckets: one command per bucket, one slot each), the answers in the
+	 * callers' order.
+	 */
 	async markMany(
 		this: StockThis,
 		arming: string,
@@ -314,45 +320,48 @@ export const reservationMethods = {
 		state: "P" | "C" | "O",
 		buckets?: readonly number[]
 	): Promise<(1 | 0 | -1)[]> {
-		// A bucketed sale's order_nos live in their buyers' home buckets: one pipeline per bucket
-		// (one slot each), the answers put back in the callers' order.
-		if (buckets?.some(b => b !== 0)) {
-			const tags = await this.bucketTagsOf(arming);
-			const out: (1 | 0 | -1)[] = new Array(orderNos.length);
-			const byBucket = new Map<number, number[]>();
-			orderNos.forEach((_, i) => {
-				const b = buckets[i] ?? 0;
-				if (!byBucket.has(b)) byBucket.set(b, []);
-				byBucket.get(b)!.push(i);
-			});
-			await Promise.all(
-				[...byBucket].map(async ([b, idx]) => {
-					const k = bucketKeys(arming, tags, b);
-					const pipeline = this.redis.pipeline() as unknown as {
-						seckillMark(...args: string[]): void;
-						exec(): Promise<[Error | null, unknown][] | null>;
-					};
-					for (const i of idx) pipeline.seckillMark(k.resv, k.info, orderNos[i], state);
-					((await pipeline.exec()) ?? []).forEach(([err, r], j) => {
-						if (err) throw err;
-						out[idx[j]] = r as 1 | 0 | -1;
-					});
-				})
-			);
-			return out;
+		if (!orderNos.length) return [];
+		if (!buckets?.some(b => b !== 0)) {
+			const k = activityKeys(arming);
+			return this.redis.seckillMark(k.resv, k.info, state, ...orderNos);
 		}
-		const k = activityKeys(arming);
-		// One reservation (the hot path's P mark): a command, which auto-pipelining sends with the
-		// turn's other commands; an explicit pipeline is a socket write of its own.
-		if (orderNos.length === 1) return [await this.redis.seckillMark(k.resv, k.info, orderNos[0], state)];
-		const pipeline = this.redis.pipeline() as unknown as {
-			seckillMark(...args: string[]): void;
-			exec(): Promise<[Error | null, unknown][] | null>;
-		};
-		for (const no of orderNos) pipeline.seckillMark(k.resv, k.info, no, state);
-		return ((await pipeline.exec()) ?? []).map(([err, r]) => {
-			if (err) throw err;
-			return r as 1 | 0 | -1;
+		const tags = await this.bucketTagsOf(arming);
+		const byBucket = new Map<number, number[]>();
+		orderNos.forEach((_, i) => {
+			const b = buckets[i] ?? 0;
+			if (!byBucket.has(b)) byBucket.set(b, []);
+			byBucket.get(b)!.push(i);
 		});
+		const out: (1 | 0 | -1)[] = new Array(orderNos.length);
+		await Promise.all(
+			[...byBucket].map(async ([b, idx]) => {
+				const k = bucketKeys(arming, tags, b);
+				const marked = await this.redis.seckillMark(k.resv, k.info, state, ...idx.map(i => orderNos[i]));
+				idx.forEach((i, j) => (out[i] = marked[j]));
+			})
+		);
+		return out;
+	},
+
+	/**
+	 * The P marks of a loop turn's confirmed reservations, one command per arming (markMany).
+	 * Nobody waits for them: a mark that fails leaves its reservation unconfirmed, which costs at
+	 * most a duplicate message from reconciliation (the consumer is idempotent).
+	 */
+	markPublished(this: StockThis, marks: PublishedMark[]): void {
+		const byArming = new Map<string, PublishedMark[]>();
+		for (const m of marks) {
+			if (!byArming.has(m.arming)) byArming.set(m.arming, []);
+			byArming.get(m.arming)!.push(m);
+		}
+		for (const [arming, ms] of byArming) {
+			const buckets = ms.some(m => m.bucket) ? ms.map(m => m.bucket) : undefined;
+			void this.markMany(
+				arming,
+				ms.map(m => m.orderNo),
+				"P",
+				buckets
+			).catch(err => this.logger.debug(`seckill: P marks of ${ms.length} not written (${(err as Error).message})`));
+		}
 	}
 } satisfies ReservationMethods;

@@ -50,7 +50,7 @@ export interface ActivityInfo {
 
 export type SeckillRedis = ReserveRedis & {
 	seckillRelease(...args: (string | number)[]): Promise<[number, number]>;
-	seckillMark(...args: (string | number)[]): Promise<1 | 0 | -1>;
+	seckillMark(...args: (string | number)[]): Promise<(1 | 0 | -1)[]>;
 	seckillRestore(...args: (string | number)[]): Promise<[number, number]>;
 	seckillFailed(...args: (string | number)[]): Promise<1 | 0>;
 	seckillLend(...args: (string | number)[]): Promise<[number, number, number]>;
@@ -185,6 +185,13 @@ export interface ReserveAttempt {
 	late: boolean;
 }
 
+/** A confirmed reservation waiting for its P mark (bucket 0: the sale is not bucketed). */
+export interface PublishedMark {
+	arming: string;
+	orderNo: string;
+	bucket: number;
+}
+
 /** services/stock/reservation.ts */
 export interface ReservationMethods {
 	reject(result: string, key: CodeKey): Rejection;
@@ -208,6 +215,7 @@ export interface ReservationMethods {
 		state: "P" | "C" | "O",
 		buckets?: readonly number[]
 	): Promise<(1 | 0 | -1)[]>;
+	markPublished(marks: PublishedMark[]): void;
 	failedTransition(
 		arming: string,
 		orderNo: string,
@@ -332,4 +340,6 @@ export interface StockThis
 	captchaKey: KeyObject;
 	/** the turn's won reservations, broadcast together to the result streams (seckill.queued) */
 	queuedBatch: TurnBatch<QueuedItem>;
+	/** the turn's confirmed reservations, marked P together (markPublished) */
+	publishedMarks: TurnBatch<PublishedMark>;
 }

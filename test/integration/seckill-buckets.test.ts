@@ -209,3 +209,76 @@ it("a borrowed reservation's release (its order cancelled) gives the unit to the
 	const [status] = (await mall.node.broker.call("stock.status", { product_id: s.pid })) as any[];
 	expect(status).toMatchObject({ buckets: 4, lends: 0, redis_remaining: 0, consistent: true });
 });
+
+describe("reservation marks (lua/seckill_mark.lua over many order_nos)", () => {
+	const reservation = (state: string) => `7|1|${Date.now()}|${state}`;
+	/** Records each seckill_mark.lua command sent (ioredis runs every one through its Script's execute). */
+	const spyMarks = () => {
+		const script = stock().redis.scriptsSet.seckillMark;
+		const execute = script.execute;
+		const calls: unknown[][] = [];
+		script.execute = function (this: unknown, container: unknown, args: unknown[], ...rest: unknown[]) {
+			calls.push([...args]);
+			return execute.call(this, container, args, ...rest);
+		};
+		return { calls, restore: () => (script.execute = execute) };
+	};
+
+	it("claims many order_nos across buckets in one command per bucket, each answered in the callers' order", async () => {
+		const s = await bucketed(8);
+		const arming = s.activity.arming_id;
+		// One reservation per state, spread over the buckets, and one order_no no bucket holds.
+		const cases: [string, number, string | null][] = [
+			["mk-r0", 0, "R"],
+			["mk-p1", 1, "P"],
+			["mk-f2", 2, "F"],
+			["mk-o3", 3, "O"],
+			["mk-gone", 1, null],
+			["mk-r3", 3, "R"]
+		];
+		for (const [no, b, state] of cases) if (state) await stock().redis.hset(s.keys(b).resv, no, reservation(state));
+		const spy = spyMarks();
+		try {
+			const claimed = await stock().markMany(
+				arming,
+				cases.map(c => c[0]),
+				"C",
+				cases.map(c => c[1])
+			);
+			// claimed, claimed, failed is not claimable, past C already, released, claimed
+			expect(claimed).toEqual([1, 1, 0, 1, 0, 1]);
+		} finally {
+			spy.restore();
+		}
+		expect(spy.calls).toHaveLength(4); // buckets 0, 1, 2 and 3
+		const stateOf = async (no: string, b: number) => String(await stock().redis.hget(s.keys(b).resv, no)).slice(-1);
+		expect(await Promise.all(cases.filter(c => c[2]).map(([no, b]) => stateOf(no, b)))).toEqual([
+			"C",
+			"C",
+			"F",
+			"O",
+			"C"
+		]);
+		// An arming this Redis does not know: -1 for each.
+		expect(await stock().markMany("f".repeat(32), ["a", "b"], "C")).toEqual([-1, -1]);
+	});
+
+	it("marks a loop turn's confirmed reservations P in one command", async () => {
+		const s = await bucketed(8);
+		const arming = s.activity.arming_id;
+		const nos = ["pm-1", "pm-2", "pm-3"];
+		for (const no of nos) await stock().redis.hset(s.keys(0).resv, no, reservation("R"));
+		const spy = spyMarks();
+		try {
+			for (const no of nos) stock().publishedMarks.add({ arming, orderNo: no, bucket: 0 });
+			expect(spy.calls).toHaveLength(0); // not before the turn ends
+			await eventually(
+				async () => (await stock().redis.hmget(s.keys(0).resv, ...nos)).every((v: string) => v.endsWith("|P")),
+				5000
+			);
+		} finally {
+			spy.restore();
+		}
+		expect(spy.calls).toEqual([[s.keys(0).resv, s.keys(0).info, "P", ...nos]]);
+	});
+});

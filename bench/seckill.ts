@@ -631,7 +631,7 @@ async function measure(workers: number): Promise<Measured> {
 		);
 		const leanRateP99 = med(results.leanAtRate, r => r.p99) / 1000;
 		console.log(
-			`median         the lean ceiling with ${RATE_SHARE * 100}% of its flat-out rate offered (${median(results.leanAtRate.map(r => r.requests / (r.duration_us / 1e6))).toFixed(0)} req/s served): p50 ${(med(results.leanAtRate, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.leanAtRate, r => r.p90) / 1000).toFixed(1)}, p99 ${leanRateP99.toFixed(1)} ms, the opening ${med(results.leanAtRate, r => r.last_win_ms).toFixed(0)} ms`
+			`median         the lean ceiling with ${RATE_SHARE * 100}% of its flat-out rate offered (${med(results.leanAtRate, reqPerSec).toFixed(0)} req/s served): p50 ${(med(results.leanAtRate, r => r.p50) / 1000).toFixed(1)}, p90 ${(med(results.leanAtRate, r => r.p90) / 1000).toFixed(1)}, p99 ${leanRateP99.toFixed(1)} ms, the opening ${med(results.leanAtRate, r => r.last_win_ms).toFixed(0)} ms`
 		);
 		console.log(
 			`every full run: ${STOCK} winners, ${STOCK} orders, no buyer twice, nothing oversold, Redis and MySQL agree`

@@ -131,13 +131,8 @@ export const drainMethods = {
 	async createSeckillOrders(this: OrderThis, bodies: unknown[]) {
 		const done: (boolean | PermanentMessageError)[] = bodies.map(() => false);
 		const ordered: SeckillOrderMessage[] = [];
-		const groups = new Map<string, { m: SeckillOrderMessage; i: number }[]>();
-		bodies.forEach((m, i) => {
-			if (!isSeckillOrderMessage(m)) return;
-			const key = `${m.activity_id}:${m.arming_id}`;
-			if (!groups.has(key)) groups.set(key, []);
-			groups.get(key)!.push({ m, i });
-		});
+		const messages = bodies.flatMap((m, i) => (isSeckillOrderMessage(m) ? [{ m, i }] : []));
+		const groups = Map.groupBy(messages, ({ m }) => `${m.activity_id}:${m.arming_id}`);
 		await Promise.all(
 			[...groups.values()].map(async group => {
 				try {

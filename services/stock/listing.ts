@@ -80,12 +80,7 @@ export const listingMethods = {
 		if (!arming) throw bizError("SECKILL_NO_ACTIVITY");
 		const tags = await this.bucketTagsOf(arming);
 		const states: StreamState[] = userIds.map(() => ({ status: "none", order_no: null }));
-		const byBucket = new Map<number, number[]>();
-		userIds.forEach((id, i) => {
-			const b = homeBucket(id, tags.length);
-			if (!byBucket.has(b)) byBucket.set(b, []);
-			byBucket.get(b)!.push(i);
-		});
+		const byBucket = Map.groupBy(userIds.keys(), i => homeBucket(userIds[i], tags.length));
 		const released: number[] = [];
 		const exec = async (fill: (p: ReturnType<StockThis["redis"]["pipeline"]>) => void) => {
 			const p = this.redis.pipeline();

@@ -326,12 +326,7 @@ export const reservationMethods = {
 			return this.redis.seckillMark(k.resv, k.info, state, ...orderNos);
 		}
 		const tags = await this.bucketTagsOf(arming);
-		const byBucket = new Map<number, number[]>();
-		orderNos.forEach((_, i) => {
-			const b = buckets[i] ?? 0;
-			if (!byBucket.has(b)) byBucket.set(b, []);
-			byBucket.get(b)!.push(i);
-		});
+		const byBucket = Map.groupBy(orderNos.keys(), i => buckets[i] ?? 0);
 		const out: (1 | 0 | -1)[] = new Array(orderNos.length);
 		await Promise.all(
 			[...byBucket].map(async ([b, idx]) => {
@@ -349,18 +344,12 @@ export const reservationMethods = {
 	 * most a duplicate message from reconciliation (the consumer is idempotent).
 	 */
 	markPublished(this: StockThis, marks: PublishedMark[]): void {
-		const byArming = new Map<string, PublishedMark[]>();
-		for (const m of marks) {
-			if (!byArming.has(m.arming)) byArming.set(m.arming, []);
-			byArming.get(m.arming)!.push(m);
-		}
-		for (const [arming, ms] of byArming) {
-			const buckets = ms.some(m => m.bucket) ? ms.map(m => m.bucket) : undefined;
+		for (const [arming, ms] of Map.groupBy(marks, m => m.arming)) {
 			void this.markMany(
 				arming,
 				ms.map(m => m.orderNo),
 				"P",
-				buckets
+				ms.map(m => m.bucket)
 			).catch(err => this.logger.debug(`seckill: P marks of ${ms.length} not written (${(err as Error).message})`));
 		}
 	}

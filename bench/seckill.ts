@@ -77,6 +77,12 @@ const SCRAPE_INTERVAL = num("BENCH_SCRAPE_INTERVAL", 15);
 const PROFILE = process.env.BENCH_PROFILE ?? "";
 const MALL_ARGS = (process.env.BENCH_MALL_ARGS ?? "").split(" ").filter(Boolean);
 const MALL_LOG = process.env.BENCH_MALL_LOG ?? "";
+/**
+ * BENCH_RUNS: which runs of a round to make, by letter (default all: A L M B C S D); C without B
+ * needs BENCH_RATE, S needs B. For a quick look at one figure, e.g. BENCH_RUNS=BCS.
+ * BENCH_DRAIN_STOCK=0 skips both drains.
+ */
+const RUNS = new Set((process.env.BENCH_RUNS ?? "ALMBCSD").toUpperCase().split(""));
 const ADMIN = { username: "bench_admin", password: "bench-admin-password" };
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gomall-bench-"));
@@ -523,33 +529,37 @@ async function measure(workers: number): Promise<Measured> {
 			await settle(a, STOCK);
 		}
 		for (let round = 1; round <= ROUNDS; round++) {
-			await ceiling.refill();
-			const ceilingCpu = await cpuMeter(ceiling.child.pid!);
-			const rc = await wrk(ceiling.port, ceiling.productId, buyers, SECONDS);
-			const spentCeiling = await ceilingCpu.read(rc.requests);
-			costs.ceiling.push(spentCeiling.process);
-			costs.redisCeiling.push(spentCeiling.redis);
-			results.ceiling.push(rc);
-			row(`A${round}   ceiling`, rc, true);
-			await lean.refill();
-			const rl = await wrk(lean.port, lean.productId, buyers, SECONDS);
-			results.lean.push(rl);
-			row(`L${round}   lean`, rl, true);
-			{
-				// M: the lean ceiling with 80% of its own flat-out rate offered, a fresh sale as C's: the
-				// tail target's control. What a server with nothing in it gets at that share of its
-				// saturation on this machine is a floor no implementation goes under.
+			if (RUNS.has("A")) {
+				await ceiling.refill();
+				const ceilingCpu = await cpuMeter(ceiling.child.pid!);
+				const rc = await wrk(ceiling.port, ceiling.productId, buyers, SECONDS);
+				const spentCeiling = await ceilingCpu.read(rc.requests);
+				costs.ceiling.push(spentCeiling.process);
+				costs.redisCeiling.push(spentCeiling.redis);
+				results.ceiling.push(rc);
+				row(`A${round}   ceiling`, rc, true);
+			}
+			if (RUNS.has("L") || RUNS.has("M")) {
 				await lean.refill();
-				const rate = Math.round(RATE_SHARE * reqPerSec(rl));
-				const rm = await wrk(lean.port, lean.productId, buyers, SECONDS, { rate });
-				results.leanAtRate.push(rm);
-				row(`M${round}   lean@${rate}`, rm, false);
-				if ((rm.answers["200/0"] ?? 0) !== STOCK)
-					throw new Error(`run M${round}: ${rm.answers["200/0"]} wins for ${STOCK} units`);
+				const rl = await wrk(lean.port, lean.productId, buyers, SECONDS);
+				results.lean.push(rl);
+				row(`L${round}   lean`, rl, true);
+				if (RUNS.has("M")) {
+					// M: the lean ceiling with 80% of its own flat-out rate offered, a fresh sale as C's: the
+					// tail target's control. What a server with nothing in it gets at that share of its
+					// saturation on this machine is a floor no implementation goes under.
+					await lean.refill();
+					const rate = Math.round(RATE_SHARE * reqPerSec(rl));
+					const rm = await wrk(lean.port, lean.productId, buyers, SECONDS, { rate });
+					results.leanAtRate.push(rm);
+					row(`M${round}   lean@${rate}`, rm, false);
+					if ((rm.answers["200/0"] ?? 0) !== STOCK)
+						throw new Error(`run M${round}: ${rm.answers["200/0"]} wins for ${STOCK} units`);
+				}
 			}
 
 			let soldOutProduct = 0;
-			for (const into of [results.full, results.atRate]) {
+			for (const into of [...(RUNS.has("B") ? [results.full] : []), ...(RUNS.has("C") ? [results.atRate] : [])]) {
 				const rate = into === results.full ? 0 : FIXED_RATE || Math.round(RATE_SHARE * reqPerSec(results.full.at(-1)!));
 				const label = rate ? `C${round}   full@${rate}` : `B${round}   full`;
 				if (rate) offeredRates.push(rate);
@@ -571,18 +581,18 @@ async function measure(workers: number): Promise<Measured> {
 				if (bad.length || wrkErrors(rf))
 					throw new Error(`run ${label}: errors or unexpected answers: ${JSON.stringify(rf)}`);
 			}
-			{
+			if (RUNS.has("S") && soldOutProduct) {
 				// S: C's offered rate on B's sale, sold out since: the same answers without a sale's
 				// opening, where every request runs the reservation script. The difference between
 				// the two p99s is what the opening's requests wait for.
-				const rate = offeredRates.at(-1)!;
+				const rate = offeredRates.at(-1) ?? FIXED_RATE;
 				const rs = await wrk(mallPort, soldOutProduct, buyers, SECONDS, { rate });
 				results.atRateSoldOut.push(rs);
 				row(`S${round}   sold@${rate}`, rs, false);
 				if (Object.keys(rs.answers).some(k => k !== "409/60003") || wrkErrors(rs))
 					throw new Error(`run S${round}: errors or unexpected answers: ${JSON.stringify(rs)}`);
 			}
-			{
+			if (RUNS.has("D")) {
 				// D: B again on a sale that takes sale tokens, each buyer holding one. A buyer's second
 				// request that reaches the script before the sale sells out finds its token spent (403
 				// 60012, one try per token); after that the sold-out answers check the token's HMAC only.
@@ -616,7 +626,7 @@ async function measure(workers: number): Promise<Measured> {
 				`(p50 ${p50.toFixed(1)}, p90 ${p90.toFixed(1)}, p99 ${p99.toFixed(1)} ms); ratio full/ceiling ${(mf / mc).toFixed(2)}`
 		);
 		console.log(
-			`median         lean ceiling ${ml.toFixed(0)} req/s (p99 ${(med(results.lean, r => r.p99) / 1000).toFixed(1)} ms); ratio full/lean ${(mf / ml).toFixed(2)}, per round ${results.full.map((r, i) => (reqPerSec(r) / reqPerSec(results.lean[i])).toFixed(2)).join(" ")}`
+			`median         lean ceiling ${ml.toFixed(0)} req/s (p99 ${(med(results.lean, r => r.p99) / 1000).toFixed(1)} ms); ratio full/lean ${(mf / ml).toFixed(2)}, per round ${results.full.map((r, i) => (results.lean[i] ? (reqPerSec(r) / reqPerSec(results.lean[i])).toFixed(2) : "-")).join(" ")}`
 		);
 		const withTokens = med(results.tokens, reqPerSec);
 		console.log(
@@ -636,6 +646,50 @@ async function measure(workers: number): Promise<Measured> {
 		console.log(
 			`every full run: ${STOCK} winners, ${STOCK} orders, no buyer twice, nothing oversold, Redis and MySQL agree`
 		);
+
+		const figures = {
+			workers,
+			ceiling: mc,
+			lean: ml,
+			leanRatio: mf / ml,
+			full: mf,
+			p50,
+			p90,
+			p99,
+			worstP99: Math.max(...results.full.map(r => r.p99)) / 1000,
+			rateOffered: offered,
+			rateServed: ra,
+			rateP99: pa,
+			worstRateP99: Math.max(...results.atRate.map(r => r.p99)) / 1000,
+			leanRateP99,
+			ratio: mf / mc,
+			withTokens,
+			tokenRatio: withTokens / mc,
+			errors: [...results.lean, ...results.full, ...results.atRate, ...results.tokens].reduce(
+				(n, r) => n + wrkErrors(r),
+				0
+			)
+		};
+		const reportScrapes = () => {
+			if (scrapes.failed) throw new Error(`${scrapes.failed} scrapes of /metrics failed`);
+			if (scrapes.times.length)
+				console.log(
+					`metrics        /metrics scraped every ${SCRAPE_INTERVAL} s: ${scrapes.times.length} scrapes, slowest ${Math.max(...scrapes.times).toFixed(0)} ms, median ${median(scrapes.times).toFixed(0)} ms`
+				);
+			scrapes.stop();
+		};
+		if (!DRAIN_STOCK) {
+			reportScrapes();
+			const none = { drainMall: NaN, drainRedis: NaN, drainDb: NaN };
+			const cost = {
+				...none,
+				ceiling: median(costs.ceiling),
+				mall: median(costs.mall),
+				redisFull: NaN,
+				redisCeiling: NaN
+			};
+			return { ...figures, drain: NaN, queueDrain: NaN, cost };
+		}
 
 		// Drain: many winners at once, then how fast the queue becomes order rows.
 		// Twice as many buyers as units, each once, until sold out however long the wins take on
@@ -672,12 +726,7 @@ async function measure(workers: number): Promise<Measured> {
 			`cpu            µs per request: ceiling ${cost.ceiling.toFixed(0)} (Redis ${cost.redisCeiling.toFixed(1)}), full flat out ${cost.mall.toFixed(0)} (Redis ${cost.redisFull.toFixed(1)}); ` +
 				`drain: the mall ${cost.drainMall.toFixed(0)} per buyer's first request, Redis ${cost.drainRedis.toFixed(1)} and MariaDB ${cost.drainDb.toFixed(0)} per order`
 		);
-		if (scrapes.failed) throw new Error(`${scrapes.failed} scrapes of /metrics failed`);
-		if (scrapes.times.length)
-			console.log(
-				`metrics        /metrics scraped every ${SCRAPE_INTERVAL} s: ${scrapes.times.length} scrapes, slowest ${Math.max(...scrapes.times).toFixed(0)} ms, median ${median(scrapes.times).toFixed(0)} ms`
-			);
-		scrapes.stop();
+		reportScrapes();
 
 		// The order actor's own drain, from queue to rows: the winners queue while no order actor
 		// runs (the mall restarted without it), then one order node starts as an operator would
@@ -710,27 +759,8 @@ async function measure(workers: number): Promise<Measured> {
 			`queue drain    ${DRAIN_STOCK} queued winners -> orders by an order node of ${workers} process${workers > 1 ? "es" : ""} in ${queueSeconds.toFixed(2)} s from its first row to its last: ${queueDrain.toFixed(0)} orders/s; the order node ${orderCpu.toFixed(0)} µs per order`
 		);
 		return {
-			workers,
-			ceiling: mc,
-			lean: ml,
-			leanRatio: mf / ml,
-			full: mf,
-			p50,
-			p90,
-			p99,
-			worstP99: Math.max(...results.full.map(r => r.p99)) / 1000,
-			rateOffered: offered,
-			rateServed: ra,
-			rateP99: pa,
-			worstRateP99: Math.max(...results.atRate.map(r => r.p99)) / 1000,
-			leanRateP99,
-			ratio: mf / mc,
-			withTokens,
-			tokenRatio: withTokens / mc,
-			errors: [...results.lean, ...results.full, ...results.atRate, ...results.tokens].reduce(
-				(n, r) => n + wrkErrors(r),
-				wrkErrors(rd)
-			),
+			...figures,
+			errors: figures.errors + wrkErrors(rd),
 			drain: winners / seconds,
 			queueDrain,
 			cost

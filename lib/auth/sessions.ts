@@ -24,6 +24,8 @@ export interface RevokedSession {
 	sid: string;
 	/** Unix seconds after which no access token of the session can be valid anyway. */
 	until: number;
+	/** Unix seconds (the database's clock) when it ended: in the user actor's list, not in its announcements. */
+	revoked?: number;
 }
 
 /**
@@ -42,9 +44,21 @@ export function refusedUntil(endedAt: number, accessTtl: number): number {
 export class RevokedSessions {
 	private readonly until = new Map<string, number>();
 	private nextPrune = 0;
+	private newest = 0;
 
 	add(sessions: readonly RevokedSession[]): void {
-		for (const s of sessions) if (s.until > (this.until.get(s.sid) ?? 0)) this.until.set(s.sid, s.until);
+		for (const s of sessions) {
+			if (s.until > (this.until.get(s.sid) ?? 0)) this.until.set(s.sid, s.until);
+			if (s.revoked !== undefined && s.revoked > this.newest) this.newest = s.revoked;
+		}
+	}
+
+	/**
+	 * When the newest session of the user actor's lists ended (Unix seconds, the database's clock;
+	 * 0 before any): a resync asks only for sessions ended since about then.
+	 */
+	get newestRevoked(): number {
+		return this.newest;
 	}
 
 	has(sid: string): boolean {

@@ -74,9 +74,10 @@ export const authMethods = {
 		if (!this.broker.registry.getServiceList({ onlyAvailable: true }).some(s => s.name === "user")) return false;
 		try {
 			this.revoked.add(
-				await this.broker.call<RevokedSession[], Record<string, never>>(
+				await this.broker.call<RevokedSession[], { since?: number }>(
 					"user.revokedSessions",
-					{},
+					// The first load takes them all; a resync, what ended since the newest it holds.
+					this.revoked.newestRevoked ? { since: this.revoked.newestRevoked } : {},
 					{ retries: 0, timeout: 5000 }
 				)
 			);

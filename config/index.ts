@@ -104,6 +104,11 @@ export interface Config {
 		reconcile_age: number;
 		max_deliveries: number;
 		batch_size: number;
+		/**
+		 * ms at most that the order drain holds its messages while a stock actor in the same
+		 * process is reserving (0: never): the sale's opening first, its orders after, in bigger batches
+		 */
+		batch_hold_ms: number;
 		/** seconds a sale token (GET /api/seckill/token) may be spent in */
 		token_ttl_s: number;
 		/** seconds a captcha (GET /api/seckill/captcha) may be answered in */
@@ -354,6 +359,7 @@ const schema = {
 			reconcile_age: num(0, 86400, false),
 			max_deliveries: num(1, 100),
 			batch_size: num(1, 1000),
+			batch_hold_ms: num(0, 60000),
 			token_ttl_s: num(1, 3600, false),
 			captcha_ttl_s: num(1, 3600),
 			stream: obj({

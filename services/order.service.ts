@@ -10,6 +10,7 @@ import {
 } from "../lib/messaging/amqp";
 import { counter, gauge, labelSets } from "../lib/observability/metrics";
 import { LeasedOrderNos } from "../lib/domain/order-no";
+import { reservationActivity } from "../lib/domain/reservation-activity";
 import { pageParams } from "../lib/contract/paging";
 import { isSeckillOrderMessage } from "../lib/domain/seckill";
 import {
@@ -41,6 +42,8 @@ import { paymentProvider } from "./order/providers";
 
 /** How often this node deletes expired Idempotency-Keys (they are ignored anyway once expired). */
 const IDEMPOTENCY_PURGE_INTERVAL_MS = 10 * 60 * 1000;
+/** The drain's held messages go once this process has reserved nothing for this long (ms). */
+const RESERVATIONS_QUIET_MS = 10;
 
 const orderNo = { type: "string", pattern: /^[0-9]{1,32}$/, messages: { stringPattern: "order_no must be digits" } };
 const quantity = { type: "number", integer: true, min: 1, max: 999, convert: true };
@@ -346,7 +349,14 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			{
 				batch:
 					c.seckill.batch_size > 1
-						? { maxSize: c.seckill.batch_size, handler: bodies => this.createSeckillOrders(bodies) }
+						? {
+								maxSize: c.seckill.batch_size,
+								handler: bodies => this.createSeckillOrders(bodies),
+								// A stock actor reserving in this process: the sale's opening first (README
+								// "The drain gives way to the sale").
+								holdWhile: () => reservationActivity.busy(RESERVATIONS_QUIET_MS),
+								maxHoldMs: c.seckill.batch_hold_ms
+							}
 						: undefined,
 				// The buyer's poll stops saying "queued": the reservation is marked failed, its unit
 				// kept until an operator replays or releases it.

@@ -274,7 +274,17 @@ export interface ConsumerOptions {
 	 * through the single-message handler, whose failures are parked as above. So a batch is
 	 * only a faster way to the same outcome.
 	 */
-	batch?: { maxSize: number; handler: (bodies: unknown[]) => Promise<(boolean | PermanentMessageError)[]> };
+	batch?: {
+		maxSize: number;
+		handler: (bodies: unknown[]) => Promise<(boolean | PermanentMessageError)[]>;
+		/**
+		 * While this says so, the messages in hand wait (and those that arrive join them), at most
+		 * maxHoldMs from the first: work that must not compete with the process' own (the flash
+		 * sale's opening) goes after it, in bigger batches. Stopping the consumer ends the wait.
+		 */
+		holdWhile?: () => boolean;
+		maxHoldMs?: number;
+	};
 	/**
 	 * Runs before a message is moved to the dead-letter queue, with its parsed body and the
 	 * reason: whoever waits on the message learns that it ended there. If it throws, the message
@@ -293,6 +303,8 @@ interface Delivery {
 
 /** Headers the consumer writes on a message it parks: tries so far, and why it failed. */
 export const ATTEMPTS_HEADER = "x-gomall-attempts";
+/** How often held messages (batch.holdWhile) look again whether they may go. */
+const HOLD_RECHECK_MS = 5;
 export const REASON_HEADER = "x-gomall-reason";
 
 /**
@@ -313,6 +325,8 @@ export class QueueConsumer {
 	private stopped = false;
 	private pending: Delivery[] = [];
 	private flushScheduled = false;
+	/** When the messages in hand began to wait (batch.holdWhile), or null. */
+	private holdingSince: number | null = null;
 	private resubscribeTimer: NodeJS.Timeout | null = null;
 
 	constructor(
@@ -390,6 +404,16 @@ export class QueueConsumer {
 	}
 
 	private flush(): void {
+		const { holdWhile, maxHoldMs = 0 } = this.opts.batch ?? {};
+		if (holdWhile && !this.stopped && this.pending.length) {
+			const now = performance.now();
+			this.holdingSince ??= now;
+			if (now - this.holdingSince < maxHoldMs && holdWhile()) {
+				setTimeout(() => this.flush(), HOLD_RECHECK_MS);
+				return;
+			}
+		}
+		this.holdingSince = null;
 		this.flushScheduled = false;
 		while (this.pending.length) this.track(this.handleBatch(this.pending.splice(0, this.opts.batch!.maxSize)));
 	}

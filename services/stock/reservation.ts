@@ -4,6 +4,7 @@ import { QueryTypes } from "sequelize";
 import { bizError, rejection, Rejection } from "../../lib/contract/errors";
 import { activityKeys, Reservation, SeckillOrderMessage, SeckillResult } from "../../lib/domain/seckill";
 import { bucketKeys } from "../../lib/domain/seckill-buckets";
+import { reservationActivity } from "../../lib/domain/reservation-activity";
 import { PublishError } from "../../lib/messaging/amqp";
 import { names, SECKILL_ROUTING_KEY } from "../../lib/messaging/topology";
 import type {
@@ -71,25 +72,29 @@ export const reservationMethods = {
 	 * reservation itself goes on and is counted by its own outcome.
 	 */
 	async reserveWithin(this: StockThis, msLeft: number, pid: number, userId: number, saleToken?: string) {
-		// The sold-out shortcut is most of a sale's traffic: no timer for it.
-		if (this.soldOut.has(pid) || msLeft === Infinity) return this.reserve(pid, userId, saleToken);
-		// Its caller gives up before any answer could reach it (it waited in the bulkhead queue).
-		if (msLeft <= ANSWER_MARGIN_MS) return this.reject("late", "UNAVAILABLE");
-		const attempt: ReserveAttempt = { orderNo: "", late: false };
+		// The sold-out shortcut is most of a sale's traffic: no timer and no tally for it.
+		if (this.soldOut.has(pid)) return this.reserve(pid, userId, saleToken);
+		// The order drain of this process waits while reservations run (lib/domain/reservation-activity).
+		reservationActivity.begin();
 		let timer: NodeJS.Timeout | undefined;
-		const late = new Promise<Rejection | Queued>(resolve => {
-			timer = setTimeout(() => {
-				attempt.late = true;
-				this.logger.warn(
-					`seckill: answered at the caller's deadline (${attempt.orderNo ? `${attempt.orderNo} queued` : "not sent: retry"})`
-				);
-				resolve(attempt.orderNo ? queuedAnswer(attempt.orderNo) : rejection("UNAVAILABLE"));
-			}, msLeft - ANSWER_MARGIN_MS);
-		});
 		try {
+			if (msLeft === Infinity) return await this.reserve(pid, userId, saleToken);
+			// Its caller gives up before any answer could reach it (it waited in the bulkhead queue).
+			if (msLeft <= ANSWER_MARGIN_MS) return this.reject("late", "UNAVAILABLE");
+			const attempt: ReserveAttempt = { orderNo: "", late: false };
+			const late = new Promise<Rejection | Queued>(resolve => {
+				timer = setTimeout(() => {
+					attempt.late = true;
+					this.logger.warn(
+						`seckill: answered at the caller's deadline (${attempt.orderNo ? `${attempt.orderNo} queued` : "not sent: retry"})`
+					);
+					resolve(attempt.orderNo ? queuedAnswer(attempt.orderNo) : rejection("UNAVAILABLE"));
+				}, msLeft - ANSWER_MARGIN_MS);
+			});
 			return await Promise.race([this.reserve(pid, userId, saleToken, attempt), late]);
 		} finally {
 			clearTimeout(timer);
+			reservationActivity.end();
 		}
 	},
 

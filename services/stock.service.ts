@@ -8,7 +8,13 @@ import { counter, labelSets } from "../lib/observability/metrics";
 import { LeasedOrderNos } from "../lib/domain/order-no";
 import { NEVER_RAN_ONLY } from "../lib/messaging/retry";
 import { msLeft } from "../lib/messaging/deadline";
-import { ARMING_ID, PRODUCT_ID_PARAM, ReplicatedReserver, SECKILL_PARAMS } from "../lib/domain/seckill";
+import {
+	ARMING_ID,
+	BatchedReserver,
+	PRODUCT_ID_PARAM,
+	ReplicatedReserver,
+	SECKILL_PARAMS
+} from "../lib/domain/seckill";
 import { ReplicatedBuckets } from "../lib/domain/seckill-buckets";
 import { QueuedItem, SECKILL_QUEUED_EVENT, TurnBatch } from "../lib/domain/seckill-results";
 import { captchaKey, saleTokenKey } from "../lib/domain/sale-token";
@@ -386,6 +392,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 	async started(this: StockThis) {
 		const { wait_replicas: replicas, wait_timeout_ms: timeout } = getConfig().redis;
 		this.replicated = replicas > 0 ? new ReplicatedReserver(this.redis, replicas, timeout) : null;
+		this.batchedReserver = new BatchedReserver(this.redis);
 		this.replicatedBuckets = replicas > 0 ? new ReplicatedBuckets(this.redis, replicas, timeout) : null;
 		this.orderNos = await LeasedOrderNos.start(this.redis);
 		await this.amqp.start();

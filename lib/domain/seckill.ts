@@ -130,7 +130,11 @@ export function isSeckillOrderMessage(m: any): m is SeckillOrderMessage {
 	);
 }
 
-/** A client with lua/seckill_reserve.lua defined as `seckillReserve` (KEYS info, bought, seqs, resv, last, tokens; ARGV user_id, order_no, token nonce or ""). */
+/**
+ * A client with lua/seckill_reserve.lua defined as `seckillReserve` (KEYS info, bought, seqs,
+ * resv, last, tokens; ARGV user_id, order_no, token nonce or "", repeated for each reservation),
+ * answering [code, seq, stock_left] per reservation, flat.
+ */
 export type ReserveRedis = RedisClient & {
 	seckillReserve(...args: (string | number)[]): Promise<[number, number, number]>;
 };
@@ -205,5 +209,64 @@ export class ReplicatedReserver {
 			for (const w of batch) w.reject(err as Error);
 		}
 		await this.flush(arming);
+	}
+}
+
+/** The most reservations one script call decides (a long script holds Redis for its whole run). */
+const MAX_RESERVE_BATCH = 200;
+
+/**
+ * The reservations asked for in one tick of the process (the buyers whose requests one socket
+ * read or one Redis reply let through), one script call per arming instead of one each:
+ * lua/seckill_reserve.lua decides them one after the other, exactly as that many calls in a
+ * row would. Each command costs the client about 25 µs of CPU (its object, argument encoding,
+ * promise) and Redis a script call; a sale's opening makes hundreds in a few turns. They leave
+ * at process.nextTick, after the tick's other reservations joined, as ioredis' auto-pipelining
+ * sends its commands: nothing waits for a timer or for another reply.
+ */
+export class BatchedReserver {
+	private readonly queues = new Map<string, Waiting[]>();
+	private scheduled = false;
+
+	constructor(private readonly redis: ReserveRedis) {}
+
+	/** [code, seq, stock_left] of this buyer's reservation. */
+	reserve(arming: string, userId: number, orderNo: string, nonce = ""): Promise<[number, number, number]> {
+		return new Promise((resolve, reject) => {
+			let queue = this.queues.get(arming);
+			if (!queue) this.queues.set(arming, (queue = []));
+			queue.push({ userId, orderNo, nonce, resolve: r => resolve([r[0], r[1], r[2]]), reject });
+			if (this.scheduled) return;
+			this.scheduled = true;
+			process.nextTick(() => this.flush());
+		});
+	}
+
+	private flush(): void {
+		this.scheduled = false;
+		for (const [arming, queue] of this.queues)
+			for (let i = 0; i < queue.length; i += MAX_RESERVE_BATCH)
+				void this.send(arming, queue.slice(i, i + MAX_RESERVE_BATCH));
+		this.queues.clear();
+	}
+
+	private async send(arming: string, batch: Waiting[]): Promise<void> {
+		const k = activityKeys(arming);
+		try {
+			const flat: number[] = await this.redis.seckillReserve(
+				k.info,
+				k.bought,
+				k.seqs,
+				k.resv,
+				k.last,
+				k.tokens,
+				...batch.flatMap(w => [w.userId, w.orderNo, w.nonce])
+			);
+			if (flat.length !== 3 * batch.length) throw new Error(`${flat.length} values for ${batch.length} reservations`);
+			batch.forEach((w, i) => w.resolve([flat[3 * i], flat[3 * i + 1], flat[3 * i + 2], 0]));
+		} catch (err) {
+			// One command for all of them: a timeout leaves each one's outcome unknown, as its own would.
+			for (const w of batch) w.reject(err as Error);
+		}
 	}
 }

@@ -197,7 +197,10 @@ export const reservationMethods = {
 		return queuedAnswer(orderNo);
 	},
 
-	/** seckill_reserve.lua, acknowledged by WAIT when redis.wait_replicas is set (lib/seckill.ts ReplicatedReserver). */
+	/**
+	 * seckill_reserve.lua: with the tick's other reservations of the arming in one call
+	 * (BatchedReserver), or acknowledged by WAIT when redis.wait_replicas is set (ReplicatedReserver).
+	 */
 	async runReserve(
 		this: StockThis,
 		arming: string,
@@ -206,23 +209,7 @@ export const reservationMethods = {
 		nonce = "",
 		attempt = 1
 	): Promise<[number, number, number, number]> {
-		if (!this.replicated) {
-			const k = activityKeys(arming);
-			return [
-				...(await this.redis.seckillReserve(
-					k.info,
-					k.bought,
-					k.seqs,
-					k.resv,
-					k.last,
-					k.tokens,
-					userId,
-					orderNo,
-					nonce
-				)),
-				0
-			];
-		}
+		if (!this.replicated) return [...(await this.batchedReserver.reserve(arming, userId, orderNo, nonce)), 0];
 		try {
 			return await this.replicated.reserve(arming, userId, orderNo, nonce);
 		} catch (err) {

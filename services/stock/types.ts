@@ -3,7 +3,13 @@ import type { Context, Service } from "moleculer";
 import type { CodeKey } from "../../lib/contract/codes";
 import type { Rejection } from "../../lib/contract/errors";
 import type { LeasedOrderNos } from "../../lib/domain/order-no";
-import type { ReplicatedReserver, Reservation, ReservationState, ReserveRedis } from "../../lib/domain/seckill";
+import type {
+	BatchedReserver,
+	ReplicatedReserver,
+	Reservation,
+	ReservationState,
+	ReserveRedis
+} from "../../lib/domain/seckill";
 import type { ConfirmPublisher } from "../../lib/messaging/amqp";
 import type { AmqpThis } from "../../mixins/amqp.mixin";
 import type { DbThis } from "../../mixins/db.mixin";
@@ -330,6 +336,8 @@ export interface StockThis
 	timers: NodeJS.Timeout[];
 	/** set in `started` when redis.wait_replicas > 0 */
 	replicated: ReplicatedReserver | null;
+	/** otherwise: a tick's reservations of an unbucketed sale in one script call (set in `started`) */
+	batchedReserver: BatchedReserver;
 	/** stock buckets: the same, for every script of a bucketed sale (set with `replicated`) */
 	replicatedBuckets: ReplicatedBuckets | null;
 	/** stock buckets: arming -> its tags (they never change; read once per node from the row) */

@@ -1,0 +1,109 @@
+/**
+ * One script call for a tick's reservations (lib/domain/seckill.ts BatchedReserver): the buyers
+ * whose reservations are asked for in the same tick are decided by one seckill_reserve.lua
+ * command, one after the other, each answered exactly as its own call would have been.
+ */
+import { activityKeys, parseReservation, SeckillResult } from "../../lib/domain/seckill";
+import { startMall, TestMall } from "../helpers/node";
+import { arm, makeBuyers, newProduct } from "../helpers/seckill";
+
+let mall: TestMall;
+let admin: string;
+
+beforeAll(async () => {
+	mall = await startMall();
+	admin = await mall.http.adminToken();
+});
+afterAll(() => mall?.stop());
+
+const stock = () => mall.node.broker.getLocalService("stock") as any;
+
+/** Records each seckill_reserve.lua command sent (ioredis runs every one through its Script's execute). */
+function spyReserves() {
+	const script = stock().redis.scriptsSet.seckillReserve;
+	const execute = script.execute;
+	const calls: unknown[][] = [];
+	script.execute = function (this: unknown, container: unknown, args: unknown[], ...rest: unknown[]) {
+		calls.push([...args]);
+		return execute.call(this, container, args, ...rest);
+	};
+	return { calls, restore: () => (script.execute = execute) };
+}
+
+it("decides a tick's reservations in one command, each as if alone: wins, the limit, sold out, a resend", async () => {
+	const pid = await newProduct(mall, admin);
+	const activity = await arm(mall, admin, { product_id: pid, stock: 3, limit_per_user: 1 });
+	const [a, b, c, d] = await makeBuyers(mall, 4, "batch");
+	const no = (i: number) => `7${String(i).padStart(20, "0")}`;
+	const spy = spyReserves();
+	let answers: number[][];
+	try {
+		// In one tick: A, B, A again (another request), C (the last unit), D (none left), and B's
+		// first request resent under its order number (a reply lost: answered as that win).
+		answers = await Promise.all(
+			[
+				[a.id, no(1)],
+				[b.id, no(2)],
+				[a.id, no(3)],
+				[c.id, no(4)],
+				[d.id, no(5)],
+				[b.id, no(2)]
+			].map(([user, orderNo]) => stock().runReserve(activity.arming_id, user, orderNo))
+		);
+	} finally {
+		spy.restore();
+	}
+	expect(spy.calls).toHaveLength(1);
+	expect(answers!.map(r => r[0])).toEqual([
+		SeckillResult.WON,
+		SeckillResult.WON,
+		SeckillResult.LIMIT,
+		SeckillResult.WON,
+		SeckillResult.SOLD_OUT,
+		SeckillResult.WON
+	]);
+	// Stock left after each win, in the order decided; the resend answers its own win's sequence.
+	expect([answers![0][2], answers![1][2], answers![3][2]]).toEqual([2, 1, 0]);
+	expect(answers![5][1]).toBe(answers![1][1]);
+
+	const k = activityKeys(activity.arming_id);
+	const redis = stock().redis;
+	const resv = Object.entries((await redis.hgetall(k.resv)) as Record<string, string>).map(([n, v]) =>
+		parseReservation(n, v)
+	);
+	expect(resv.map(r => [r!.order_no, r!.user_id]).sort()).toEqual([
+		[no(1), a.id],
+		[no(2), b.id],
+		[no(4), c.id]
+	]);
+	expect(Number(await redis.hget(k.info, "stock"))).toBe(0);
+	expect(await redis.hgetall(k.bought)).toEqual({ [a.id]: "1", [b.id]: "1", [c.id]: "1" });
+});
+
+it("sends each arming's reservations in a command of their own", async () => {
+	const [p1, p2] = [await newProduct(mall, admin), await newProduct(mall, admin)];
+	const [s1, s2] = [
+		await arm(mall, admin, { product_id: p1, stock: 2 }),
+		await arm(mall, admin, { product_id: p2, stock: 2 })
+	];
+	const buyers = await makeBuyers(mall, 2, "batch2");
+	const spy = spyReserves();
+	let answers: number[][];
+	try {
+		answers = await Promise.all(
+			buyers.flatMap((u, i) => [
+				stock().runReserve(s1.arming_id, u.id, `8${String(i).padStart(20, "0")}`),
+				stock().runReserve(s2.arming_id, u.id, `9${String(i).padStart(20, "0")}`)
+			])
+		);
+	} finally {
+		spy.restore();
+	}
+	expect(spy.calls).toHaveLength(2);
+	expect(answers!.every(r => r[0] === SeckillResult.WON)).toBe(true);
+	for (const s of [s1, s2]) {
+		const k = activityKeys(s.arming_id);
+		expect(Number(await stock().redis.hget(k.info, "stock"))).toBe(0);
+		expect(await stock().redis.hlen(k.resv)).toBe(2);
+	}
+});

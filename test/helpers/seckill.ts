@@ -147,3 +147,21 @@ export async function expectAnswersHold(
 		});
 	return { queued: queued.length, refused: refused.length, counts: c };
 }
+
+/**
+ * Records each command of a Lua script that `redis` defined (ioredis runs every one through its
+ * Script's execute, auto-pipelined or not) until `restore`.
+ */
+export function spyScript(
+	redis: { scriptsSet: Record<string, { execute: (...args: any[]) => unknown }> },
+	name: string
+) {
+	const script = redis.scriptsSet[name];
+	const execute = script.execute;
+	const calls: unknown[][] = [];
+	script.execute = function (this: unknown, container: unknown, args: unknown[], ...rest: unknown[]) {
+		calls.push([...args]);
+		return execute.call(this, container, args, ...rest);
+	};
+	return { calls, restore: () => (script.execute = execute) };
+}

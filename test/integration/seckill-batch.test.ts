@@ -5,7 +5,7 @@
  */
 import { activityKeys, parseReservation, SeckillResult } from "../../lib/domain/seckill";
 import { startMall, TestMall } from "../helpers/node";
-import { arm, makeBuyers, newProduct } from "../helpers/seckill";
+import { arm, makeBuyers, newProduct, spyScript } from "../helpers/seckill";
 
 let mall: TestMall;
 let admin: string;
@@ -18,17 +18,7 @@ afterAll(() => mall?.stop());
 
 const stock = () => mall.node.broker.getLocalService("stock") as any;
 
-/** Records each seckill_reserve.lua command sent (ioredis runs every one through its Script's execute). */
-function spyReserves() {
-	const script = stock().redis.scriptsSet.seckillReserve;
-	const execute = script.execute;
-	const calls: unknown[][] = [];
-	script.execute = function (this: unknown, container: unknown, args: unknown[], ...rest: unknown[]) {
-		calls.push([...args]);
-		return execute.call(this, container, args, ...rest);
-	};
-	return { calls, restore: () => (script.execute = execute) };
-}
+const spyReserves = () => spyScript(stock().redis, "seckillReserve");
 
 it("decides a tick's reservations in one command, each as if alone: wins, the limit, sold out, a resend", async () => {
 	const pid = await newProduct(mall, admin);

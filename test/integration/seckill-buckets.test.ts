@@ -8,7 +8,18 @@ import { bucketKeys, homeBucket, parseBucketTags } from "../../lib/domain/seckil
 import { SeckillResult } from "../../lib/domain/seckill";
 import { startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
-import { arm, buy, Buyer, counts, drained, expectInvariant, makeBuyers, newProduct, sql } from "../helpers/seckill";
+import {
+	arm,
+	buy,
+	Buyer,
+	counts,
+	drained,
+	expectInvariant,
+	makeBuyers,
+	newProduct,
+	spyScript,
+	sql
+} from "../helpers/seckill";
 
 let mall: TestMall;
 let admin: string;
@@ -212,17 +223,7 @@ it("a borrowed reservation's release (its order cancelled) gives the unit to the
 
 describe("reservation marks (lua/seckill_mark.lua over many order_nos)", () => {
 	const reservation = (state: string) => `7|1|${Date.now()}|${state}`;
-	/** Records each seckill_mark.lua command sent (ioredis runs every one through its Script's execute). */
-	const spyMarks = () => {
-		const script = stock().redis.scriptsSet.seckillMark;
-		const execute = script.execute;
-		const calls: unknown[][] = [];
-		script.execute = function (this: unknown, container: unknown, args: unknown[], ...rest: unknown[]) {
-			calls.push([...args]);
-			return execute.call(this, container, args, ...rest);
-		};
-		return { calls, restore: () => (script.execute = execute) };
-	};
+	const spyMarks = () => spyScript(stock().redis, "seckillMark");
 
 	it("claims many order_nos across buckets in one command per bucket, each answered in the callers' order", async () => {
 		const s = await bucketed(8);

@@ -10,6 +10,13 @@ import { resultEnvelope } from "../../lib/contract/envelope";
 import { startMall, TestMall } from "../helpers/node";
 import { arm, Buyer, expectAnswersHold, makeBuyers, newProduct } from "../helpers/seckill";
 
+// The answer margin (250 ms before the caller's deadline) is eaten by a stall of the test
+// process' event loop: late in one CI run's in-band suite the deadline answers came bunched about
+// 200 ms late and 30 of 400 missed their caller (the same code passed alone, every time). A second
+// try runs the sale again; answers that wait for Redis (before the fix, all 300 after the pause)
+// fail both.
+jest.retryTimes(1, { logErrorsBeforeRetry: true });
+
 const REQUEST_TIMEOUT_MS = 2000;
 const PAUSE_MS = 3500;
 let mall: TestMall | undefined;

@@ -230,12 +230,12 @@ export class BatchedReserver {
 
 	constructor(private readonly redis: ReserveRedis) {}
 
-	/** [code, seq, stock_left] of this buyer's reservation. */
-	reserve(arming: string, userId: number, orderNo: string, nonce = ""): Promise<[number, number, number]> {
+	/** [code, seq, stock_left] of this buyer's reservation, and 0 replicas (none are waited for). */
+	reserve(arming: string, userId: number, orderNo: string, nonce = ""): Promise<ReserveResult> {
 		return new Promise((resolve, reject) => {
 			let queue = this.queues.get(arming);
 			if (!queue) this.queues.set(arming, (queue = []));
-			queue.push({ userId, orderNo, nonce, resolve: r => resolve([r[0], r[1], r[2]]), reject });
+			queue.push({ userId, orderNo, nonce, resolve, reject });
 			if (this.scheduled) return;
 			this.scheduled = true;
 			process.nextTick(() => this.flush());

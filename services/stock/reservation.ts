@@ -209,7 +209,7 @@ export const reservationMethods = {
 		nonce = "",
 		attempt = 1
 	): Promise<[number, number, number, number]> {
-		if (!this.replicated) return [...(await this.batchedReserver.reserve(arming, userId, orderNo, nonce)), 0];
+		if (!this.replicated) return this.batchedReserver.reserve(arming, userId, orderNo, nonce);
 		try {
 			return await this.replicated.reserve(arming, userId, orderNo, nonce);
 		} catch (err) {

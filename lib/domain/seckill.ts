@@ -32,6 +32,11 @@ export function activityKeys(armingId: string, bucketTag?: string) {
 	};
 }
 
+/** lua/seckill_reserve.lua's KEYS, in its order, for an arming's keys (or one stock bucket's). */
+export function reserveKeys(k: ReturnType<typeof activityKeys>): string[] {
+	return [k.info, k.bought, k.seqs, k.resv, k.last, k.tokens];
+}
+
 /** A new arming id: 128 random bits, never reused (what `arming_id` holds in MySQL). */
 export function newArmingId(): string {
 	return crypto.randomBytes(16).toString("hex");
@@ -193,8 +198,7 @@ export class ReplicatedReserver {
 			wait(n: number, ms: number): unknown;
 			exec(): Promise<[Error | null, unknown][] | null>;
 		};
-		for (const w of batch)
-			pipeline.seckillReserve(k.info, k.bought, k.seqs, k.resv, k.last, k.tokens, w.userId, w.orderNo, w.nonce);
+		for (const w of batch) pipeline.seckillReserve(...reserveKeys(k), w.userId, w.orderNo, w.nonce);
 		pipeline.wait(this.replicas, this.timeoutMs);
 		try {
 			const results = (await pipeline.exec()) ?? [];
@@ -251,15 +255,9 @@ export class BatchedReserver {
 	}
 
 	private async send(arming: string, batch: Waiting[]): Promise<void> {
-		const k = activityKeys(arming);
 		try {
 			const flat: number[] = await this.redis.seckillReserve(
-				k.info,
-				k.bought,
-				k.seqs,
-				k.resv,
-				k.last,
-				k.tokens,
+				...reserveKeys(activityKeys(arming)),
 				...batch.flatMap(w => [w.userId, w.orderNo, w.nonce])
 			);
 			if (flat.length !== 3 * batch.length) throw new Error(`${flat.length} values for ${batch.length} reservations`);

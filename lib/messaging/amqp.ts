@@ -303,9 +303,10 @@ interface Delivery {
 
 /** Headers the consumer writes on a message it parks: tries so far, and why it failed. */
 export const ATTEMPTS_HEADER = "x-gomall-attempts";
+export const REASON_HEADER = "x-gomall-reason";
+
 /** How often held messages (batch.holdWhile) look again whether they may go. */
 const HOLD_RECHECK_MS = 5;
-export const REASON_HEADER = "x-gomall-reason";
 
 /**
  * A manual-ack consumer whose failures never hold a prefetch slot. A failed message is

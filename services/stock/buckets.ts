@@ -1,7 +1,7 @@
 import { QueryTypes } from "sequelize";
 import { getConfig } from "../../config";
 import { ActivityStatus } from "../../lib/domain/order";
-import { productActivityKey, SeckillResult } from "../../lib/domain/seckill";
+import { productActivityKey, reserveKeys, SeckillResult } from "../../lib/domain/seckill";
 import {
 	BucketTags,
 	bucketKeys,
@@ -41,7 +41,7 @@ export function reserveArgs(
 	const k = bucketKeys(arming, tags, bucket);
 	// A sale token's nonce is spent in the buyer's home bucket: the token is bound to the buyer, so
 	// every try with it meets the same bucket's record (README "Sale tokens").
-	return [k.info, k.bought, k.seqs, k.resv, k.last, k.tokens, userId, orderNo, nonce];
+	return [...reserveKeys(k), userId, orderNo, nonce];
 }
 
 /**

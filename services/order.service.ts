@@ -12,7 +12,7 @@ import { counter, gauge, labelSets } from "../lib/observability/metrics";
 import { LeasedOrderNos } from "../lib/domain/order-no";
 import { reservationActivity } from "../lib/domain/reservation-activity";
 import { pageParams } from "../lib/contract/paging";
-import { isSeckillOrderMessage } from "../lib/domain/seckill";
+import { isSeckillOrderMessage, SeckillOrderMessage } from "../lib/domain/seckill";
 import {
 	assertCloseTopology,
 	assertDelayQueue,
@@ -351,7 +351,8 @@ const OrderService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 					c.seckill.batch_size > 1
 						? {
 								maxSize: c.seckill.batch_size,
-								handler: bodies => this.createSeckillOrders(bodies),
+								groupBy: body => this.seckillBatchKey(body),
+								handler: bodies => this.createSeckillOrders(bodies as SeckillOrderMessage[]),
 								// A stock actor reserving in this process: the sale's opening first (README
 								// "The drain gives way to the sale").
 								holdWhile: () => reservationActivity.busy(RESERVATIONS_QUIET_MS),

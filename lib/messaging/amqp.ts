@@ -276,6 +276,13 @@ export interface ConsumerOptions {
 	 */
 	batch?: {
 		maxSize: number;
+		/**
+		 * Which batch a message joins: messages of one key are handled together, and each key's
+		 * batch settles on its own, so a message one batch cannot write (another sale's, say)
+		 * never waits for a big batch it has nothing to do with. A message without a key (null:
+		 * malformed, say) goes straight to the single-message handler.
+		 */
+		groupBy: (body: unknown) => string | null;
 		handler: (bodies: unknown[]) => Promise<(boolean | PermanentMessageError)[]>;
 		/**
 		 * While this says so, the messages in hand wait (and those that arrive join them), at most
@@ -416,7 +423,15 @@ export class QueueConsumer {
 		}
 		this.holdingSince = null;
 		this.flushScheduled = false;
-		while (this.pending.length) this.track(this.handleBatch(this.pending.splice(0, this.opts.batch!.maxSize)));
+		const { groupBy, maxSize } = this.opts.batch!;
+		const groups = new Map<string, Delivery[]>();
+		for (const d of this.pending.splice(0)) {
+			const key = groupBy(d.body);
+			if (key === null) this.track(this.handleOne(d));
+			else groups.get(key)?.push(d) ?? groups.set(key, [d]);
+		}
+		for (const group of groups.values())
+			for (let i = 0; i < group.length; i += maxSize) this.track(this.handleBatch(group.slice(i, i + maxSize)));
 	}
 
 	private track(work: Promise<void>): void {

@@ -120,37 +120,31 @@ export const drainMethods = {
 		this.announceResults([resultItem(m, "success")]);
 	},
 
+	/** Which batch a flash-sale message joins: one per sale arming; a malformed one none. */
+	seckillBatchKey(this: OrderThis, body: unknown): string | null {
+		return isSeckillOrderMessage(body) ? `${body.activity_id}:${body.arming_id}` : null;
+	},
+
 	/**
-	 * The drain's fast path: the messages in hand, grouped by arming, each group written in
-	 * one transaction (one multi-row INSERT, one guarded UPDATE of the activity's stock by
-	 * the group's size), so the hot activity row is locked once per batch rather than once
-	 * per order. Anything unusual (a malformed message, an unknown arming, a unique-key
-	 * conflict, a refused stock update) leaves its group to createSeckillOrder, one message
-	 * at a time, which knows every case. Answers, per message, whether it is done.
+	 * The drain's fast path: one arming's messages in hand (seckillBatchKey) written in one
+	 * transaction (one multi-row INSERT, one guarded UPDATE of the activity's stock by the
+	 * batch's size), so the hot activity row is locked once per batch rather than once per
+	 * order. Anything unusual (an unknown arming, a unique-key conflict, a refused stock
+	 * update) leaves the batch to createSeckillOrder, one message at a time, which knows every
+	 * case. Answers, per message, whether it is done.
 	 */
-	async createSeckillOrders(this: OrderThis, bodies: unknown[]) {
-		const done: (boolean | PermanentMessageError)[] = bodies.map(() => false);
-		const ordered: SeckillOrderMessage[] = [];
-		const messages = bodies.flatMap((m, i) => (isSeckillOrderMessage(m) ? [{ m, i }] : []));
-		const groups = Map.groupBy(messages, ({ m }) => `${m.activity_id}:${m.arming_id}`);
-		await Promise.all(
-			[...groups.values()].map(async group => {
-				try {
-					ordered.push(...(await this.writeSeckillGroup(group.map(g => g.m))));
-					for (const g of group) done[g.i] = true;
-				} catch (err) {
-					// Redis knows no sale of this arming: none of the group can ever be written, and
-					// the single writer would only ask again (a poison message, dead-lettered at once).
-					if (err instanceof PermanentMessageError) {
-						for (const g of group) done[g.i] = err;
-						return;
-					}
-					this.logger.debug(`seckill batch of ${group.length} left to single writes: ${(err as Error).message}`);
-				}
-			})
-		);
-		this.announceResults(ordered.map(m => resultItem(m, "success")));
-		return done;
+	async createSeckillOrders(this: OrderThis, messages: SeckillOrderMessage[]) {
+		try {
+			const ordered = await this.writeSeckillGroup(messages);
+			this.announceResults(ordered.map(m => resultItem(m, "success")));
+			return messages.map(() => true);
+		} catch (err) {
+			// Redis knows no sale of this arming: none of the batch can ever be written, and the
+			// single writer would only ask again (a poison message, dead-lettered at once).
+			if (err instanceof PermanentMessageError) return messages.map(() => err);
+			this.logger.debug(`seckill batch of ${messages.length} left to single writes: ${(err as Error).message}`);
+			return messages.map(() => false);
+		}
 	},
 
 	/**

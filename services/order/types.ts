@@ -109,7 +109,8 @@ export interface OrderMethods {
 	// drain.ts
 	createSeckillOrder(m: SeckillOrderMessage): Promise<void>;
 	whyUnwritable(m: SeckillOrderMessage, transaction?: Transaction): Promise<string | null>;
-	createSeckillOrders(bodies: unknown[]): Promise<(boolean | PermanentMessageError)[]>;
+	seckillBatchKey(body: unknown): string | null;
+	createSeckillOrders(messages: SeckillOrderMessage[]): Promise<(boolean | PermanentMessageError)[]>;
 	seckillDeadLettered(body: unknown, reason: string): Promise<void>;
 	writeSeckillGroup(messages: SeckillOrderMessage[]): Promise<SeckillOrderMessage[]>;
 	announceResults(items: ResultItem[]): void;

@@ -104,6 +104,7 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	// lane.ts
 	httpHandler(req: Req, res: Res, next?: () => void): Promise<void>;
 	seckillLane(req: Req, res: Res): Promise<void>;
+	laneSoldOutAnswer(req: Req, res: Res): void;
 	laneSpan(req: Req, status: number, result: string, err?: unknown): void;
 	recheckSoldOut(): Promise<void>;
 

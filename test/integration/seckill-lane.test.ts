@@ -96,6 +96,31 @@ it("answers sold out itself, counted once per request in the same families, and 
 	expect([fromGateway.status, fromGateway.body.code]).toEqual([fromStock.status, fromStock.body.code]);
 });
 
+it("answers sold out from a flag set while the request waited for the shared limiter, without asking the stock actor", async () => {
+	const pid = await newProduct(mall, admin);
+	await arm(mall, admin, { product_id: pid, stock: 5 });
+	const [buyer] = await makeBuyers(mall, 1, "limiterwait");
+	const cfg = getConfig();
+	setConfig(Object.freeze({ ...cfg, rate_limit: { ...cfg.rate_limit, enabled: true } }));
+	const gateway = api as unknown as { limitDistributed: (...args: unknown[]) => Promise<void> };
+	const limit = gateway.limitDistributed;
+	// The stock actor's broadcast lands during the limiter's round trip.
+	gateway.limitDistributed = async function (this: unknown, ...args: unknown[]) {
+		await limit.apply(this, args);
+		api.soldOut.add(pid);
+	};
+	try {
+		expect((await buy(mall, buyer, pid)).body.code).toBe(60003);
+	} finally {
+		setConfig(cfg);
+		gateway.limitDistributed = limit;
+		api.soldOut.delete(pid);
+	}
+	// Had stock.seckill been asked, this buyer would hold one of the five units already.
+	expect((await buy(mall, buyer, pid)).status).toBe(200);
+	expect((await buy(mall, buyer, pid)).body.code).not.toBe(0);
+});
+
 it("traces the lane's sold-out answers as tracing.lane_sample_rate says, and every error", async () => {
 	const { pid, buyers } = await soldOutSale("sampled");
 	const watch = watchSpans();

@@ -428,7 +428,8 @@ export class QueueConsumer {
 		for (const d of this.pending.splice(0)) {
 			const key = groupBy(d.body);
 			if (key === null) this.track(this.handleOne(d));
-			else groups.get(key)?.push(d) ?? groups.set(key, [d]);
+			else if (groups.has(key)) groups.get(key)!.push(d);
+			else groups.set(key, [d]);
 		}
 		for (const group of groups.values())
 			for (let i = 0; i < group.length; i += maxSize) this.track(this.handleBatch(group.slice(i, i + maxSize)));

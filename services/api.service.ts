@@ -18,7 +18,7 @@ import { createRedis } from "../lib/storage/redis";
 import { closeListeners, listenShared } from "../lib/http/listen";
 import { ReplyBatch } from "../lib/http/reply-batch";
 import { RevokedSession, RevokedSessions } from "../lib/auth/sessions";
-import { GcraRedis, LocalBuckets } from "../lib/http/ratelimit";
+import { GcraRedis, LocalBuckets, SharedLimiter } from "../lib/http/ratelimit";
 import { authMethods } from "./api/auth";
 import { healthAliases, healthMethods } from "./api/health";
 import { laneMethods } from "./api/lane";
@@ -315,19 +315,22 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.trusted = new Set(c.http.trusted_proxies);
 		this.limiterWarnedAt = 0;
 		// Fail fast when Redis is away: no offline queue, no retries, a short timeout.
-		this.limiterRedis = createRedis(
-			c.rate_limit.redis_url ? { url: c.rate_limit.redis_url, cluster_nodes: [] } : c.redis,
-			c.namespace,
-			{ rateLimitGcra: { file: "ratelimit_gcra.lua", numberOfKeys: 1 } },
-			"gomall-ratelimit",
-			{
-				enableOfflineQueue: false,
-				maxRetriesPerRequest: 0,
-				commandTimeout: 500,
-				// One write per loop turn for every request's checks (lib/http/ratelimit.ts).
-				enableAutoPipelining: true
-			}
-		) as GcraRedis;
+		this.sharedLimiter = new SharedLimiter(
+			createRedis(
+				c.rate_limit.redis_url ? { url: c.rate_limit.redis_url, cluster_nodes: [] } : c.redis,
+				c.namespace,
+				{ rateLimitGcra: { file: "ratelimit_gcra.lua" } },
+				"gomall-ratelimit",
+				{
+					enableOfflineQueue: false,
+					maxRetriesPerRequest: 0,
+					commandTimeout: 500,
+					// A tick's checks are one command already (SharedLimiter); this puts what several
+					// ticks of one loop turn send in one write.
+					enableAutoPipelining: true
+				}
+			) as GcraRedis
+		);
 		const m = this.broker.metrics;
 		if (!m.getMetric("gomall_http_requests_total")) {
 			m.register({
@@ -429,7 +432,7 @@ const ApiService: ServiceSchema<ApiSettingsSchema, Record<string, any>, Record<s
 		this.server.closeIdleConnections();
 		await closed;
 		await this.amqpLiveness.stop();
-		await Promise.allSettled([this.amqp.stop(), this.redis.quit(), this.limiterRedis.quit(), this.dbPool.end()]);
+		await Promise.allSettled([this.amqp.stop(), this.redis.quit(), this.sharedLimiter.redis.quit(), this.dbPool.end()]);
 	}
 };
 

@@ -1,5 +1,6 @@
 import crypto from "node:crypto";
 import type { RedisClient } from "../storage/redis";
+import { TickBatcher } from "../storage/tick-batch";
 import { SALE_TOKEN_MAX_LENGTH } from "./sale-token";
 
 /**
@@ -220,51 +221,24 @@ export class ReplicatedReserver {
 const MAX_RESERVE_BATCH = 200;
 
 /**
- * The reservations asked for in one tick of the process (the buyers whose requests one socket
- * read or one Redis reply let through), one script call per arming instead of one each:
- * lua/seckill_reserve.lua decides them one after the other, exactly as that many calls in a
- * row would. Each command costs the client about 25 µs of CPU (its object, argument encoding,
- * promise) and Redis a script call; a sale's opening makes hundreds in a few turns. They leave
- * at process.nextTick, after the tick's other reservations joined, as ioredis' auto-pipelining
- * sends its commands: nothing waits for a timer or for another reply.
+ * The reservations asked for in one tick of the process, one script call per arming instead
+ * of one each (TickBatcher): lua/seckill_reserve.lua decides them one after the other, exactly
+ * as that many calls in a row would.
  */
 export class BatchedReserver {
-	private readonly queues = new Map<string, Waiting[]>();
-	private scheduled = false;
+	private readonly batcher: TickBatcher<[number, string, string], ReserveResult>;
 
-	constructor(private readonly redis: ReserveRedis) {}
-
-	/** [code, seq, stock_left] of this buyer's reservation, and 0 replicas (none are waited for). */
-	reserve(arming: string, userId: number, orderNo: string, nonce = ""): Promise<ReserveResult> {
-		return new Promise((resolve, reject) => {
-			let queue = this.queues.get(arming);
-			if (!queue) this.queues.set(arming, (queue = []));
-			queue.push({ userId, orderNo, nonce, resolve, reject });
-			if (this.scheduled) return;
-			this.scheduled = true;
-			process.nextTick(() => this.flush());
+	constructor(redis: ReserveRedis) {
+		this.batcher = new TickBatcher(MAX_RESERVE_BATCH, async (arming, triples) => {
+			const flat: number[] = await redis.seckillReserve(...reserveKeys(activityKeys(arming)), ...triples.flat());
+			if (flat.length !== 3 * triples.length)
+				throw new Error(`${flat.length} values for ${triples.length} reservations`);
+			return triples.map((_, i) => [flat[3 * i], flat[3 * i + 1], flat[3 * i + 2], 0] as ReserveResult);
 		});
 	}
 
-	private flush(): void {
-		this.scheduled = false;
-		for (const [arming, queue] of this.queues)
-			for (let i = 0; i < queue.length; i += MAX_RESERVE_BATCH)
-				void this.send(arming, queue.slice(i, i + MAX_RESERVE_BATCH));
-		this.queues.clear();
-	}
-
-	private async send(arming: string, batch: Waiting[]): Promise<void> {
-		try {
-			const flat: number[] = await this.redis.seckillReserve(
-				...reserveKeys(activityKeys(arming)),
-				...batch.flatMap(w => [w.userId, w.orderNo, w.nonce])
-			);
-			if (flat.length !== 3 * batch.length) throw new Error(`${flat.length} values for ${batch.length} reservations`);
-			batch.forEach((w, i) => w.resolve([flat[3 * i], flat[3 * i + 1], flat[3 * i + 2], 0]));
-		} catch (err) {
-			// One command for all of them: a timeout leaves each one's outcome unknown, as its own would.
-			for (const w of batch) w.reject(err as Error);
-		}
+	/** [code, seq, stock_left] of this buyer's reservation, and 0 replicas (none are waited for). */
+	reserve(arming: string, userId: number, orderNo: string, nonce = ""): Promise<ReserveResult> {
+		return this.batcher.add(arming, [userId, orderNo, nonce]);
 	}
 }

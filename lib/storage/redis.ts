@@ -21,7 +21,8 @@ export function redisKeyPrefix(namespace: string): string {
 export interface LuaCommand {
 	/** file in lua/ */
 	file: string;
-	numberOfKeys: number;
+	/** absent: as many as the caller says, in the call's first argument */
+	numberOfKeys?: number;
 }
 
 /** `host:port` or `redis://[user:pass@]host:port` -> the seed node and the options its URL carries. */

@@ -1,7 +1,7 @@
 import { getConfig } from "../../config";
 import { bizError } from "../../lib/contract/errors";
 import type { AuthUser } from "../../lib/auth/jwt";
-import { checkDistributed, clientIp, DistributedCheck, rateKey, Verdict } from "../../lib/http/ratelimit";
+import { clientIp, DistributedCheck, rateKey, Verdict } from "../../lib/http/ratelimit";
 import type { ApiThis, Req, Res } from "./types";
 
 /** Thrown for every refused request: made once, so a refusal costs no stack trace. */
@@ -67,7 +67,7 @@ export const limitMethods = {
 			checks.push({ key: `rl:seckill_token:${user.id}`, tier: rl.seckill_token });
 		let verdict: Verdict;
 		try {
-			verdict = await checkDistributed(this.limiterRedis, checks);
+			verdict = await this.sharedLimiter.check(checks);
 		} catch (err) {
 			this.broker.metrics.increment("gomall_rate_limit_errors_total");
 			const now = Date.now();

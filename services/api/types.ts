@@ -7,7 +7,7 @@ import type { AuthUser, TokenService } from "../../lib/auth/jwt";
 import type { RevokedSessions } from "../../lib/auth/sessions";
 import type { ReplyBatch } from "../../lib/http/reply-batch";
 import type { TurnMetrics } from "../../lib/observability/turn-metrics";
-import type { GcraRedis, LocalBuckets, Verdict } from "../../lib/http/ratelimit";
+import type { LocalBuckets, SharedLimiter, Verdict } from "../../lib/http/ratelimit";
 import type { AmqpConnection } from "../../lib/messaging/amqp";
 import type { AmqpLiveness } from "../../lib/messaging/liveness";
 import type { RedisClient } from "../../lib/storage/redis";
@@ -63,7 +63,7 @@ export interface ApiThis extends Service<ApiSettingsSchema> {
 	buckets: LocalBuckets;
 	/** the login tier's per-IP buckets on this node, kept whatever rate_limit.local and .distributed say */
 	loginBuckets: LocalBuckets;
-	limiterRedis: GcraRedis;
+	sharedLimiter: SharedLimiter;
 	trusted: Set<string>;
 	limiterWarnedAt: number;
 	bodyLimit: number;

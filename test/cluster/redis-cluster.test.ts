@@ -7,7 +7,7 @@ import { redisKeyPrefix } from "../../lib/storage/redis";
 import { activityKeys } from "../../lib/domain/seckill";
 import { GomallNode, startNode } from "../../bootstrap/node";
 import type { Cluster } from "ioredis";
-import { checkDistributed, GcraRedis } from "../../lib/http/ratelimit";
+import { SharedLimiter } from "../../lib/http/ratelimit";
 import { plainRedis, startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
 import { RedisCluster } from "../helpers/servers";
@@ -158,15 +158,15 @@ it("runs every Redis user on the cluster: health, the gateway's limiter, the cac
 	expect(health.body.components.redis).toBe("up");
 
 	// The gateway's own limiter client: two tiers whose keys live in different slots.
-	const limiter = (mall.node.broker.getLocalService("api") as any).limiterRedis as GcraRedis;
+	const limiter = (mall.node.broker.getLocalService("api") as any).sharedLimiter as SharedLimiter;
 	const tier = { rate: 0.01, burst: 2 };
 	const checks = [
 		{ key: "rl:global-test", tier },
 		{ key: "rl:seckill:4242", tier }
 	];
-	expect(await checkDistributed(limiter, checks)).toMatchObject({ allowed: true });
-	expect(await checkDistributed(limiter, checks)).toMatchObject({ allowed: true });
-	expect(await checkDistributed(limiter, checks)).toMatchObject({ allowed: false });
+	expect(await limiter.check(checks)).toMatchObject({ allowed: true });
+	expect(await limiter.check(checks)).toMatchObject({ allowed: true });
+	expect(await limiter.check(checks)).toMatchObject({ allowed: false });
 
 	// A product detail read is cached by Moleculer's cacher in the cluster; worker ids too.
 	const pid = await newProduct(mall, admin);

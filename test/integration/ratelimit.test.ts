@@ -6,6 +6,8 @@ import { loadConfig, setConfig } from "../../config";
 import { GomallNode, startNode } from "../../bootstrap/node";
 import { HttpClient, startMall, TestMall } from "../helpers/node";
 import { eventually, freePort } from "../helpers/proc";
+import { spyScript } from "../helpers/seckill";
+import type { SharedLimiter } from "../../lib/http/ratelimit";
 
 // The distributed limiter gets a Redis server of its own, so the test can stop it.
 let limiterRedis: ChildProcess;
@@ -168,6 +170,32 @@ describe("rate limits", () => {
 		const statuses = [];
 		for (let i = 0; i < 3; i++) statuses.push((await mall.http.post("/api/seckill", { product_id: live }, u)).status);
 		expect(statuses).toEqual([200, 429, 429]);
+	});
+
+	it("decides a tick's shared checks in one script call, each as if it had been sent alone", async () => {
+		await limits({});
+		const limiter = (mall.node.broker.getLocalService("api") as any).sharedLimiter as SharedLimiter;
+		const spy = spyScript(limiter.redis as any, "rateLimitGcra");
+		const wide = { rate: 1000, burst: 1000 };
+		const buyer = { rate: 0.01, burst: 3 };
+		try {
+			// Five requests of one buyer in the same tick, each with a wide tier beside its own.
+			const checks = [
+				{ key: "rl:global-tick", tier: wide },
+				{ key: "rl:seckill:77", tier: buyer }
+			];
+			const verdicts = await Promise.all(Array.from({ length: 5 }, () => limiter.check(checks)));
+			expect(verdicts.map(v => v.allowed)).toEqual([true, true, true, false, false]);
+			// The buyer's next token is one interval (100 s) away.
+			expect(verdicts[4].retryAfterMs).toBeGreaterThan(99000);
+			expect(spy.calls.map(args => args[0])).toEqual([10]);
+			// Sent alone afterwards, the same keys answer from the same state.
+			expect(await limiter.check([checks[1]])).toMatchObject({ allowed: false });
+			expect(await limiter.check([checks[0]])).toMatchObject({ allowed: true });
+			expect(spy.calls).toHaveLength(3);
+		} finally {
+			spy.restore();
+		}
 	});
 
 	it("turns off entirely with rate_limit.enabled false", async () => {

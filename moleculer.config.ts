@@ -7,8 +7,27 @@ import { ClusterSafeRedisCacher } from "./lib/storage/cacher";
 import { cacherRedisOptions } from "./lib/storage/redis";
 import { OtlpTraceExporter } from "./lib/observability/otlp-exporter";
 import { PROMETHEUS_REPORTER } from "./lib/observability/prometheus-reporter";
+import { TurnRequestMetricsMiddleware } from "./lib/observability/request-metrics";
 import { actionSpanTags } from "./lib/observability/span-tags";
 import { retryable } from "./lib/messaging/retry";
+
+/** Moleculer's internal middlewares in its own order, with TurnRequestMetricsMiddleware for "Metrics". */
+export const BROKER_MIDDLEWARES = [
+	"ActionHook",
+	"Validator",
+	"Bulkhead",
+	"Cacher",
+	"ContextTracker",
+	"CircuitBreaker",
+	"Timeout",
+	"Retry",
+	"Fallback",
+	"ErrorHandler",
+	"Tracing",
+	TurnRequestMetricsMiddleware,
+	"Debounce",
+	"Throttle"
+] as unknown as BrokerOptions["middlewares"];
 
 /** The broker options for a GoMall node, all taken from the node's configuration. */
 export function brokerOptions(cfg: Config, logging: GomallLogging, extra: Partial<BrokerOptions> = {}): BrokerOptions {
@@ -88,6 +107,10 @@ export function brokerOptions(cfg: Config, logging: GomallLogging, extra: Partia
 				event: { params: ["product_id", "order_no", "activity_id"] }
 			}
 		},
+		// Moleculer's own middlewares, in its own order, but its Metrics middleware's action
+		// metrics fed once per turn (lib/observability/request-metrics.ts).
+		internalMiddlewares: false,
+		middlewares: BROKER_MIDDLEWARES,
 		// Request ids double as trace ids: 32 hex digits, as W3C and OTLP expect.
 		uidGenerator: idGenerator(),
 		skipProcessEventRegistration: true,

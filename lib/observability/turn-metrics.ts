@@ -41,6 +41,7 @@ interface Pending {
  */
 export class TurnMetrics {
 	private counters = new Map<string, Map<string, { labels: Labels; n: number }>>();
+	private gauges = new Map<string, Map<string, { labels: Labels; n: number }>>();
 	private histograms = new Map<string, Map<string, Pending>>();
 	private scheduled = false;
 
@@ -53,6 +54,16 @@ export class TurnMetrics {
 		const entry = family.get(key);
 		if (entry) entry.n++;
 		else family.set(key, { labels: labels(), n: 1 });
+		this.schedule();
+	}
+
+	/** Adds `delta` (either sign) to gauge `name` under `labels`, keyed as in increment. */
+	adjust(name: string, key: string, labels: () => Labels, delta: number): void {
+		let family = this.gauges.get(name);
+		if (!family) this.gauges.set(name, (family = new Map()));
+		const entry = family.get(key);
+		if (entry) entry.n += delta;
+		else family.set(key, { labels: labels(), n: delta });
 		this.schedule();
 	}
 
@@ -77,6 +88,12 @@ export class TurnMetrics {
 		this.scheduled = false;
 		for (const [name, family] of this.counters) {
 			// A family the registry lacks is dropped, not thrown from a timer (which would end the process).
+			if (this.registry.getMetric(name))
+				for (const { labels, n } of family.values()) this.registry.increment(name, labels, n);
+			family.clear();
+		}
+		for (const [name, family] of this.gauges) {
+			// A net 0 too: the series exists, as it would had each change been made alone.
 			if (this.registry.getMetric(name))
 				for (const { labels, n } of family.values()) this.registry.increment(name, labels, n);
 			family.clear();

@@ -423,7 +423,9 @@ export class QueueConsumer {
 		}
 		this.holdingSince = null;
 		this.flushScheduled = false;
-		const { groupBy, maxSize } = this.opts.batch!;
+		// stop() flushes every consumer: one without batches never holds anything here.
+		if (!this.opts.batch || !this.pending.length) return;
+		const { groupBy, maxSize } = this.opts.batch;
 		const groups = new Map<string, Delivery[]>();
 		for (const d of this.pending.splice(0)) {
 			const key = groupBy(d.body);

@@ -17,6 +17,7 @@ import {
 	parseBucketTags
 } from "../../lib/domain/seckill-buckets";
 import { RedisLease, withLease } from "../../lib/storage/lease";
+import { inTransaction } from "../../lib/storage/tx";
 import { CLOCK_SLACK_MS } from "./reservation";
 import type { ActivityInfo, ActivityMeta, ArmingMethods, InitParams, StockThis } from "./types";
 
@@ -86,44 +87,44 @@ export const armingMethods = {
 		const arming = newArmingId();
 		const tags = chooseBucketTags(this.redis, arming, p.buckets ?? 1);
 		let previous: { arming_id: string; buckets: number; bucket_tags: string }[] = [];
-		const id = await db
-			.transaction(async transaction => {
-				// Read under the rows' locks: what this transaction retires is what was live.
-				previous = (await db.query(
-					`SELECT arming_id, buckets, bucket_tags FROM seckill_activities WHERE product_id = ? AND status = ${ActivityStatus.LIVE} FOR UPDATE`,
-					{ replacements: [p.product_id], type: QueryTypes.SELECT, transaction }
-				)) as { arming_id: string; buckets: number; bucket_tags: string }[];
-				await db.query(
-					`UPDATE seckill_activities SET status = ${ActivityStatus.RETIRED} WHERE product_id = ? AND status = ${ActivityStatus.LIVE}`,
-					{ replacements: [p.product_id], transaction }
-				);
-				const [insertId] = (await db.query(
-					`INSERT INTO seckill_activities (arming_id, product_id, seckill_price, total_stock, stock, limit_per_user, start_time, end_time, status, buckets, bucket_tags, require_token, captcha) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ${ActivityStatus.LIVE}, ?, ?, ?, ?)`,
-					{
-						replacements: [
-							arming,
-							p.product_id,
-							price,
-							p.stock,
-							p.stock,
-							limit,
-							new Date(start),
-							new Date(end),
-							tags.length,
-							formatBucketTags(tags),
-							requireToken ? 1 : 0,
-							captcha ? 1 : 0
-						],
-						transaction,
-						type: QueryTypes.INSERT
-					}
-				)) as unknown as [number];
-				return Number(insertId);
-			})
-			.catch(err => {
-				if (err instanceof UniqueConstraintError) throw bizError("SECKILL_ARMING_BUSY");
-				throw err;
-			});
+		// A deadlock victim runs again (inTransaction), as every other transaction on the
+		// activities table does, rather than answering the admin 500.
+		const id = await inTransaction(db, async transaction => {
+			// Read under the rows' locks: what this transaction retires is what was live.
+			previous = (await db.query(
+				`SELECT arming_id, buckets, bucket_tags FROM seckill_activities WHERE product_id = ? AND status = ${ActivityStatus.LIVE} FOR UPDATE`,
+				{ replacements: [p.product_id], type: QueryTypes.SELECT, transaction }
+			)) as { arming_id: string; buckets: number; bucket_tags: string }[];
+			await db.query(
+				`UPDATE seckill_activities SET status = ${ActivityStatus.RETIRED} WHERE product_id = ? AND status = ${ActivityStatus.LIVE}`,
+				{ replacements: [p.product_id], transaction }
+			);
+			const [insertId] = (await db.query(
+				`INSERT INTO seckill_activities (arming_id, product_id, seckill_price, total_stock, stock, limit_per_user, start_time, end_time, status, buckets, bucket_tags, require_token, captcha) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ${ActivityStatus.LIVE}, ?, ?, ?, ?)`,
+				{
+					replacements: [
+						arming,
+						p.product_id,
+						price,
+						p.stock,
+						p.stock,
+						limit,
+						new Date(start),
+						new Date(end),
+						tags.length,
+						formatBucketTags(tags),
+						requireToken ? 1 : 0,
+						captcha ? 1 : 0
+					],
+					transaction,
+					type: QueryTypes.INSERT
+				}
+			)) as unknown as [number];
+			return Number(insertId);
+		}).catch(err => {
+			if (err instanceof UniqueConstraintError) throw bizError("SECKILL_ARMING_BUSY");
+			throw err;
+		});
 		// Three steps, not one MULTI: on a Redis Cluster the old armings, the new one and the
 		// product's pointer live in different slots. The order keeps every moment safe: the old
 		// sale stops first, then the new one exists, and only then do buyers find it (between

@@ -109,6 +109,11 @@ export interface Config {
 		 * process is reserving (0: never): the sale's opening first, its orders after, in bigger batches
 		 */
 		batch_hold_ms: number;
+		/**
+		 * reservations one stock node runs at once (stock.seckill's own bulkhead; more wait in its
+		 * queue, up to broker.bulkhead.max_queue_size)
+		 */
+		concurrency: number;
 		/** seconds a sale token (GET /api/seckill/token) may be spent in */
 		token_ttl_s: number;
 		/** seconds a captcha (GET /api/seckill/captcha) may be answered in */
@@ -360,6 +365,7 @@ const schema = {
 			max_deliveries: num(1, 100),
 			batch_size: num(1, 1000),
 			batch_hold_ms: num(0, 60000),
+			concurrency: num(1, 100000),
 			token_ttl_s: num(1, 3600, false),
 			captcha_ttl_s: num(1, 3600),
 			stream: obj({

@@ -56,7 +56,11 @@ const CLAIM_RESULTS: Record<number, ClaimResult> = { 1: "claimed", 0: "released"
  * live in services/stock/ by concern: arming, reservation (the hot path, claim and release),
  * listing (what buyers read) and reconciliation (with the operators' status report).
  */
-const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, StockThis> = {
+/** Moleculer's `merged` hook (its docs' lifecycle events; its typings leave it out). */
+type MergedHook = { merged(schema: ServiceSchema): void };
+
+const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, StockThis> &
+	MergedHook = {
 	name: "stock",
 	mixins: [
 		DbMixin({
@@ -333,6 +337,20 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		...reconciliationMethods,
 		...bucketMethods,
 		...tokenMethods
+	},
+
+	/**
+	 * stock.seckill's bulkhead is its own: the broker's (broker.bulkhead) suits actions that
+	 * hold a database connection or the CPU, while a reservation mostly waits for a tick's
+	 * script and its publisher's confirm. Under the broker's 100 a sale's opening queued behind
+	 * itself: in the bench a win waited 19-21 ms (median) in the queue before its handler ran.
+	 * Actions are wrapped before created() runs, so it is set on the merged schema.
+	 */
+	merged(schema: ServiceSchema) {
+		schema.actions!.seckill = {
+			...(schema.actions!.seckill as object),
+			bulkhead: { concurrency: getConfig().seckill.concurrency }
+		};
 	},
 
 	created(this: StockThis) {

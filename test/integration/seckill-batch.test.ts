@@ -97,3 +97,31 @@ it("sends each arming's reservations in a command of their own", async () => {
 		expect(await stock().redis.hlen(k.resv)).toBe(2);
 	}
 });
+
+it("runs a sale's opening at once: more reservations than the broker's bulkhead allows any action are in flight together", async () => {
+	// The broker's bulkhead (broker.bulkhead.concurrency, 100 by default) is for actions that
+	// hold a database connection or the CPU; a reservation waits on a tick's script and a
+	// publisher's confirm, and stock.seckill has its own (seckill.concurrency).
+	const broker = mall.node.broker;
+	expect(mall.cfg.broker.bulkhead.concurrency).toBeLessThan(300);
+	const pid = await newProduct(mall, admin, { stock: 300 });
+	await arm(mall, admin, { product_id: pid, stock: 300 });
+	const buyers = await makeBuyers(mall, 300, "opening");
+	// Every buyer's request in one turn, as a gateway passes on a turn's requests.
+	const calls = buyers.map(b =>
+		broker.call<{ order_no?: string }, { product_id: number }>(
+			"stock.seckill",
+			{ product_id: pid },
+			{ meta: { user: { id: b.id, role: 1, sid: "s" } } }
+		)
+	);
+	const labels = { service: "stock", action: "stock.seckill" };
+	const gauge = (name: string) => broker.metrics.getMetric(name)?.get(labels)?.value;
+	const [inFlight, queued] = [
+		gauge("moleculer.request.bulkhead.inflight"),
+		gauge("moleculer.request.bulkhead.queue.size")
+	];
+	const answers = await Promise.all(calls);
+	expect({ inFlight, queued }).toEqual({ inFlight: 300, queued: 0 });
+	expect(answers.filter(a => a.order_no)).toHaveLength(300);
+});

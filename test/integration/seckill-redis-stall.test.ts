@@ -38,8 +38,9 @@ type Answer = { b: Buyer; r: { status: number; body: any }; ms: number };
 async function saleThroughStall(tag: string, concurrency: number) {
 	// Redis commands may take longer than the gateway waits (5 s by default, against 2 s here).
 	mall = await startMall({
-		broker: { request_timeout: REQUEST_TIMEOUT_MS, bulkhead: { enabled: true, concurrency, max_queue_size: 10000 } },
-		seckill: { reconcile_interval: 2, reconcile_age: 2 }
+		broker: { request_timeout: REQUEST_TIMEOUT_MS, bulkhead: { enabled: true, max_queue_size: 10000 } },
+		// stock.seckill's own bulkhead (the broker's is for every other action)
+		seckill: { reconcile_interval: 2, reconcile_age: 2, concurrency }
 	});
 	const m = mall;
 	const admin = await m.http.adminToken();

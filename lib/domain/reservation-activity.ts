@@ -5,9 +5,10 @@
  * A sale's opening is the few hundred milliseconds in which every request is a live
  * reservation: the limiter, the script, the confirmed publish, each win's answer. Its orders
  * are already safe in the queue, so writing them then only takes the CPU the opening needs:
- * the stock actor marks each reservation here, and the order drain of the same process holds
- * its messages while any is running (seckill.batch_hold_ms at most). An order node of its own
- * never sees a reservation here, so it never holds.
+ * the gateway's lane marks each live request here from the limiter on, the stock actor each
+ * reservation (a stock node may have no gateway), and the order drain of the same process
+ * holds its messages while any is running (seckill.batch_hold_ms at most). An order node of
+ * its own never sees one here, so it never holds.
  */
 export class ReservationActivity {
 	private inFlight = 0;

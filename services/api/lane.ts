@@ -2,6 +2,7 @@ import ApiGateway from "moleculer-web";
 import { getConfig } from "../../config";
 import { resultEnvelope } from "../../lib/contract/envelope";
 import { isRejection, rejection } from "../../lib/contract/errors";
+import { reservationActivity } from "../../lib/domain/reservation-activity";
 import { SOLD_OUT_RECHECK_MAX } from "../../lib/domain/sold-out-flags";
 import { readJsonBody } from "../../lib/http/body";
 import { requestMs } from "./responses";
@@ -59,6 +60,7 @@ export const laneMethods = {
 		req.$alias = SECKILL_ALIAS;
 		const traceId = (req.$traceId = this.broker.generateUid());
 		let called = false;
+		let live = false;
 		try {
 			const body = await readJsonBody(req, this.bodyLimit);
 			this.limitLocal(req, res);
@@ -75,6 +77,12 @@ export const laneMethods = {
 			// in api.service.ts), so no context, call or span is made for it. A body stock.seckill
 			// would refuse is still refused by it (the same schema), before anything is said.
 			if (this.soldOut.has(pid) && this.checkSeckillParams(params) === true) return this.laneSoldOutAnswer(req, res);
+			// A live request: the order drain of this process waits for it from here, the limiter
+			// included (lib/domain/reservation-activity; the stock actor marks its own part too,
+			// for a node without a gateway). The opening's requests wait longest in the limiter,
+			// and a drain that took those moments for "quiet" wrote its orders into the opening.
+			reservationActivity.begin();
+			live = true;
 			const rl = getConfig().rate_limit;
 			if (rl.enabled && rl.distributed && !this.soldOut.has(pid)) {
 				await this.limitDistributed(user, SECKILL_LANE.action, req, res);
@@ -95,6 +103,8 @@ export const laneMethods = {
 			// A call that reached stock.seckill is in its action's span; every other failure here
 			// (limits, auth, body, an actor unreachable) gets the lane's.
 			if (!called || res.statusCode >= 500) this.laneSpan(req, res.statusCode, "error", err);
+		} finally {
+			if (live) reservationActivity.end();
 		}
 	},
 

@@ -5,6 +5,7 @@
  * process, so the test holds the process' tally busy itself (as a sale's opening does) and
  * watches the orders table.
  */
+import Redis from "ioredis";
 import { reservationActivity } from "../../lib/domain/reservation-activity";
 import { startMall, TestMall } from "../helpers/node";
 import { eventually } from "../helpers/proc";
@@ -15,7 +16,8 @@ let mall: TestMall;
 let admin: string;
 
 beforeAll(async () => {
-	mall = await startMall({ seckill: { batch_hold_ms: HOLD_MS } });
+	// The shared limiter on (the test configuration turns it off), with the default limits.
+	mall = await startMall({ seckill: { batch_hold_ms: HOLD_MS }, rate_limit: { enabled: true, distributed: true } });
 	admin = await mall.http.adminToken();
 });
 afterAll(() => mall?.stop());
@@ -80,4 +82,25 @@ it("never holds the orders of a node that is not reserving", async () => {
 	const queued = Date.now();
 	expect((await buy(mall, b, pid)).status).toBe(200);
 	expect((await ordersReach(activity.id, 1, 5000)) - queued).toBeLessThan(HOLD_MS - 1000);
+});
+
+it("counts a buyer's request from the shared limiter on: the opening's first wait is the limiter's", async () => {
+	const pid = await newProduct(mall, admin);
+	await arm(mall, admin, { product_id: pid, stock: 1 });
+	const [b] = await makeBuyers(mall, 1, "holdlimiter");
+	const pauser = new Redis(mall.cfg.redis.url);
+	try {
+		// Redis holds every script for a while (the limiter's is the first a buyer's request
+		// runs), as a saturated opening's event loop holds their answers.
+		await pauser.call("CLIENT", "PAUSE", "1500", "WRITE");
+		const answer = buy(mall, b, pid);
+		let seen = false;
+		// Within the limiter's own timeout (500 ms, then it lets the request through to the script).
+		await eventually(async () => (seen = reservationActivity.busy(0)), 350, 5).catch(() => undefined);
+		expect(seen).toBe(true);
+		expect((await answer).status).toBe(200);
+	} finally {
+		await pauser.call("CLIENT", "UNPAUSE").catch(() => undefined);
+		pauser.disconnect();
+	}
 });

@@ -326,7 +326,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		},
 		"seckill.armed"(this: StockThis, ctx: Context<SaleFlagEvent>) {
 			this.soldOut.armed(ctx.params.product_id, ctx.params.arming_id);
-			this.metas.delete(ctx.params.product_id);
+			this.forgetActivity(ctx.params.product_id);
 		}
 	},
 
@@ -357,6 +357,7 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 		const c = getConfig();
 		this.soldOut = new SoldOutFlags();
 		this.metas = new Map();
+		this.metaReads = new Map();
 		this.bucketTagCache = new Map();
 		// Derived once: the hot path's token check is then one HMAC (lib/domain/sale-token.ts).
 		this.saleTokenKey = saleTokenKey(c.jwt.secret);

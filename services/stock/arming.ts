@@ -201,10 +201,43 @@ export const armingMethods = {
 		});
 	},
 
-	/** The activity for a product, from memory when fresh, else from its Redis hash. */
+	/**
+	 * The activity for a product, from memory when fresh, else from its Redis hash: one read for
+	 * every request that asks while it is on its way (a sale's opening begins with a whole turn
+	 * of requests that all miss). A re-arming (seckill.armed) drops the read on its way: its
+	 * answer is returned to those who asked, and not kept.
+	 */
 	async activityFor(this: StockThis, pid: number): Promise<ActivityMeta | null> {
 		const cached = this.metas.get(pid);
 		if (cached === null || (cached && Date.now() - cached.loadedAt < META_TTL_MS)) return cached;
+		let read = this.metaReads.get(pid);
+		if (!read) {
+			const mine = (read = this.readActivity(pid).then(
+				meta => {
+					if (this.metaReads.get(pid) !== mine) return meta;
+					this.metaReads.delete(pid);
+					// A miss is remembered too, briefly: unknown products are the cheapest rejection.
+					this.metas.set(pid, meta);
+					if (!meta) setTimeout(() => this.metas.get(pid) === null && this.metas.delete(pid), META_TTL_MS).unref();
+					return meta;
+				},
+				(err: unknown) => {
+					if (this.metaReads.get(pid) === mine) this.metaReads.delete(pid);
+					throw err;
+				}
+			));
+			this.metaReads.set(pid, read);
+		}
+		return read;
+	},
+
+	/** Forgets what this node knows of a product's activity, and the read on its way (seckill.armed). */
+	forgetActivity(this: StockThis, pid: number): void {
+		this.metas.delete(pid);
+		this.metaReads.delete(pid);
+	},
+
+	async readActivity(this: StockThis, pid: number): Promise<ActivityMeta | null> {
 		const arming = await this.redis.get(productActivityKey(pid));
 		let meta: ActivityMeta | null = null;
 		if (arming) {
@@ -239,9 +272,6 @@ export const armingMethods = {
 					loadedAt: Date.now()
 				};
 		}
-		// A miss is remembered too, briefly: unknown products are the cheapest rejection.
-		this.metas.set(pid, meta ?? null);
-		if (!meta) setTimeout(() => this.metas.get(pid) === null && this.metas.delete(pid), META_TTL_MS).unref();
 		return meta;
 	},
 

@@ -181,6 +181,8 @@ export interface ArmingMethods {
 	): Promise<Record<string, unknown>>;
 	writeActivityInfo(arming: string, info: ActivityInfo, tags?: BucketTags, bucket?: number): Promise<unknown>;
 	activityFor(productId: number): Promise<ActivityMeta | null>;
+	forgetActivity(productId: number): void;
+	readActivity(productId: number): Promise<ActivityMeta | null>;
 	recheckSoldOut(): Promise<void>;
 	stillSoldOut(pids: number[]): Promise<number[]>;
 }
@@ -331,6 +333,8 @@ export interface StockThis
 	soldOut: SoldOutFlags;
 	/** product id -> its activity as last read from Redis, or null for a remembered miss */
 	metas: Map<number, ActivityMeta | null>;
+	/** product id -> the read of its activity on its way (activityFor: one for every request that misses) */
+	metaReads: Map<number, Promise<ActivityMeta | null>>;
 	/** stock.seckill's answers on this node by result (the registry's family also counts a gateway's here) */
 	served: Record<string, number>;
 	timers: NodeJS.Timeout[];

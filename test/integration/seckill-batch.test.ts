@@ -125,3 +125,37 @@ it("runs a sale's opening at once: more reservations than the broker's bulkhead 
 	expect({ inFlight, queued }).toEqual({ inFlight: 300, queued: 0 });
 	expect(answers.filter(a => a.order_no)).toHaveLength(300);
 });
+
+it("reads a sale's activity from Redis once for a whole opening's first requests, and again after a re-arming", async () => {
+	const pid = await newProduct(mall, admin, { stock: 10 });
+	const first = await arm(mall, admin, { product_id: pid, stock: 10 });
+	const redis = stock().redis;
+	const get = redis.get;
+	let reads = 0;
+	let gate: Promise<void> | null = null;
+	redis.get = (...args: unknown[]) => {
+		reads++;
+		// The answer held (once read) while the gate is closed: a read overtaken by a re-arming.
+		return get.apply(redis, args).then((v: unknown) => (gate ? gate.then(() => v) : v));
+	};
+	try {
+		// The stock actor has not seen the sale yet: every request of the opening's first turn misses.
+		stock().metas.delete(pid);
+		const metas = await Promise.all(Array.from({ length: 50 }, () => stock().activityFor(pid)));
+		expect(reads).toBe(1);
+		expect(new Set(metas.map(m => m?.arming))).toEqual(new Set([first.arming_id]));
+		// Armed again while a read is on its way: that read's answer is not kept.
+		let open!: () => void;
+		gate = new Promise(r => (open = r));
+		stock().metas.delete(pid);
+		const overtaken = stock().activityFor(pid);
+		await new Promise(r => setTimeout(r, 20));
+		const second = await arm(mall, admin, { product_id: pid, stock: 10 });
+		gate = null;
+		open();
+		await overtaken;
+		expect((await stock().activityFor(pid))?.arming).toBe(second.arming_id);
+	} finally {
+		redis.get = get;
+	}
+});

@@ -325,8 +325,13 @@ const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Rec
 			this.soldOut.available(ctx.params.product_id);
 		},
 		"seckill.armed"(this: StockThis, ctx: Context<SaleFlagEvent>) {
-			this.soldOut.armed(ctx.params.product_id, ctx.params.arming_id);
-			this.forgetActivity(ctx.params.product_id);
+			const pid = ctx.params.product_id;
+			this.soldOut.armed(pid, ctx.params.arming_id);
+			this.forgetActivity(pid);
+			// Read now, not when the opening's first requests ask: they would all wait for it.
+			this.activityFor(pid).catch(err =>
+				this.logger.debug(`seckill.armed: product ${pid}'s sale not read (${(err as Error).message})`)
+			);
 		}
 	},
 

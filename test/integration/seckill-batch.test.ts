@@ -5,6 +5,7 @@
  */
 import { activityKeys, parseReservation, SeckillResult } from "../../lib/domain/seckill";
 import { startMall, TestMall } from "../helpers/node";
+import { eventually } from "../helpers/proc";
 import { arm, makeBuyers, newProduct, spyScript } from "../helpers/seckill";
 
 let mall: TestMall;
@@ -158,4 +159,11 @@ it("reads a sale's activity from Redis once for a whole opening's first requests
 	} finally {
 		redis.get = get;
 	}
+});
+
+it("knows a sale once it is armed, before its first buyer asks", async () => {
+	const pid = await newProduct(mall, admin, { stock: 10 });
+	const activity = await arm(mall, admin, { product_id: pid, stock: 10 });
+	// seckill.armed reached this node's stock actor: it read the sale, no request needed.
+	await eventually(async () => stock().metas.get(pid)?.arming === activity.arming_id, 2000, 10);
 });

@@ -56,7 +56,7 @@ export class LocalBuckets {
 }
 
 export type GcraRedis = RedisClient & {
-	/** lua/ratelimit_gcra.lua: the key count, the keys, then each key's interval and burst */
+	/** lua/ratelimit_gcra.lua: the key count, the keys, then each key's interval, burst and checks */
 	rateLimitGcra(numberOfKeys: number, ...keysThenArgs: (string | number)[]): Promise<number[]>;
 };
 
@@ -72,7 +72,7 @@ const MAX_CHECKS = 300;
  * The shared layer: GCRA in Redis (lua/ratelimit_gcra.lua), one key per tier. All gateway
  * nodes share the budget. Every check of every request of a tick goes in one script call
  * (TickBatcher), where a call per check was three commands per live request: the client's
- * CPU per command, not Redis', is what a sale's opening pays. On a Redis Cluster only checks
+ * CPU per command and per argument, not Redis', is what a sale's opening pays. On a Redis Cluster only checks
  * of one key go together: the tiers' keys live in different slots (one hot global key must
  * not pull every user's key onto its node), and the hot global key is the one worth batching.
  */
@@ -83,13 +83,23 @@ export class SharedLimiter {
 	constructor(readonly redis: GcraRedis) {
 		this.groupOf = isCluster(redis) ? key => key : () => "";
 		this.batcher = new TickBatcher(MAX_CHECKS, async (_group, checks) => {
+			// Each key once, with its checks' count: a tick of one sale's buyers checks the global
+			// key (and, behind one proxy, one address's) once per request.
+			const byKey = Map.groupBy(checks.keys(), i => checks[i].key);
+			const keys = [...byKey.keys()];
 			const flat = await redis.rateLimitGcra(
-				checks.length,
-				...checks.map(c => c.key),
-				...checks.flatMap(c => [1000 / c.tier.rate, c.tier.burst])
+				keys.length,
+				...keys,
+				...[...byKey.values()].flatMap(idx => [1000 / checks[idx[0]].tier.rate, checks[idx[0]].tier.burst, idx.length])
 			);
-			if (flat.length !== 2 * checks.length) throw new Error(`${flat.length} values for ${checks.length} checks`);
-			return checks.map((_, i) => (flat[2 * i] ? ALLOWED : { allowed: false, retryAfterMs: flat[2 * i + 1] }));
+			if (flat.length !== 2 * keys.length) throw new Error(`${flat.length} values for ${keys.length} keys`);
+			const verdicts: Verdict[] = new Array(checks.length);
+			keys.forEach((key, k) => {
+				const [allowed, retryAfterMs] = [flat[2 * k], flat[2 * k + 1]];
+				const refused: Verdict = { allowed: false, retryAfterMs };
+				byKey.get(key)!.forEach((i, nth) => (verdicts[i] = nth < allowed ? ALLOWED : refused));
+			});
+			return verdicts;
 		});
 	}
 

@@ -172,7 +172,7 @@ describe("rate limits", () => {
 		expect(statuses).toEqual([200, 429, 429]);
 	});
 
-	it("decides a tick's shared checks in one script call, each as if it had been sent alone", async () => {
+	it("decides a tick's shared checks in one script call, each key once, each check as if it had been sent alone", async () => {
 		await limits({});
 		const limiter = (mall.node.broker.getLocalService("api") as any).sharedLimiter as SharedLimiter;
 		const spy = spyScript(limiter.redis as any, "rateLimitGcra");
@@ -188,7 +188,8 @@ describe("rate limits", () => {
 			expect(verdicts.map(v => v.allowed)).toEqual([true, true, true, false, false]);
 			// The buyer's next token is one interval (100 s) away.
 			expect(verdicts[4].retryAfterMs).toBeGreaterThan(99000);
-			expect(spy.calls.map(args => args[0])).toEqual([10]);
+			// One command, each key in it once with its count: ten checks of two keys.
+			expect(spy.calls.map(args => args.slice(0, 3))).toEqual([[2, "rl:global-tick", "rl:seckill:77"]]);
 			// Sent alone afterwards, the same keys answer from the same state.
 			expect(await limiter.check([checks[1]])).toMatchObject({ allowed: false });
 			expect(await limiter.check([checks[0]])).toMatchObject({ allowed: true });
@@ -196,6 +197,28 @@ describe("rate limits", () => {
 		} finally {
 			spy.restore();
 		}
+	});
+
+	it("answers a tick's interleaved checks of many keys exactly as the same checks sent one by one", async () => {
+		await limits({});
+		const limiter = (mall.node.broker.getLocalService("api") as any).sharedLimiter as SharedLimiter;
+		// Slow tiers (a token per 1,000 s): the time between the one-by-one calls changes nothing.
+		const tiers = [1, 2, 3, 5].map(burst => ({ rate: 0.001, burst }));
+		let seed = 7;
+		const keys = Array.from({ length: 60 }, () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 6);
+		// Each request checks its own key (of six, bursts 1 to 5) and one key all of them share.
+		const requests = (prefix: string) =>
+			keys.map(key => [
+				{ key: `${prefix}:${key}`, tier: tiers[key % 4] },
+				{ key: `${prefix}:shared`, tier: tiers[3] }
+			]);
+		const together = await Promise.all(requests("rl:tick").map(checks => limiter.check(checks)));
+		const alone = [];
+		for (const checks of requests("rl:alone")) alone.push(await limiter.check(checks));
+		expect(together.map(v => v.allowed)).toEqual(alone.map(v => v.allowed));
+		expect(together.filter(v => v.allowed).length).toBeGreaterThan(0);
+		expect(together.filter(v => !v.allowed).length).toBeGreaterThan(0);
+		together.forEach((v, i) => expect(Math.abs(v.retryAfterMs - alone[i].retryAfterMs)).toBeLessThan(5000));
 	});
 
 	it("turns off entirely with rate_limit.enabled false", async () => {

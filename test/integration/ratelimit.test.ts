@@ -7,7 +7,7 @@ import { GomallNode, startNode } from "../../bootstrap/node";
 import { HttpClient, startMall, TestMall } from "../helpers/node";
 import { eventually, freePort } from "../helpers/proc";
 import { spyScript } from "../helpers/seckill";
-import type { SharedLimiter } from "../../lib/http/ratelimit";
+import type { SharedLimiter, Verdict } from "../../lib/http/ratelimit";
 
 // The distributed limiter gets a Redis server of its own, so the test can stop it.
 let limiterRedis: ChildProcess;
@@ -213,7 +213,7 @@ describe("rate limits", () => {
 				{ key: `${prefix}:shared`, tier: tiers[3] }
 			]);
 		const together = await Promise.all(requests("rl:tick").map(checks => limiter.check(checks)));
-		const alone = [];
+		const alone: Verdict[] = [];
 		for (const checks of requests("rl:alone")) alone.push(await limiter.check(checks));
 		expect(together.map(v => v.allowed)).toEqual(alone.map(v => v.allowed));
 		expect(together.filter(v => v.allowed).length).toBeGreaterThan(0);

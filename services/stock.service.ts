@@ -50,15 +50,15 @@ type ReservationParams = { arming_id: string; order_no: string; bucket?: number 
 /** What a claim found: the consumer writes the order only for "claimed". */
 const CLAIM_RESULTS: Record<number, ClaimResult> = { 1: "claimed", 0: "released", [-1]: "unknown_arming" };
 
+/** Moleculer's `merged` hook (its docs' lifecycle events; its typings leave it out). */
+type MergedHook = { merged(schema: ServiceSchema): void };
+
 /**
  * The stock actor: flash-sale activities, their stock in Redis, the Lua decision, the
  * confirmed RabbitMQ handoff to the order actor, releases and reconciliation. The methods
  * live in services/stock/ by concern: arming, reservation (the hot path, claim and release),
  * listing (what buyers read) and reconciliation (with the operators' status report).
  */
-/** Moleculer's `merged` hook (its docs' lifecycle events; its typings leave it out). */
-type MergedHook = { merged(schema: ServiceSchema): void };
-
 const StockService: ServiceSchema<ServiceSettingSchema, Record<string, any>, Record<string, any>, StockThis> &
 	MergedHook = {
 	name: "stock",

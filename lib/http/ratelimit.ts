@@ -72,9 +72,10 @@ const MAX_CHECKS = 300;
  * The shared layer: GCRA in Redis (lua/ratelimit_gcra.lua), one key per tier. All gateway
  * nodes share the budget. Every check of every request of a tick goes in one script call
  * (TickBatcher), where a call per check was three commands per live request: the client's
- * CPU per command and per argument, not Redis', is what a sale's opening pays. On a Redis Cluster only checks
- * of one key go together: the tiers' keys live in different slots (one hot global key must
- * not pull every user's key onto its node), and the hot global key is the one worth batching.
+ * CPU per command and per argument, not Redis', is what a sale's opening pays. On a Redis
+ * Cluster only checks of one key go together: the tiers' keys live in different slots (one
+ * hot global key must not pull every user's key onto its node), and the hot global key is
+ * the one worth batching.
  */
 export class SharedLimiter {
 	private readonly batcher: TickBatcher<DistributedCheck, Verdict>;

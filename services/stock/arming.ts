@@ -211,24 +211,20 @@ export const armingMethods = {
 		const cached = this.metas.get(pid);
 		if (cached === null || (cached && Date.now() - cached.loadedAt < META_TTL_MS)) return cached;
 		let read = this.metaReads.get(pid);
-		if (!read) {
-			const mine = (read = this.readActivity(pid).then(
-				meta => {
-					if (this.metaReads.get(pid) !== mine) return meta;
-					this.metaReads.delete(pid);
-					// A miss is remembered too, briefly: unknown products are the cheapest rejection.
-					this.metas.set(pid, meta);
-					if (!meta) setTimeout(() => this.metas.get(pid) === null && this.metas.delete(pid), META_TTL_MS).unref();
-					return meta;
-				},
-				(err: unknown) => {
-					if (this.metaReads.get(pid) === mine) this.metaReads.delete(pid);
-					throw err;
-				}
-			));
-			this.metaReads.set(pid, read);
+		if (read) return read;
+		read = this.readActivity(pid);
+		this.metaReads.set(pid, read);
+		try {
+			const meta = await read;
+			if (this.metaReads.get(pid) === read) {
+				this.metas.set(pid, meta);
+				// A miss is remembered too, briefly: unknown products are the cheapest rejection.
+				if (!meta) setTimeout(() => this.metas.get(pid) === null && this.metas.delete(pid), META_TTL_MS).unref();
+			}
+			return meta;
+		} finally {
+			if (this.metaReads.get(pid) === read) this.metaReads.delete(pid);
 		}
-		return read;
 	},
 
 	/** Forgets what this node knows of a product's activity, and the read on its way (seckill.armed). */

@@ -136,8 +136,10 @@ it("reads a sale's activity from Redis once for a whole opening's first requests
 	let gate: Promise<void> | null = null;
 	redis.get = (...args: unknown[]) => {
 		reads++;
-		// The answer held (once read) while the gate is closed: a read overtaken by a re-arming.
-		return get.apply(redis, args).then((v: unknown) => (gate ? gate.then(() => v) : v));
+		// A read sent while the gate is closed keeps its answer until it opens: a read overtaken
+		// by a re-arming and the read that follows it.
+		const held = gate;
+		return get.apply(redis, args).then((v: unknown) => (held ? held.then(() => v) : v));
 	};
 	try {
 		// The stock actor has not seen the sale yet: every request of the opening's first turn misses.
@@ -150,11 +152,13 @@ it("reads a sale's activity from Redis once for a whole opening's first requests
 		gate = new Promise(r => (open = r));
 		stock().metas.delete(pid);
 		const overtaken = stock().activityFor(pid);
-		await new Promise(r => setTimeout(r, 20));
-		const second = await arm(mall, admin, { product_id: pid, stock: 10 });
 		gate = null;
+		await new Promise(r => setTimeout(r, 20));
+		// The re-arming's own read (seckill.armed) answers first; the overtaken one after it.
+		const second = await arm(mall, admin, { product_id: pid, stock: 10 });
+		await eventually(async () => stock().metas.get(pid)?.arming === second.arming_id, 2000, 5);
 		open();
-		await overtaken;
+		expect((await overtaken)?.arming).not.toBe(second.arming_id);
 		expect((await stock().activityFor(pid))?.arming).toBe(second.arming_id);
 	} finally {
 		redis.get = get;

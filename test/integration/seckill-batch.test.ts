@@ -142,15 +142,17 @@ it("reads a sale's activity from Redis once for a whole opening's first requests
 		return get.apply(redis, args).then((v: unknown) => (held ? held.then(() => v) : v));
 	};
 	try {
-		// The stock actor has not seen the sale yet: every request of the opening's first turn misses.
-		stock().metas.delete(pid);
+		// As if the stock actor had not seen the sale yet (its read at seckill.armed done and
+		// forgotten): every request of the opening's first turn misses.
+		await eventually(async () => stock().metas.get(pid)?.arming === first.arming_id, 2000, 5);
+		stock().forgetActivity(pid);
 		const metas = await Promise.all(Array.from({ length: 50 }, () => stock().activityFor(pid)));
 		expect(reads).toBe(1);
 		expect(new Set(metas.map(m => m?.arming))).toEqual(new Set([first.arming_id]));
 		// Armed again while a read is on its way: that read's answer is not kept.
 		let open!: () => void;
 		gate = new Promise(r => (open = r));
-		stock().metas.delete(pid);
+		stock().forgetActivity(pid);
 		const overtaken = stock().activityFor(pid);
 		gate = null;
 		await new Promise(r => setTimeout(r, 20));

@@ -86,19 +86,21 @@ export class SharedLimiter {
 		this.batcher = new TickBatcher(MAX_CHECKS, async (_group, checks) => {
 			// Each key once, with its checks' count: a tick of one sale's buyers checks the global
 			// key (and, behind one proxy, one address's) once per request.
-			const byKey = Map.groupBy(checks.keys(), i => checks[i].key);
-			const keys = [...byKey.keys()];
+			const byKey = [...Map.groupBy(checks.keys(), i => checks[i].key).values()];
 			const flat = await redis.rateLimitGcra(
-				keys.length,
-				...keys,
-				...[...byKey.values()].flatMap(idx => [1000 / checks[idx[0]].tier.rate, checks[idx[0]].tier.burst, idx.length])
+				byKey.length,
+				...byKey.map(idx => checks[idx[0]].key),
+				...byKey.flatMap(idx => {
+					const { tier } = checks[idx[0]];
+					return [1000 / tier.rate, tier.burst, idx.length];
+				})
 			);
-			if (flat.length !== 2 * keys.length) throw new Error(`${flat.length} values for ${keys.length} keys`);
+			if (flat.length !== 2 * byKey.length) throw new Error(`${flat.length} values for ${byKey.length} keys`);
 			const verdicts: Verdict[] = new Array(checks.length);
-			keys.forEach((key, k) => {
+			byKey.forEach((idx, k) => {
 				const [allowed, retryAfterMs] = [flat[2 * k], flat[2 * k + 1]];
 				const refused: Verdict = { allowed: false, retryAfterMs };
-				byKey.get(key)!.forEach((i, nth) => (verdicts[i] = nth < allowed ? ALLOWED : refused));
+				idx.forEach((i, nth) => (verdicts[i] = nth < allowed ? ALLOWED : refused));
 			});
 			return verdicts;
 		});

@@ -134,6 +134,73 @@ describe("4 buckets on 3 masters, 2,000 requests from 500 buyers for 100 units, 
 	);
 });
 
+/** Closes the connection blocked in WAIT on the Redis at `port` (found in CLIENT LIST) as soon as there is one. */
+async function closeWhileWaiting(port: number): Promise<void> {
+	const end = Date.now() + 5000;
+	while (Date.now() < end) {
+		const waiting = /^id=(\d+) .*cmd=wait\b/m.exec(String(await rc.command(port, "CLIENT", "LIST")));
+		if (waiting) {
+			await rc.command(port, "CLIENT", "KILL", "ID", waiting[1]);
+			return;
+		}
+		await new Promise(resolve => setTimeout(resolve, 5));
+	}
+	throw new Error(`no connection waited in WAIT on ${port}`);
+}
+
+it("a borrow that ran, its WAIT cut off by a closed connection, keeps its lend: the lent unit is not sold twice", async () => {
+	const s = await bucketedSale(4, 4, 1);
+	const stock = mall.node.broker.getLocalService("stock") as any;
+	const left = (b: number) => stock.redis.hget(bucketKeys(s.activity.arming_id, s.tags, b).info, "stock");
+	expect((await Promise.all(s.tags.map((_, b) => left(b)))).map(Number)).toEqual([1, 1, 1, 1]);
+	const [first, second] = await skewedBuyers(2, 2, 4, "bkcut");
+	expect((await buy(mall, first, s.pid)).status).toBe(200);
+
+	// The second buyer's home bucket (0) is dry: bucket 1 lends it a unit, and the borrow runs on
+	// bucket 0's master with its replica stopped, so the WAIT behind it blocks; the connection is
+	// closed under that WAIT. The borrow's reservation exists, its answer never came.
+	const home = await rc.masterOf(s.infoKey(0));
+	const [replica] = await rc.replicasOf(home);
+	const borrow = stock.redis.scriptsSet.seckillBorrow;
+	const execute = borrow.execute;
+	let cut: Promise<void> | undefined;
+	borrow.execute = function (this: unknown, ...args: unknown[]) {
+		if (!cut) {
+			rc.pause(replica);
+			cut = closeWhileWaiting(home);
+		}
+		return execute.apply(this, args);
+	};
+	let answer: { status: number };
+	try {
+		answer = await buy(mall, second, s.pid);
+		await cut;
+	} finally {
+		borrow.execute = execute;
+		rc.resume(replica);
+	}
+	expect(cut).toBeDefined();
+	expect(answer.status).toBe(503);
+
+	// Reconciliation settles the lend (the home bucket holds the borrow) and publishes the
+	// reservation nobody confirmed: 4 units, each held once, and an order for each reservation.
+	let report: any;
+	let c: Awaited<ReturnType<typeof counts>>;
+	await eventually(
+		async () => {
+			report = ((await mall.node.broker.call("stock.reconcile", { activity_id: s.activity.id })) as any).activities[0];
+			c = await counts(mall, s.activity.id);
+			return report.consistent && c.ordered === c.reservations && c.liveOrders === c.reservations;
+		},
+		30000,
+		500
+	).catch(err => {
+		throw new Error(`${err.message}: ${JSON.stringify(report)}`);
+	});
+	expect(c!).toMatchObject({ initial: 4, reservations: 2, redisRemaining: 2, lends: 0, orders: 2 });
+	expectInvariant(c!);
+}, 120000);
+
 it("completes a 4-bucket sale when one bucket's master is SIGKILLed mid-sale: every buyer told 'queued' has exactly one order, nothing oversold", async () => {
 	const STOCK = 300;
 	const s = await bucketedSale(STOCK, 4, 1);

@@ -18,6 +18,14 @@ export function redisKeyPrefix(namespace: string): string {
 	return namespace ? `gomall:${namespace}:` : "gomall:";
 }
 
+/**
+ * A Redis Cluster redirection or refusal (MOVED, ASK, TRYAGAIN, CLUSTERDOWN): the node did not run
+ * the command. Every other failure of a command that was sent (a timeout, a connection closed
+ * before the answer, even one closed under a pipeline's later command) leaves its outcome unknown.
+ */
+export const isRedirection = (err: unknown): boolean =>
+	/^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test((err as Error)?.message ?? "");
+
 export interface LuaCommand {
 	/** file in lua/ */
 	file: string;

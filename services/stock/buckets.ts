@@ -10,10 +10,9 @@ import {
 	ONE_BUCKET,
 	parseBucketTags
 } from "../../lib/domain/seckill-buckets";
+import { isRedirection } from "../../lib/storage/redis";
 import type { ActivityMeta, BucketMethods, ReconcileActivityRow, ReconcileReport, StockThis } from "./types";
 
-/** ioredis' commandTimeout: the command was sent, and its outcome is unknown. */
-const isTimeout = (err: unknown) => (err as Error)?.message === "Command timed out";
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
 /**
@@ -80,7 +79,7 @@ export const bucketMethods = {
 				return [r as [number, number, number], acked];
 			} catch (err) {
 				// A redirection proves the script did not run (see runReserve).
-				if (attempt < 3 && /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test((err as Error).message)) {
+				if (attempt < 3 && isRedirection(err)) {
 					await sleep(100 * attempt);
 					continue;
 				}
@@ -163,9 +162,12 @@ export const bucketMethods = {
 						maxAge
 					]);
 				} catch (err) {
-					// Sent and unanswered, the reservation may exist: the lend is left to reconciliation,
-					// which settles it if the home bucket holds the borrow, else gives it back.
-					if (!isTimeout(err)) await unlend();
+					// Only a redirection proves the borrow did not run; then its unit goes back now. Sent and
+					// unanswered (a timeout, or a connection closed under the WAIT after the script's own
+					// answer), the reservation may hold the unit: giving it back too would sell it twice.
+					// The lend is left to reconciliation, which settles it if the home bucket holds the
+					// borrow, else gives it back.
+					if (isRedirection(err)) await unlend();
 					throw err;
 				}
 				if (got[0] !== SeckillResult.WON) {

@@ -7,6 +7,7 @@ import { bucketKeys } from "../../lib/domain/seckill-buckets";
 import { reservationActivity } from "../../lib/domain/reservation-activity";
 import { PublishError } from "../../lib/messaging/amqp";
 import { names, SECKILL_ROUTING_KEY } from "../../lib/messaging/topology";
+import { isRedirection } from "../../lib/storage/redis";
 import type {
 	ActivityMeta,
 	FailedReservation,
@@ -215,7 +216,7 @@ export const reservationMethods = {
 		} catch (err) {
 			// A cluster redirection proves the script did not run; ioredis follows it for a
 			// lone command but not inside a pipeline whose other command (WAIT) succeeded.
-			if (attempt < 3 && /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test((err as Error).message)) {
+			if (attempt < 3 && isRedirection(err)) {
 				await new Promise(resolve => setTimeout(resolve, 100 * attempt));
 				return this.runReserve(arming, userId, orderNo, nonce, attempt + 1);
 			}

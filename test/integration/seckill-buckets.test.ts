@@ -126,6 +126,38 @@ it("gives a lend back when the borrow is refused (the buyer's limit reached by a
 	expectInvariant(c);
 });
 
+it("answers a borrow sent twice (a resend of a command its closed connection left unanswered) as the one that ran: the lent unit is not given back", async () => {
+	const s = await bucketed(8);
+	const redis = stock().redis;
+	for (const b of await buyersAt(0, 2, "bkdry")) expect((await buy(mall, b, s.pid)).status).toBe(200);
+	// ioredis sends a command again after a reconnect when its answer never came; the first run's
+	// answer is lost with the connection, the caller gets the second's.
+	const borrow = redis.seckillBorrow;
+	const runs: unknown[][] = [];
+	redis.seckillBorrow = async function (this: unknown, ...args: unknown[]) {
+		// With auto-pipelining ioredis calls it again on the turn's pipeline: only the stock actor's call counts.
+		if (this !== redis) return borrow.apply(this, args as Parameters<typeof borrow>);
+		runs.push(await borrow.apply(this, args as Parameters<typeof borrow>));
+		runs.push(await borrow.apply(this, args as Parameters<typeof borrow>));
+		return runs.at(-1);
+	};
+	let answer: any;
+	try {
+		const [buyer] = await buyersAt(0, 1, "bkresend");
+		answer = await buy(mall, buyer, s.pid);
+	} finally {
+		redis.seckillBorrow = borrow;
+	}
+	expect(runs).toHaveLength(2);
+	expect(runs[0][0]).toBe(SeckillResult.WON);
+	expect(runs[1]).toEqual(runs[0]);
+	expect(answer.status).toBe(200);
+	expect((await s.left()).reduce((a, b) => a + b, 0)).toBe(5);
+	const c = await drained(mall, s.activity.id);
+	expect(c).toMatchObject({ initial: 8, redisRemaining: 5, reservations: 3, lends: 0, orders: 3, dbStock: 5 });
+	expectInvariant(c);
+});
+
 it("reconciliation returns a stale lend that has no reservation, settles one that has, and a borrow refuses a stale lend", async () => {
 	const s = await bucketed(8);
 	const redis = stock().redis;

@@ -10,13 +10,23 @@
 -- was made for that lend)
 -- ARGV[1] user_id, ARGV[2] order_no, ARGV[3] lender bucket, ARGV[4] lent_at (ms, the lender's
 -- Redis time), ARGV[5] the oldest lend taken (ms)
--- Returns {code, seq, home_stock}: 1 won; -1 no activity, -2 not started, -3 ended, -4 limit
+-- Returns {code, seq, home_stock}: 1 won (or won by this very call, resent); -1 no activity, -2 not started, -3 ended, -4 limit
 -- reached, -6 the order_no is another buyer's, -7 the lend is too old (give it back, retry).
 local info = redis.call('HMGET', KEYS[1], 'stock', 'start', 'end', 'limit', 'active')
 if not info[1] or info[5] ~= '1' then return {-1, 0, 0} end
--- An order_no already held, even by this buyer, is refused: the caller gives the lend back and
--- retries with a new number (answering it as a win would keep the lent unit with no reservation).
-if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return {-6, 0, 0} end
+-- An order_no already held is refused: the caller gives the lend back and retries with a new
+-- number. Unless it is this borrow's own reservation, made of this lender's unit for this buyer:
+-- then this is a resend of the call that made it (ioredis sends a command again when a closed
+-- connection lost its answer), answered as that call was; refused, its lend would be given back
+-- while the reservation holds the unit, and the unit sold twice.
+local held_by = redis.call('HGET', KEYS[4], ARGV[2])
+if held_by then
+  local user, seq = string.match(held_by, '^(%d+)|(%d+)|')
+  if user == ARGV[1] and redis.call('HGET', KEYS[6], ARGV[2]) == ARGV[3] then
+    return {1, tonumber(seq), tonumber(info[1])}
+  end
+  return {-6, 0, 0}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now < tonumber(info[2]) then return {-2, 0, 0} end

@@ -10,8 +10,9 @@
 -- was made for that lend)
 -- ARGV[1] user_id, ARGV[2] order_no, ARGV[3] lender bucket, ARGV[4] lent_at (ms, the lender's
 -- Redis time), ARGV[5] the oldest lend taken (ms)
--- Returns {code, seq, home_stock}: 1 won (or won by this very call, resent); -1 no activity, -2 not started, -3 ended, -4 limit
--- reached, -6 the order_no is another buyer's, -7 the lend is too old (give it back, retry).
+-- Returns {code, seq, home_stock}: 1 won (also to a resend of the call that won); -1 no activity,
+-- -2 not started, -3 ended, -4 limit reached, -6 the order_no is held by another reservation, -7
+-- the lend is too old (give it back, retry).
 local info = redis.call('HMGET', KEYS[1], 'stock', 'start', 'end', 'limit', 'active')
 if not info[1] or info[5] ~= '1' then return {-1, 0, 0} end
 -- An order_no already held is refused: the caller gives the lend back and retries with a new
